@@ -1,0 +1,51 @@
+"""`keyseg` command line: one subcommand per module under keyseg_core/commands/.
+
+Each command module exposes `HELP` (one line), `add_arguments(parser)` and `run(args) -> int`.
+Modules are imported only when their subcommand runs, so `keyseg --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand name -> (module under keyseg_core.commands, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "predict": ("predict", "segment one image for one query; write mask and overlay PNGs"),
+    "bench": ("bench", "per-stage latency and peak memory of a model config"),
+    "info": ("info", "print a model's parameter summary (trainable/total) and config"),
+    "convert-sam": ("convert_sam", "convert an original segment-anything checkpoint to safetensors"),
+    "prepare-offline": ("prepare_offline", "convert the offline SmolLM2 GGUF into the keyseg cache"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="keyseg", description="KeySeg reasoning segmentation: model, data, training, export."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        # argument definitions live next to the command; import is cheap (no torch at module level)
+        importlib.import_module(f"keyseg_core.commands.{module}").add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_module", None):
+        parser.print_help()
+        return 0
+    module = importlib.import_module(f"keyseg_core.commands.{args._module}")
+    try:
+        return int(module.run(args) or 0)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"keyseg {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
