@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Build the keyseg_ros ROS 2 package (messages, service, node, launch and config files) into
+# build/ and install/ at the repository root.
+#
+# Works both on a ROS 2 install (source /opt/ros/<distro>/setup.bash first) and in a Python
+# virtual environment that holds the ROS 2 Jazzy PyPI wheels (pip install -e '.[ros]'), where it
+# applies the fixes those wheels need (docs/ros.md, "Building"):
+#   1. their CMake files name the wheel builder's Python and numpy include directories; rewrite
+#      them to this interpreter's (idempotent),
+#   2. point AMENT_PREFIX_PATH / CMAKE_PREFIX_PATH at the environment,
+#   3. hand CMake the interpreter explicitly (-DPython3_EXECUTABLE).
+#
+# Usage: scripts/build_ros.sh [extra colcon build arguments]
+# Environment: PYTHON (default: python3 on PATH).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PYTHON="${PYTHON:-python3}"
+PYTHON="$(command -v "$PYTHON")"
+PREFIX="$("$PYTHON" -c 'import sys; print(sys.prefix)')"
+
+if [ -z "${ROS_DISTRO:-}" ] && [ -d "$PREFIX/share/ament_cmake" ]; then
+  # ROS 2 from PyPI wheels inside this environment.
+  PY_INCLUDE="$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
+  NP_INCLUDE="$("$PYTHON" -c 'import numpy; print(numpy.get_include())')"
+  PY_VER="$("$PYTHON" -c 'import sys; print(f"python{sys.version_info[0]}.{sys.version_info[1]}")')"
+  # Fix 1. The wheels were built under /opt/python/<tag>/; only .cmake files matter here.
+  mapfile -t stale < <(grep -rlE --include='*.cmake' '/opt/python/cp3[0-9]+-cp3[0-9]+/' "$PREFIX/share" || true)
+  for f in "${stale[@]}"; do
+    sed -i -E \
+      -e "s#/opt/python/cp3[0-9]+-cp3[0-9]+/lib/python3\.[0-9]+/site-packages/numpy/_core/include#${NP_INCLUDE}#g" \
+      -e "s#/opt/python/cp3[0-9]+-cp3[0-9]+/include/${PY_VER}#${PY_INCLUDE}#g" \
+      "$f"
+  done
+  [ "${#stale[@]}" -eq 0 ] || echo "build_ros.sh: fixed include paths in ${#stale[@]} CMake files under $PREFIX/share"
+  # Fix 2.
+  export AMENT_PREFIX_PATH="$PREFIX${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
+  export CMAKE_PREFIX_PATH="$PREFIX${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
+  export PATH="$PREFIX/bin:$PATH"
+fi
+
+cd "$ROOT"
+# CMake refuses exported include directories inside the package's source folder, and a virtual
+# environment at the repository root (.venv) is inside it. So build from a staged copy of the
+# package's own files (small; refreshed on every build so deleted files disappear too).
+STAGE="$ROOT/build/src/keyseg_ros"
+rm -rf "$STAGE"
+mkdir -p "$STAGE"
+cp -r package.xml CMakeLists.txt msg srv launch config "$STAGE/"
+mkdir -p "$STAGE/keyseg_ros"
+cp keyseg_ros/*.py "$STAGE/keyseg_ros/"
+# Fix 3 (harmless on a ROS install).
+"$PYTHON" -m colcon build \
+  --base-paths "$STAGE" \
+  --build-base build \
+  --install-base install \
+  --merge-install \
+  --event-handlers console_cohesion- summary- \
+  --cmake-args -DPython3_EXECUTABLE="$PYTHON" -DBUILD_TESTING=OFF \
+  "$@"
+echo "build_ros.sh: built keyseg_ros into $ROOT/install (source install/setup.bash to use it)"
