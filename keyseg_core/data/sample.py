@@ -1,0 +1,33 @@
+"""The one item type every reader returns, so training can mix data sets freely."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+IGNORE_INDEX = 255
+
+
+@dataclass
+class SegSample:
+    """One image with one target mask and the queries that describe it.
+
+    image: HxWx3 uint8 RGB at the original resolution.
+    mask:  HxW uint8; 1 = target, 0 = background, 255 = ignore (excluded from loss and metrics).
+    queries: every phrasing of the request for this mask (ReasonSeg: 1-5 paraphrases; refer data:
+        one sentence, or all sentences of a ref with unit="ref"; COCO: the category name).
+        Evaluation uses queries[0].
+    keyword: the target concept for the [KEY] token (Reason-Seg-Key, COCO category), or None.
+    """
+
+    id: str
+    source: str
+    image: np.ndarray
+    mask: np.ndarray
+    queries: list[str]
+    is_sentence: bool
+    keyword: str | None = None
+    explanation: str | None = None
+    image_path: str | None = None
+    annotation_path: str | None = None
