@@ -1,0 +1,127 @@
+"""Named model configurations (a registry of builders) and `build_model`, which assembles the parts.
+
+Registry entries return a fresh `KeySegConfig`; `build_model` turns any config into a KeySegModel and
+its processor. Randomly initialised parts are seeded from `backbone.seed`, so a config rebuilds the
+same weights on the same torch version (checkpoints verify this with a fingerprint).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from .config import BackboneConfig, FusionConfig, KeySegConfig, SamConfigSpec
+from .fusion import FusionModule
+from .keyword_head import KeywordHead
+from .mllm import apply_lora, build_mllm, load_tokenizer, num_image_tokens
+from .model import KeySegModel
+from .processor import KeySegProcessor, special_token_ids
+from .sam import SamSegmenter, build_sam
+
+OFFLINE_LLM = "offline:smollm2-135m-instruct"
+
+# Architecture facts for random-weight timing runs (same shapes as the released checkpoints).
+LLAMA_7B = dict(
+    hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+    num_key_value_heads=32, max_position_embeddings=4096, rms_norm_eps=1e-5, tie_word_embeddings=False,
+)
+CLIP_L_336 = dict(
+    hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+    image_size=336, patch_size=14, projection_dim=768,
+)
+CLIP_B_16 = dict(
+    hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+    image_size=224, patch_size=16, projection_dim=512,
+)
+
+
+def _tiny() -> KeySegConfig:
+    """Tiny random model (real SmolLM2 tokenizer): tests and CPU smoke runs, tens of ms per query."""
+    return KeySegConfig(
+        name="tiny",
+        backbone=BackboneConfig(llm="random", tokenizer=OFFLINE_LLM, vision="random"),
+        sam=SamConfigSpec(size="tiny", image_size=128),
+        fusion=FusionConfig(num_heads=4),
+    )
+
+
+def _smollm2_sam_b() -> KeySegConfig:
+    """Real SmolLM2-135M-Instruct LLM (offline) + CLIP-B/16-shaped tower + SAM ViT-B (random: none offline)."""
+    return KeySegConfig(
+        name="smollm2-sam-b",
+        backbone=BackboneConfig(llm=OFFLINE_LLM, vision="random", vision_config=dict(CLIP_B_16)),
+        sam=SamConfigSpec(size="vit_b"),
+        fusion=FusionConfig(num_heads=8),
+    )
+
+
+def _llava7b_sam_h() -> KeySegConfig:
+    """The paper's setting: LLaVA-1.5-7B from the hub + SAM ViT-H (point sam.weights at sam_vit_h_4b8939.pth)."""
+    return KeySegConfig(
+        name="llava7b-sam-h",
+        backbone=BackboneConfig(mllm="llava-hf/llava-1.5-7b-hf"),
+        sam=SamConfigSpec(size="vit_h"),
+        fusion=FusionConfig(num_heads=32),
+    )
+
+
+def _llava7b_sam_h_random() -> KeySegConfig:
+    """LLaVA-1.5-7B + SAM ViT-H shapes with random weights: real-size timing without downloads."""
+    return KeySegConfig(
+        name="llava7b-sam-h-random",
+        backbone=BackboneConfig(
+            llm="random", llm_config=dict(LLAMA_7B), tokenizer=OFFLINE_LLM,
+            vision="random", vision_config=dict(CLIP_L_336),
+        ),
+        sam=SamConfigSpec(size="vit_h"),
+        fusion=FusionConfig(num_heads=32),
+    )
+
+
+MODEL_REGISTRY: dict[str, Callable[[], KeySegConfig]] = {
+    "tiny": _tiny,
+    "smollm2-sam-b": _smollm2_sam_b,
+    "llava7b-sam-h": _llava7b_sam_h,
+    "llava7b-sam-h-random": _llava7b_sam_h_random,
+}
+DEFAULT_MODEL = "smollm2-sam-b"
+
+
+def registry_config(name: str) -> KeySegConfig:
+    if name not in MODEL_REGISTRY:
+        raise ValueError(f"unknown model config '{name}'; available: {', '.join(MODEL_REGISTRY)}")
+    return MODEL_REGISTRY[name]()
+
+
+def build_model(
+    config: KeySegConfig, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+) -> tuple[KeySegModel, KeySegProcessor]:
+    """Assemble a KeySegModel from its config; frozen/trainable split as in the paper and LISA."""
+    tokenizer = load_tokenizer(config.backbone)
+    ids = special_token_ids(tokenizer)
+    with torch.device(device):
+        llava = build_mllm(config.backbone, tokenizer, dtype=dtype)
+        hidden = llava.config.text_config.hidden_size
+        mllm = apply_lora(llava, config.lora, [ids.seg, ids.key])  # freezes all but LoRA + new rows
+        torch.manual_seed(config.backbone.seed + 2)
+        sam = SamSegmenter(build_sam(config.sam), config.sam.image_size)
+        fusion = FusionModule(hidden, sam.prompt_dim, config.fusion)
+        keyword_head = KeywordHead(hidden, config.keyword.tau)
+    model = KeySegModel(config, mllm=mllm, sam=sam, fusion=fusion, keyword_head=keyword_head, token_ids=ids)
+    model.to(device=device, dtype=dtype)
+    _set_trainable(model)
+    processor = KeySegProcessor(
+        tokenizer, config, clip_size=llava.config.vision_config.image_size,
+        num_image_tokens=num_image_tokens(llava), sam_size=config.sam.image_size,
+    )
+    return model, processor
+
+
+def _set_trainable(model: KeySegModel) -> None:
+    """Trainable: LoRA, new token rows (set by peft), fusion, keyword head, SAM mask decoder. Frozen: the rest."""
+    for p in model.sam.parameters():
+        p.requires_grad_(False)
+    for module in (model.fusion, model.keyword_head, model.sam.sam.mask_decoder):
+        for p in module.parameters():
+            p.requires_grad_(True)

@@ -1,0 +1,322 @@
+"""KeySeg configuration as validated dataclasses.
+
+Every field carries help text; `KeySegConfig.from_dict` rejects unknown keys and wrong types with the
+dotted path of the offending key (e.g. `fusion.cross_atn`), and `__post_init__` checks combinations.
+Configs are saved as sorted JSON inside every checkpoint, so a checkpoint names its base models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+SEG_TOKEN = "[SEG]"
+KEY_TOKEN = "[KEY]"
+IMAGE_TOKEN = "<image>"
+
+
+def _help(text: str, **kw: Any) -> Any:
+    return field(metadata={"help": text}, **kw)
+
+
+@dataclass
+class BackboneConfig:
+    """Where the multimodal LLM comes from: one LLaVA checkpoint, or a vision tower + a causal LM."""
+
+    mllm: str | None = _help(
+        "hub id or local dir of a LlavaForConditionalGeneration (e.g. llava-hf/llava-1.5-7b-hf); "
+        "when set, `llm`, `vision` and their configs are ignored",
+        default=None,
+    )
+    llm: str = _help(
+        "causal LM: hub id, local dir, 'offline:smollm2-135m-instruct', or 'random' (built from llm_config)",
+        default="offline:smollm2-135m-instruct",
+    )
+    llm_config: dict[str, Any] = _help(
+        "LlamaConfig overrides when llm == 'random' (hidden_size, num_hidden_layers, ...)",
+        default_factory=dict,
+    )
+    vision: str = _help(
+        "CLIP vision tower: hub id or local dir of a CLIPVisionModel, or 'random' (built from vision_config)",
+        default="random",
+    )
+    vision_config: dict[str, Any] = _help(
+        "CLIPVisionConfig overrides when vision == 'random'", default_factory=dict
+    )
+    tokenizer: str | None = _help(
+        "tokenizer source; defaults to `mllm`, else `llm` (a random LLM needs one)", default=None
+    )
+    vision_feature_layer: int = _help("vision layer fed to the projector (LLaVA-1.5: -2)", default=-2)
+    seed: int = _help("seed for every randomly initialised part (recorded so loading reproduces it)", default=0)
+
+    def __post_init__(self) -> None:
+        if self.mllm is None and self.llm == "random" and self.tokenizer is None:
+            raise ValueError("backbone.tokenizer: a 'random' llm needs a tokenizer source")
+
+
+@dataclass
+class SamConfigSpec:
+    """The SAM image encoder / prompt encoder / mask decoder."""
+
+    weights: str = _help(
+        "'random', a segment-anything checkpoint (sam_vit_*.pth), a converted .safetensors, "
+        "or a hub id / dir of a transformers SamModel",
+        default="random",
+    )
+    size: Literal["vit_b", "vit_l", "vit_h", "tiny"] = _help(
+        "architecture when weights are 'random' or an original checkpoint", default="vit_b"
+    )
+    image_size: int = _help("SAM input side (longest side is resized to it, then padded)", default=1024)
+
+    def __post_init__(self) -> None:
+        if self.size not in ("vit_b", "vit_l", "vit_h", "tiny"):
+            raise ValueError(f"sam.size: '{self.size}' is not one of vit_b, vit_l, vit_h, tiny")
+        if self.image_size % 16 or self.image_size < 64:
+            raise ValueError(f"sam.image_size: {self.image_size} must be a multiple of 16 and >= 64")
+
+
+FUSION_PRESETS: dict[str, dict[str, bool]] = {
+    # paper Table 3 / Table 4 rows, by name
+    "seg_only": dict(use_key=False, cross_attn=False, self_attn=False, residual=False),
+    "seg_sa": dict(use_key=False, cross_attn=False, self_attn=True, residual=False),
+    "keyseg": dict(use_key=True, cross_attn=True, self_attn=True, residual=True),
+    "ca_only": dict(use_key=True, cross_attn=True, self_attn=False, residual=False),
+    "sa_only": dict(use_key=True, cross_attn=False, self_attn=True, residual=False),
+    "ca_sa_no_residual": dict(use_key=True, cross_attn=True, self_attn=True, residual=False),
+}
+
+
+@dataclass
+class FusionConfig:
+    """Fusion module switches: S_hat = MLP(SelfAttn(CrossAttn(S, K) + S)); each row of Tables 3-4 is a preset."""
+
+    preset: str | None = _help(
+        f"named ablation row ({', '.join(FUSION_PRESETS)}); when set it overrides the four switches",
+        default="keyseg",
+    )
+    use_key: bool = _help("put [KEY] in the answer and train the keyword loss", default=True)
+    cross_attn: bool = _help("CrossAttn(Q=S, K=V=[KEY] embeddings of the same sample)", default=True)
+    self_attn: bool = _help("SelfAttn of the refined [SEG] over itself + the output sequence", default=True)
+    residual: bool = _help("add S back after the cross-attention (CrossAttn(S, K) + S)", default=True)
+    num_heads: int = _help("attention heads in both attentions", default=8)
+
+    def __post_init__(self) -> None:
+        if self.preset is not None:
+            if self.preset not in FUSION_PRESETS:
+                raise ValueError(f"fusion.preset: '{self.preset}' is not one of {sorted(FUSION_PRESETS)}")
+            for key, value in FUSION_PRESETS[self.preset].items():
+                setattr(self, key, value)
+        if self.cross_attn and not self.use_key:
+            raise ValueError("fusion.cross_attn needs fusion.use_key (no [KEY] to attend to)")
+        if self.residual and not self.cross_attn:
+            raise ValueError("fusion.residual adds S around the cross-attention; it needs fusion.cross_attn")
+        if self.num_heads < 1:
+            raise ValueError(f"fusion.num_heads: {self.num_heads} must be >= 1")
+
+
+@dataclass
+class KeywordConfig:
+    """Keyword head: L_kw = CE((W_k K) . E^T / tau, y)."""
+
+    tau: float = _help("softmax temperature tau (the paper gives no value)", default=1.0)
+    vocabulary: list[str] | None = _help(
+        "candidate keywords for decoding [KEY]; None = COCO's 80 category names", default=None
+    )
+    top_k: int = _help("keyword alternatives returned by the predictor", default=5)
+
+    def __post_init__(self) -> None:
+        if self.tau <= 0:
+            raise ValueError(f"keyword.tau: {self.tau} must be > 0")
+        if self.top_k < 1:
+            raise ValueError(f"keyword.top_k: {self.top_k} must be >= 1")
+
+
+LOSS_PRESETS: dict[str, dict[str, float]] = {
+    "paper": dict(ce=1.0, bce=1.0, dice=1.0, keyword=1.0),
+    "lisa": dict(ce=1.0, bce=2.0, dice=0.5, keyword=1.0),
+}
+
+
+@dataclass
+class LossConfig:
+    """Weights of L = w_ce L_CE + w_bce L_BCE + w_dice L_DICE + w_kw L_keyword."""
+
+    preset: str | None = _help(f"named weights ({', '.join(LOSS_PRESETS)}); overrides the four weights", default="paper")
+    ce: float = _help("language-modelling cross-entropy weight", default=1.0)
+    bce: float = _help("mask binary cross-entropy weight", default=1.0)
+    dice: float = _help("mask Dice weight", default=1.0)
+    keyword: float = _help("keyword alignment loss weight", default=1.0)
+
+    def __post_init__(self) -> None:
+        if self.preset is not None:
+            if self.preset not in LOSS_PRESETS:
+                raise ValueError(f"loss.preset: '{self.preset}' is not one of {sorted(LOSS_PRESETS)}")
+            for key, value in LOSS_PRESETS[self.preset].items():
+                setattr(self, key, value)
+        for name in ("ce", "bce", "dice", "keyword"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"loss.{name}: weight {getattr(self, name)} must be >= 0")
+
+
+@dataclass
+class LoraSettings:
+    """LoRA on the language model only (never on the CLIP tower, which also has q_proj/v_proj)."""
+
+    r: int = _help("LoRA rank", default=8)
+    alpha: int = _help("LoRA alpha", default=16)
+    dropout: float = _help("LoRA dropout", default=0.05)
+    target_modules: list[str] = _help(
+        "LLM projection names to adapt", default_factory=lambda: ["q_proj", "v_proj"]
+    )
+
+    def __post_init__(self) -> None:
+        if self.r < 1:
+            raise ValueError(f"lora.r: {self.r} must be >= 1")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"lora.dropout: {self.dropout} must be in [0, 1)")
+        if not self.target_modules:
+            raise ValueError("lora.target_modules: must name at least one module")
+
+
+@dataclass
+class TemplateConfig:
+    """Conversation format and the answer that carries [SEG] and [KEY]."""
+
+    prompt: str = _help(
+        "user turn; must contain <image> and {query}", default="USER: <image>\n{query} ASSISTANT:"
+    )
+    answer: str = _help(
+        "answer with [SEG] (and [KEY] when fusion.use_key); one [SEG] per target",
+        default=" Sure, [SEG] is the [KEY].",
+    )
+    answer_no_key: str = _help("answer used when fusion.use_key is false", default=" Sure, it is [SEG].")
+    token_position: Literal["predicting", "at"] = _help(
+        "which hidden state is a token's embedding: 'predicting' = the position whose next-token "
+        "prediction is the token (LISA's convention), 'at' = the token's own position",
+        default="predicting",
+    )
+    max_length: int = _help("context limit in tokens (image tokens included)", default=2048)
+
+    def __post_init__(self) -> None:
+        if IMAGE_TOKEN not in self.prompt or "{query}" not in self.prompt:
+            raise ValueError("template.prompt: must contain '<image>' and '{query}'")
+        if SEG_TOKEN not in self.answer or SEG_TOKEN not in self.answer_no_key:
+            raise ValueError("template.answer / template.answer_no_key: must contain [SEG]")
+        if self.token_position not in ("predicting", "at"):
+            raise ValueError(f"template.token_position: '{self.token_position}' is not 'predicting' or 'at'")
+
+
+@dataclass
+class KeySegConfig:
+    """Everything needed to rebuild a KeySeg model; saved as config.json in each checkpoint."""
+
+    name: str = _help("config name (registry key or user label)", default="custom")
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    sam: SamConfigSpec = field(default_factory=SamConfigSpec)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    keyword: KeywordConfig = field(default_factory=KeywordConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    template: TemplateConfig = field(default_factory=TemplateConfig)
+
+    def __post_init__(self) -> None:
+        if self.fusion.use_key and KEY_TOKEN not in self.template.answer:
+            raise ValueError("template.answer: must contain [KEY] when fusion.use_key is true")
+
+    @property
+    def answer(self) -> str:
+        """The answer template in force for this fusion setting."""
+        return self.template.answer if self.fusion.use_key else self.template.answer_no_key
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> KeySegConfig:
+        return _build(cls, data, "")
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> KeySegConfig:
+        """Load a JSON or YAML config; errors name the file and the offending key."""
+        path = Path(path)
+        text = path.read_text(encoding="utf-8")
+        try:
+            if path.suffix in (".yaml", ".yml"):
+                import yaml
+
+                data = yaml.safe_load(text)
+            else:
+                data = json.loads(text)
+        except Exception as exc:  # noqa: BLE001 - any parser error becomes one clear message
+            raise ValueError(f"{path}: not valid {path.suffix.lstrip('.') or 'JSON'}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+        try:
+            return cls.from_dict(data)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: {exc}") from exc
+
+
+def _build(cls: type, data: Any, path: str) -> Any:
+    """Recursively build dataclass `cls` from `data`, naming the dotted key of any error."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{path or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = f"{path}." if path else ""
+        raise ValueError(f"unknown config key(s) {', '.join(where + k for k in unknown)}; "
+                         f"valid keys here: {', '.join(sorted(fields))}")
+    kwargs = {}
+    for name, value in data.items():
+        key_path = f"{path}.{name}" if path else name
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value, key_path)
+        else:
+            kwargs[name] = _check_type(value, hint, key_path)
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+def _check_type(value: Any, hint: Any, path: str) -> Any:
+    """Shallow type check of a leaf value against its annotation."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is typing.Union or origin is getattr(__import__("types"), "UnionType", None):
+        for arg in args:
+            try:
+                return _check_type(value, arg, path)
+            except ValueError:
+                continue
+        raise ValueError(f"{path}: {value!r} does not match {hint}")
+    if hint is type(None):
+        if value is None:
+            return None
+        raise ValueError(f"{path}: expected null, got {value!r}")
+    if origin is Literal:
+        if value in args:
+            return value
+        raise ValueError(f"{path}: {value!r} is not one of {', '.join(map(repr, args))}")
+    if hint is Any:
+        return value
+    base = origin or hint
+    if base is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if base is int and isinstance(value, bool):
+        raise ValueError(f"{path}: expected int, got bool")
+    if not isinstance(value, base):
+        raise ValueError(f"{path}: expected {getattr(base, '__name__', base)}, got {type(value).__name__} {value!r}")
+    if base is list and args:
+        return [_check_type(v, args[0], f"{path}[{i}]") for i, v in enumerate(value)]
+    return value

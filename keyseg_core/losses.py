@@ -1,0 +1,50 @@
+"""Mask losses (LISA's formulation): per-mask sigmoid BCE and Dice, averaged over masks.
+
+Pixels labelled 255 (ReasonSeg "ignore" regions) carry no loss. Each mask's loss is the mean over its
+valid pixels, so large and small images weigh the same, then masks are averaged across the batch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_LABEL = 255
+
+
+def _flatten(logits: list[torch.Tensor], targets: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Per mask: (logits, 0/1 target, validity weight), each flattened."""
+    if len(logits) != len(targets):
+        raise ValueError(f"{len(logits)} predicted mask sets but {len(targets)} ground-truth sets")
+    out = []
+    for i, (lg, gt) in enumerate(zip(logits, targets)):
+        if lg.shape != gt.shape:
+            raise ValueError(f"sample {i}: predicted masks {tuple(lg.shape)} vs ground truth {tuple(gt.shape)}")
+        for m_lg, m_gt in zip(lg, gt):
+            valid = (m_gt != IGNORE_LABEL).float().flatten()
+            out.append((m_lg.float().flatten(), (m_gt == 1).float().flatten(), valid))
+    return out
+
+
+def mask_bce_loss(logits: list[torch.Tensor], targets: list[torch.Tensor]) -> torch.Tensor:
+    """Mean over masks of the mean BCE-with-logits over each mask's valid pixels."""
+    per_mask = [
+        (F.binary_cross_entropy_with_logits(x, y, reduction="none") * v).sum() / v.sum().clamp(min=1.0)
+        for x, y, v in _flatten(logits, targets)
+    ]
+    return torch.stack(per_mask).mean() if per_mask else _zero(logits)
+
+
+def mask_dice_loss(logits: list[torch.Tensor], targets: list[torch.Tensor], smooth: float = 1.0) -> torch.Tensor:
+    """Mean over masks of 1 - (2|P∩G| + s) / (|P| + |G| + s) with soft P = sigmoid(logits), valid pixels only."""
+    per_mask = []
+    for x, y, v in _flatten(logits, targets):
+        p = torch.sigmoid(x) * v
+        inter = (p * y).sum()
+        per_mask.append(1.0 - (2.0 * inter + smooth) / (p.sum() + (y * v).sum() + smooth))
+    return torch.stack(per_mask).mean() if per_mask else _zero(logits)
+
+
+def _zero(logits: list[torch.Tensor]) -> torch.Tensor:
+    """A zero that stays connected to the graph (no masks in the batch)."""
+    return sum((lg.sum() * 0.0 for lg in logits), torch.zeros(()))

@@ -1,0 +1,198 @@
+"""KeySegModel: image + query -> MLLM -> [SEG]/[KEY] embeddings -> fusion -> SAM -> masks (+ losses).
+
+`run` is the single forward path used by training and by the predictor; it reports each stage to an
+optional timer so per-stage latency comes from the code that actually runs. `forward` adds the losses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import ContextManager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import KeySegConfig
+from .fusion import FusionModule
+from .keyword_head import KeywordHead, keyword_loss
+from .losses import mask_bce_loss, mask_dice_loss
+from .processor import IGNORE_INDEX, KeySegBatch, SpecialTokenIds
+from .sam import SamSegmenter, postprocess_masks
+
+Timer = Callable[[str], ContextManager[None]]
+
+
+def _no_timer(_: str) -> ContextManager[None]:
+    return contextlib.nullcontext()
+
+
+@dataclass
+class KeySegOutput:
+    """Masks are per sample: (n_seg_i, H_i, W_i) logits at the original image size."""
+
+    mask_logits: list[torch.Tensor]
+    iou_predictions: list[torch.Tensor]
+    keyword_logits: torch.Tensor  # (N_key, V)
+    key_batch: torch.Tensor  # (N_key,) sample of each [KEY]
+    seg_batch: torch.Tensor  # (N_seg,) sample of each [SEG]
+    hidden: torch.Tensor  # (B, L, d) last hidden states
+    loss: torch.Tensor | None = None
+    losses: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class KeySegModel(nn.Module):
+    """The KeySeg network. Parts are built by `builder.build_model` and injected here."""
+
+    def __init__(
+        self,
+        config: KeySegConfig,
+        *,
+        mllm: nn.Module,
+        sam: SamSegmenter,
+        fusion: FusionModule,
+        keyword_head: KeywordHead,
+        token_ids: SpecialTokenIds,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.mllm = mllm  # peft-wrapped LlavaForConditionalGeneration
+        self.sam = sam
+        self.fusion = fusion
+        self.keyword_head = keyword_head
+        self.token_ids = token_ids
+
+    @property
+    def llava(self) -> nn.Module:
+        """The LlavaForConditionalGeneration under the peft wrapper (LoRA layers are injected in place)."""
+        return self.mllm.get_base_model()
+
+    def vocab_embeddings(self) -> torch.Tensor:
+        """E: the LLM's (V, d) input embedding table, base rows (frozen for all ordinary tokens)."""
+        emb = self.llava.get_input_embeddings()
+        return getattr(emb, "token_adapter", emb).weight if not isinstance(emb, nn.Embedding) else emb.weight
+
+    # ---- the forward path, in named steps ----
+
+    def run(self, batch: KeySegBatch, timer: Timer = _no_timer, compute_logits: bool = False) -> KeySegOutput:
+        """Inference/training forward without losses. `compute_logits` also returns LM logits via .hidden."""
+        with timer("vision_tower"):
+            image_features = self.encode_images(batch.clip_pixels)  # (B, n_img, d)
+        with timer("llm_prefill"):
+            hidden = self.run_llm(batch.input_ids, batch.attention_mask, image_features)  # (B, L, d)
+        with timer("fusion"):
+            seg, seg_b = self.gather(hidden, batch.input_ids, self.token_ids.seg)  # (N_seg, d)
+            key, key_b = self.gather(hidden, batch.input_ids, self.token_ids.key)  # (N_key, d)
+            prompts = self.fusion(seg, seg_b, key, key_b, hidden, batch.attention_mask)  # (N_seg, C)
+            keyword_logits = self.keyword_head(key, self.vocab_embeddings())  # (N_key, V)
+        with timer("sam_encoder"), torch.no_grad():
+            image_embeddings = self.sam.encode(batch.sam_pixels)  # (B, C, h, w); frozen encoder
+        with timer("mask_decoder"):
+            low_res, ious = self.decode_masks(image_embeddings, prompts.to(image_embeddings.dtype), seg_b)
+        with timer("postprocess"):
+            masks = [
+                postprocess_masks(m, batch.resized_hw[i], batch.original_hw[i], self.sam.image_size)
+                for i, m in enumerate(low_res)
+            ]
+        return KeySegOutput(masks, ious, keyword_logits, key_b, seg_b, hidden)
+
+    def forward(self, batch: KeySegBatch) -> KeySegOutput:
+        """Training forward: `run` plus L = w_ce CE + w_bce BCE + w_dice Dice + w_kw L_kw."""
+        if batch.labels is None or batch.gt_masks is None:
+            raise ValueError("KeySegModel.forward needs labels and gt_masks; use run() for inference")
+        out = self.run(batch)
+        w = self.config.loss
+        losses = {"ce": self.lm_loss(out.hidden, batch.labels)}
+        losses["bce"] = mask_bce_loss(out.mask_logits, batch.gt_masks)
+        losses["dice"] = mask_dice_loss(out.mask_logits, batch.gt_masks)
+        if self.config.fusion.use_key:
+            if batch.keyword_ids is None:
+                raise ValueError("fusion.use_key is on but the batch has no keyword targets")
+            flat = [ids for sample in batch.keyword_ids for ids in sample]
+            losses["keyword"] = keyword_loss(out.keyword_logits, flat)
+        else:
+            losses["keyword"] = out.hidden.new_zeros(())
+        out.loss = w.ce * losses["ce"] + w.bce * losses["bce"] + w.dice * losses["dice"] + w.keyword * losses["keyword"]
+        out.losses = {k: v.detach() for k, v in losses.items()}
+        return out
+
+    # ---- steps ----
+
+    def encode_images(self, clip_pixels: torch.Tensor) -> torch.Tensor:
+        """CLIP tower + projector: (B, 3, s, s) -> (B, n_img, d). Both frozen."""
+        feats = self.llava.model.get_image_features(pixel_values=clip_pixels).pooler_output
+        return torch.stack(list(feats)) if isinstance(feats, (list, tuple)) else feats
+
+    def run_llm(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, image_features: torch.Tensor) -> torch.Tensor:
+        """Embed tokens, put visual features at the <image> positions, run the LM: (B, L) -> (B, L, d)."""
+        embeds = self.llava.get_input_embeddings()(input_ids)  # (B, L, d)
+        is_image = (input_ids == self.token_ids.image).unsqueeze(-1)
+        if int(is_image.sum()) != image_features.shape[0] * image_features.shape[1]:
+            raise ValueError(
+                f"{int(is_image.sum())} <image> tokens for {image_features.shape[0]}x{image_features.shape[1]} visual features"
+            )
+        embeds = embeds.masked_scatter(is_image, image_features.to(embeds.dtype))
+        out = self.llava.model.language_model(inputs_embeds=embeds, attention_mask=attention_mask.long())
+        return out.last_hidden_state
+
+    def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.llava.get_output_embeddings()(hidden)
+
+    def lm_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Next-token cross-entropy over answer tokens (labels shifted by one)."""
+        logits = self.lm_logits(hidden[:, :-1])
+        return F.cross_entropy(logits.flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX)
+
+    def gather(self, hidden: torch.Tensor, input_ids: torch.Tensor, token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embeddings of every occurrence of `token_id`, and their sample index.
+
+        'predicting' (LISA): the hidden state at the position whose next-token prediction is the
+        token, i.e. hidden[:, t-1] for a token at t. 'at': hidden[:, t].
+        """
+        if self.config.template.token_position == "predicting":
+            b, t = torch.nonzero(input_ids[:, 1:] == token_id, as_tuple=True)
+        else:
+            b, t = torch.nonzero(input_ids == token_id, as_tuple=True)
+        return hidden[b, t], b
+
+    def decode_masks(
+        self, image_embeddings: torch.Tensor, prompts: torch.Tensor, seg_batch: torch.Tensor
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per sample: its image embedding and its [SEG] prompts -> (n_seg, h, w) low-res logits, (n_seg,) IoU."""
+        masks, ious = [], []
+        for i in range(image_embeddings.shape[0]):
+            p = prompts[seg_batch == i]
+            if p.shape[0] == 0:
+                h = image_embeddings.shape[-1] * 4
+                masks.append(image_embeddings.new_zeros((0, h, h)))
+                ious.append(image_embeddings.new_zeros((0,)))
+                continue
+            m, iou = self.sam.decode(image_embeddings[i : i + 1], p)
+            masks.append(m)
+            ious.append(iou)
+        return masks, ious
+
+    # ---- bookkeeping ----
+
+    def parameter_summary(self) -> list[tuple[str, int, int]]:
+        """(part, trainable, total) for each top-level part and the whole model."""
+        parts = {
+            "vision_tower": self.llava.model.vision_tower,
+            "projector": self.llava.model.multi_modal_projector,
+            "language_model": self.llava.model.language_model,
+            "lm_head": self.llava.lm_head,
+            "fusion": self.fusion,
+            "keyword_head": self.keyword_head,
+            "sam_image_encoder": self.sam.sam.vision_encoder,
+            "sam_prompt_encoder": self.sam.sam.prompt_encoder,
+            "sam_mask_decoder": self.sam.sam.mask_decoder,
+        }
+        rows = []
+        for name, module in parts.items():
+            params = list({id(p): p for p in module.parameters()}.values())
+            rows.append((name, sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)))
+        unique = list({id(p): p for p in self.parameters()}.values())
+        rows.append(("total", sum(p.numel() for p in unique if p.requires_grad), sum(p.numel() for p in unique)))
+        return rows

@@ -1,0 +1,230 @@
+"""Turns images, queries, answers, keywords and masks into the tensors KeySegModel consumes.
+
+One processor serves training and inference, so the prompt, the image-token expansion and the
+answer template are identical in both. Conversation: `template.prompt` with <image> expanded to the
+vision tower's patch count, then the answer (which carries [SEG]/[KEY]), then EOS. Labels cover the
+answer and EOS only. Keyword targets are the token ids of " " + keyword (the form the word takes
+mid-sentence, e.g. "... is the bed").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .config import IMAGE_TOKEN, KEY_TOKEN, SEG_TOKEN, KeySegConfig
+from .sam import SamImage, preprocess_sam
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class SpecialTokenIds:
+    seg: int
+    key: int
+    image: int
+    pad: int
+    eos: int
+
+
+@dataclass
+class KeySegBatch:
+    """A padded batch. Lists hold per-sample items whose sizes differ between samples."""
+
+    input_ids: torch.Tensor  # (B, L) right-padded
+    attention_mask: torch.Tensor  # (B, L) bool
+    clip_pixels: torch.Tensor  # (B, 3, s, s)
+    sam_pixels: torch.Tensor  # (B, 3, S, S)
+    resized_hw: list[tuple[int, int]]
+    original_hw: list[tuple[int, int]]
+    labels: torch.Tensor | None = None  # (B, L), IGNORE_INDEX outside the answer
+    gt_masks: list[torch.Tensor] | None = None  # per sample (n_seg, H, W) uint8 0/1/255
+    keyword_ids: list[list[list[int]]] | None = None  # per sample, per [KEY], keyword token ids
+    prompt_lengths: list[int] = field(default_factory=list)  # tokens before the answer, per sample
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> KeySegBatch:
+        """Move tensors; pixel tensors also take `dtype` (the model's compute dtype)."""
+        def px(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device=device, dtype=dtype) if dtype is not None else t.to(device)
+
+        return KeySegBatch(
+            input_ids=self.input_ids.to(device),
+            attention_mask=self.attention_mask.to(device),
+            clip_pixels=px(self.clip_pixels),
+            sam_pixels=px(self.sam_pixels),
+            resized_hw=self.resized_hw,
+            original_hw=self.original_hw,
+            labels=None if self.labels is None else self.labels.to(device),
+            gt_masks=None if self.gt_masks is None else [m.to(device) for m in self.gt_masks],
+            keyword_ids=self.keyword_ids,
+            prompt_lengths=self.prompt_lengths,
+        )
+
+
+def validate_image(image: np.ndarray, where: str = "image") -> np.ndarray:
+    """Return an HxWx3 uint8 RGB array; grayscale, RGBA and 16-bit are converted, anything else refused."""
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"{where}: expected a numpy array, got {type(image).__name__}")
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise ValueError(f"{where}: dtype {image.dtype} is not supported (expected uint8 or uint16)")
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    elif image.ndim == 3 and image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = image[:, :, :3]
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"{where}: shape {image.shape} is not HxW, HxWx1, HxWx3 or HxWx4")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(f"{where}: empty image of shape {image.shape}")
+    return np.ascontiguousarray(image)
+
+
+def preprocess_clip(image: np.ndarray, size: int) -> torch.Tensor:
+    """LLaVA-1.5 'pad' preprocessing: pad to square with the mean colour, resize (bicubic), normalise."""
+    h, w = image.shape[:2]
+    side = max(h, w)
+    fill = tuple(int(round(m * 255)) for m in CLIP_MEAN)
+    canvas = Image.new("RGB", (side, side), fill)
+    canvas.paste(Image.fromarray(image), ((side - w) // 2, (side - h) // 2))
+    x = np.asarray(canvas.resize((size, size), Image.BICUBIC), dtype=np.float32) / 255.0
+    t = torch.from_numpy(x).permute(2, 0, 1)  # HxWx3 -> 3xHxW
+    return (t - torch.tensor(CLIP_MEAN)[:, None, None]) / torch.tensor(CLIP_STD)[:, None, None]
+
+
+class KeySegProcessor:
+    """Tokenizer + template + image preprocessing for one model configuration."""
+
+    def __init__(self, tokenizer, config: KeySegConfig, clip_size: int, num_image_tokens: int, sam_size: int):
+        self.tokenizer = tokenizer
+        self.config = config
+        self.clip_size = clip_size
+        self.num_image_tokens = num_image_tokens
+        self.sam_size = sam_size
+        self.ids = special_token_ids(tokenizer)
+
+    def prompt_ids(self, query: str) -> list[int]:
+        """Token ids of the user turn, with <image> expanded to one id per visual token."""
+        if not isinstance(query, str) or not query.strip():
+            raise ValueError(f"query must be a non-empty string, got {query!r}")
+        text = self.config.template.prompt.format(query=query.strip())
+        ids = self.tokenizer(text, add_special_tokens=True).input_ids
+        if ids.count(self.ids.image) != 1:
+            raise ValueError("query must not contain the image placeholder '<image>'")
+        at = ids.index(self.ids.image)
+        return ids[:at] + [self.ids.image] * self.num_image_tokens + ids[at + 1:]
+
+    def answer_ids(self, answer: str) -> list[int]:
+        return self.tokenizer(answer, add_special_tokens=False).input_ids
+
+    def keyword_ids(self, keyword: str) -> list[int]:
+        """Token ids of a keyword as it appears mid-sentence (leading space)."""
+        if not keyword or not keyword.strip():
+            raise ValueError("keyword must be a non-empty string")
+        return self.tokenizer(" " + keyword.strip(), add_special_tokens=False).input_ids
+
+    def __call__(
+        self,
+        images: list[np.ndarray],
+        queries: list[str],
+        answers: list[str] | None = None,
+        keywords: list[list[str]] | None = None,
+        masks: list[np.ndarray] | None = None,
+        add_eos: bool | None = None,
+    ) -> KeySegBatch:
+        """Build a batch.
+
+        Args:
+            images: HxWx3 uint8 RGB arrays.
+            queries: one query per image.
+            answers: answer text per sample (default: the config's template, which is what inference forces).
+            keywords: per sample, one keyword per [KEY] in its answer (training only).
+            masks: per sample (n_seg, H, W) or (H, W) uint8 ground truth with 255 = ignore (training only).
+            add_eos: append EOS after the answer (default: when training, i.e. masks or keywords given).
+        """
+        if len(images) != len(queries):
+            raise ValueError(f"{len(images)} images but {len(queries)} queries")
+        answers = answers or [self.config.answer] * len(images)
+        training = masks is not None or keywords is not None
+        add_eos = training if add_eos is None else add_eos
+        seqs, labels, prompt_lengths = [], [], []
+        for i, (query, answer) in enumerate(zip(queries, answers)):
+            p = self.prompt_ids(query)
+            a = self.answer_ids(answer) + ([self.ids.eos] if add_eos else [])
+            if len(p) + len(a) > self.config.template.max_length:
+                raise ValueError(
+                    f"sample {i}: {len(p) + len(a)} tokens (query {len(p) - self.num_image_tokens} + "
+                    f"image {self.num_image_tokens} + answer {len(a)}) exceed the context of "
+                    f"{self.config.template.max_length} tokens"
+                )
+            seqs.append(p + a)
+            labels.append([IGNORE_INDEX] * len(p) + a)
+            prompt_lengths.append(len(p))
+        length = max(len(s) for s in seqs)
+        input_ids = torch.full((len(seqs), length), self.ids.pad, dtype=torch.long)
+        label_t = torch.full((len(seqs), length), IGNORE_INDEX, dtype=torch.long)
+        attention = torch.zeros((len(seqs), length), dtype=torch.bool)
+        for i, (s, lab) in enumerate(zip(seqs, labels)):
+            input_ids[i, : len(s)] = torch.tensor(s)
+            label_t[i, : len(lab)] = torch.tensor(lab)
+            attention[i, : len(s)] = True
+        images = [validate_image(img, f"image {i}") for i, img in enumerate(images)]
+        sam_inputs: list[SamImage] = [preprocess_sam(img, self.sam_size) for img in images]
+        batch = KeySegBatch(
+            input_ids=input_ids,
+            attention_mask=attention,
+            clip_pixels=torch.stack([preprocess_clip(img, self.clip_size) for img in images]),
+            sam_pixels=torch.stack([s.pixels for s in sam_inputs]),
+            resized_hw=[s.resized_hw for s in sam_inputs],
+            original_hw=[s.original_hw for s in sam_inputs],
+            labels=label_t if training else None,
+            prompt_lengths=prompt_lengths,
+        )
+        if masks is not None:
+            batch.gt_masks = [self._mask_tensor(m, seqs[i], images[i], i) for i, m in enumerate(masks)]
+        if keywords is not None:
+            batch.keyword_ids = [self._keyword_targets(kws, seqs[i], i) for i, kws in enumerate(keywords)]
+        return batch
+
+    def _mask_tensor(self, mask: np.ndarray, seq: list[int], image: np.ndarray, i: int) -> torch.Tensor:
+        m = torch.as_tensor(np.asarray(mask, dtype=np.uint8))
+        m = m[None] if m.ndim == 2 else m
+        n_seg = seq.count(self.ids.seg)
+        if m.ndim != 3 or m.shape[1:] != image.shape[:2]:
+            raise ValueError(f"sample {i}: mask shape {tuple(m.shape)} does not match image {image.shape[:2]}")
+        if m.shape[0] != n_seg:
+            raise ValueError(f"sample {i}: {m.shape[0]} masks but {n_seg} [SEG] tokens in the answer")
+        return m
+
+    def _keyword_targets(self, keywords: list[str], seq: list[int], i: int) -> list[list[int]]:
+        n_key = seq.count(self.ids.key)
+        if len(keywords) != n_key:
+            raise ValueError(f"sample {i}: {len(keywords)} keywords but {n_key} [KEY] tokens in the answer")
+        return [self.keyword_ids(k) for k in keywords]
+
+
+def add_special_tokens(tokenizer) -> None:
+    """Register [SEG], [KEY] (and <image> where missing) as special tokens; ensure a pad token."""
+    new = [t for t in (SEG_TOKEN, KEY_TOKEN, IMAGE_TOKEN) if t not in tokenizer.get_vocab()]
+    if new:
+        tokenizer.add_tokens(new, special_tokens=True)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+
+def special_token_ids(tokenizer) -> SpecialTokenIds:
+    vocab = tokenizer.get_vocab()
+    missing = [t for t in (SEG_TOKEN, KEY_TOKEN, IMAGE_TOKEN) if t not in vocab]
+    if missing:
+        raise ValueError(f"tokenizer lacks special tokens {missing}; call add_special_tokens first")
+    return SpecialTokenIds(
+        seg=vocab[SEG_TOKEN], key=vocab[KEY_TOKEN], image=vocab[IMAGE_TOKEN],
+        pad=tokenizer.pad_token_id, eos=tokenizer.eos_token_id,
+    )

@@ -1,0 +1,153 @@
+"""SAM for KeySeg: a frozen image encoder and a trainable mask decoder prompted by S_hat.
+
+Built on transformers' SamModel (same architecture as segment-anything, no torchvision). Sizes are a
+registry of builders; original segment-anything checkpoints load through `sam_convert`.
+Preprocessing and postprocessing follow SAM exactly: resize the longest side to `image_size`
+(bilinear), normalise 0-255 pixels with SAM's mean/std, pad bottom-right; mask logits are upsampled to
+the padded input, cropped to the resized image and resized to the original size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from transformers import SamConfig, SamMaskDecoderConfig, SamModel, SamPromptEncoderConfig, SamVisionConfig
+
+from .config import SamConfigSpec
+
+PIXEL_MEAN = (123.675, 116.28, 103.53)
+PIXEL_STD = (58.395, 57.12, 57.375)
+
+
+def _vit(hidden: int, depth: int, heads: int, global_attn: list[int], image_size: int) -> SamConfig:
+    return SamConfig(
+        vision_config=SamVisionConfig(
+            hidden_size=hidden, num_hidden_layers=depth, num_attention_heads=heads,
+            global_attn_indexes=global_attn, image_size=image_size, output_channels=256,
+        ),
+        prompt_encoder_config=SamPromptEncoderConfig(image_size=image_size),
+        mask_decoder_config=SamMaskDecoderConfig(),
+    )
+
+
+def _tiny(image_size: int) -> SamConfig:
+    """A few-hundred-kilo-parameter SAM for tests: same code paths, 64-wide."""
+    return SamConfig(
+        vision_config=SamVisionConfig(
+            hidden_size=64, num_hidden_layers=2, num_attention_heads=2, global_attn_indexes=[1],
+            window_size=4, image_size=image_size, output_channels=64, mlp_dim=128, num_pos_feats=32,
+        ),
+        prompt_encoder_config=SamPromptEncoderConfig(hidden_size=64, image_size=image_size),
+        mask_decoder_config=SamMaskDecoderConfig(
+            hidden_size=64, mlp_dim=128, num_attention_heads=2, iou_head_hidden_dim=64
+        ),
+    )
+
+
+# segment-anything's sizes (embed dim, depth, heads, global-attention blocks)
+SAM_CONFIGS: dict[str, Callable[[int], SamConfig]] = {
+    "vit_b": lambda s: _vit(768, 12, 12, [2, 5, 8, 11], s),
+    "vit_l": lambda s: _vit(1024, 24, 16, [5, 11, 17, 23], s),
+    "vit_h": lambda s: _vit(1280, 32, 16, [7, 15, 23, 31], s),
+    "tiny": _tiny,
+}
+
+
+def build_sam(spec: SamConfigSpec) -> SamModel:
+    """SamModel from the spec: random init, an original .pth, converted .safetensors, or hub/dir."""
+    weights = spec.weights
+    if weights == "random":
+        return SamModel(SAM_CONFIGS[spec.size](spec.image_size))
+    path = Path(weights)
+    if path.suffix in (".pth", ".pt", ".safetensors"):
+        from .sam_convert import load_sam_state_dict
+
+        model = SamModel(SAM_CONFIGS[spec.size](spec.image_size))
+        state = load_sam_state_dict(path)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        # the prompt encoder's positional embedding is shared with the model's in transformers
+        missing = [k for k in missing if k != "shared_image_embedding.positional_embedding"]
+        if missing or unexpected:
+            raise ValueError(
+                f"{path}: does not fit SAM '{spec.size}': missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+                f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
+            )
+        return model
+    return SamModel.from_pretrained(weights)
+
+
+@dataclass(frozen=True)
+class SamImage:
+    """One image prepared for SAM: padded pixels plus the sizes needed to undo the resize."""
+
+    pixels: torch.Tensor  # (3, S, S) float, normalised and padded
+    resized_hw: tuple[int, int]
+    original_hw: tuple[int, int]
+
+
+def resized_shape(h: int, w: int, long_side: int) -> tuple[int, int]:
+    """Shape after resizing the longest side to `long_side` (rounded half up, as SAM does)."""
+    scale = long_side / max(h, w)
+    return int(h * scale + 0.5), int(w * scale + 0.5)
+
+
+def preprocess_sam(image: np.ndarray, image_size: int) -> SamImage:
+    """HxWx3 uint8 RGB -> SAM input (resize longest side, normalise, pad bottom-right)."""
+    h, w = image.shape[:2]
+    rh, rw = resized_shape(h, w, image_size)
+    resized = np.asarray(Image.fromarray(image).resize((rw, rh), Image.BILINEAR), dtype=np.float32)
+    x = torch.from_numpy(resized).permute(2, 0, 1)  # HxWx3 -> 3xHxW
+    x = (x - torch.tensor(PIXEL_MEAN)[:, None, None]) / torch.tensor(PIXEL_STD)[:, None, None]
+    x = F.pad(x, (0, image_size - rw, 0, image_size - rh))
+    return SamImage(x, (rh, rw), (h, w))
+
+
+def postprocess_masks(
+    low_res: torch.Tensor, resized_hw: tuple[int, int], original_hw: tuple[int, int], image_size: int
+) -> torch.Tensor:
+    """(N, h, w) low-res logits -> (N, H, W) logits at the original image size."""
+    x = F.interpolate(low_res[:, None].float(), (image_size, image_size), mode="bilinear", align_corners=False)
+    x = x[..., : resized_hw[0], : resized_hw[1]]
+    x = F.interpolate(x, original_hw, mode="bilinear", align_corners=False)
+    return x[:, 0]
+
+
+class SamSegmenter(nn.Module):
+    """SAM's encoder (frozen by the caller), prompt encoder and mask decoder, driven by S_hat prompts."""
+
+    def __init__(self, sam: SamModel, image_size: int) -> None:
+        super().__init__()
+        self.sam = sam
+        self.image_size = image_size
+
+    @property
+    def prompt_dim(self) -> int:
+        return self.sam.config.mask_decoder_config.hidden_size
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) -> (B, C, S/16, S/16) image embeddings."""
+        return self.sam.get_image_embeddings(pixels)
+
+    def decode(self, embedding: torch.Tensor, prompts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One image's embedding (1, C, h, w) and its N prompts (N, C) -> (N, 4h, 4w) logits, (N,) IoU preds.
+
+        S_hat is the only sparse prompt (no points, boxes or mask), single-mask output as in LISA.
+        """
+        n = prompts.shape[0]
+        sparse = prompts[None, :, None, :]  # (1, N, 1, C): N prompt sets of one token each
+        _, dense = self.sam.prompt_encoder(None, None, None, None)  # no-mask embedding (1, C, h, w)
+        masks, iou = self.sam.mask_decoder(
+            image_embeddings=embedding,
+            image_positional_embeddings=self.sam.get_image_wide_positional_embeddings().to(embedding.dtype),
+            sparse_prompt_embeddings=sparse.to(embedding.dtype),
+            dense_prompt_embeddings=dense.to(embedding.dtype),
+            multimask_output=False,
+        )[:2]
+        return masks.reshape(n, *masks.shape[-2:]), iou.reshape(n)
