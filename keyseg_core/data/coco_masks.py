@@ -4,6 +4,7 @@ one object are merged as a union so overlaps stay 1."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +52,9 @@ def rle_area(rle: dict) -> int:
 
 def decode_rle(rle: dict) -> np.ndarray:
     """HxW uint8 with 0/1."""
-    return mask_api.decode(rle).astype(np.uint8)
+    with warnings.catch_warnings():  # pycocotools' own numpy-2 copy= deprecation, not ours to fix
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return mask_api.decode(rle).astype(np.uint8)
 
 
 def union_rles(rles: list[dict]) -> dict:
