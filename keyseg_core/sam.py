@@ -72,8 +72,6 @@ def build_sam(spec: SamConfigSpec) -> SamModel:
         model = SamModel(SAM_CONFIGS[spec.size](spec.image_size))
         state = load_sam_state_dict(path)
         missing, unexpected = model.load_state_dict(state, strict=False)
-        # the prompt encoder's positional embedding is shared with the model's in transformers
-        missing = [k for k in missing if k != "shared_image_embedding.positional_embedding"]
         if missing or unexpected:
             raise ValueError(
                 f"{path}: does not fit SAM '{spec.size}': missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
