@@ -1,0 +1,111 @@
+"""Counters the node keeps, and their /diagnostics (diagnostic_msgs) form.
+
+Every refused input and every error ends up here, so a user looking at /diagnostics (rqt's
+Runtime Monitor, Foxglove, `ros2 topic echo /diagnostics`) sees why masks are missing, even
+after the throttled log warnings have scrolled away.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from builtin_interfaces.msg import Time
+
+# Counter names, in the order shown in diagnostics.
+COUNTERS = (
+    "frames_received",
+    "frames_processed",
+    "frames_dropped",  # replaced by a newer frame before the model got to them
+    "frames_without_query",
+    "bad_frames",
+    "queries_received",
+    "bad_queries",
+    "inference_errors",
+    "service_calls",
+)
+# Counters that make the status WARN when they grew during the last period.
+_PROBLEMS = ("bad_frames", "bad_queries", "inference_errors")
+
+
+@dataclass
+class NodeStats:
+    """Thread-safe counters and latency samples, shared by callbacks and the inference thread."""
+
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
+    last_problem: str = ""
+    _latencies_ms: list[float] = field(default_factory=list)
+    _model_ms: list[float] = field(default_factory=list)
+    _period_start: float = field(default_factory=time.monotonic)
+    _period_counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def count(self, name: str, problem: str = "") -> None:
+        """Add one to counter `name`; `problem` (if any) becomes the last problem reported."""
+        with self._lock:
+            self.counts[name] += 1
+            if problem:
+                self.last_problem = f"{name}: {problem}"
+
+    def frame_done(self, latency_ms: float, model_ms: float) -> None:
+        """Record one published result: receive-to-publish latency and model time."""
+        with self._lock:
+            self.counts["frames_processed"] += 1
+            self._latencies_ms.append(latency_ms)
+            self._model_ms.append(model_ms)
+
+    def snapshot(self) -> dict[str, float]:
+        """Totals plus this period's rate and latency; starts a new period."""
+        with self._lock:
+            now = time.monotonic()
+            period = max(now - self._period_start, 1e-6)
+            grown = {k: self.counts[k] - self._period_counts[k] for k in COUNTERS}
+            lat, model = self._latencies_ms, self._model_ms
+            values: dict[str, float] = dict(self.counts)
+            values["rate_hz"] = grown["frames_processed"] / period
+            values["latency_ms_mean"] = sum(lat) / len(lat) if lat else 0.0
+            values["latency_ms_max"] = max(lat) if lat else 0.0
+            values["model_ms_mean"] = sum(model) / len(model) if model else 0.0
+            values.update({f"new_{k}": grown[k] for k in _PROBLEMS})
+            self._period_start, self._period_counts = now, dict(self.counts)
+            self._latencies_ms, self._model_ms = [], []
+            return values
+
+
+def to_diagnostics(
+    values: dict[str, float],
+    *,
+    name: str,
+    model: str,
+    state: str,
+    query: str | None,
+    untrained: bool,
+    last_problem: str,
+    stamp: Time,
+) -> DiagnosticArray:
+    """One DiagnosticStatus (OK/WARN/ERROR) describing the node, from a `snapshot()`."""
+    if values["new_inference_errors"] and not values["rate_hz"]:
+        level, message = DiagnosticStatus.ERROR, "inference failing"
+    elif any(values[f"new_{k}"] for k in _PROBLEMS):
+        level, message = DiagnosticStatus.WARN, "refused input or errors in the last period"
+    elif untrained:
+        level, message = DiagnosticStatus.WARN, "model weights are untrained (random init)"
+    elif state != "active":
+        level, message = DiagnosticStatus.OK, f"{state}"
+    else:
+        level, message = DiagnosticStatus.OK, "segmenting" if query else "waiting for a query"
+    kv = [KeyValue(key="state", value=state), KeyValue(key="query", value=query or "")]
+    kv += [KeyValue(key=k, value=str(values[k])) for k in COUNTERS]
+    kv += [
+        KeyValue(key=k, value=f"{values[k]:.2f}")
+        for k in ("rate_hz", "latency_ms_mean", "latency_ms_max", "model_ms_mean")
+    ]
+    kv.append(KeyValue(key="last_problem", value=last_problem))
+    status = DiagnosticStatus(
+        level=level, name=name, message=message, hardware_id=model, values=kv
+    )
+    array = DiagnosticArray(status=[status])
+    array.header.stamp = stamp
+    return array

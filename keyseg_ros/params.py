@@ -1,0 +1,133 @@
+"""The node's parameters: names, defaults, descriptions and validation, in one table.
+
+Kept apart from the node so the launch file, the params YAML, the docs and the tests can all be
+checked against one list, and so a wrong value is refused with a message naming the parameter
+both at start-up and on a later `ros2 param set`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+PRECISIONS = ("float32", "float16", "bfloat16")
+RELIABILITIES = ("best_effort", "reliable")
+DURABILITIES = ("volatile", "transient_local")
+_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+
+
+def _choice(*choices: str) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if value in choices else f"must be one of {', '.join(choices)}"
+
+    return check
+
+
+def _int_range(low: int, high: int) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if low <= value <= high else f"must be between {low} and {high}"
+
+    return check
+
+
+def _device(value: Any) -> str | None:
+    return None if _DEVICE.match(value) else "must be cpu, cuda or cuda:N"
+
+
+def _finite(value: Any) -> str | None:
+    return None if math.isfinite(value) else "must be a finite number"
+
+
+def _non_negative(value: Any) -> str | None:
+    return None if math.isfinite(value) and value >= 0 else "must be >= 0 (0 means no limit)"
+
+
+def _positive(value: Any) -> str | None:
+    return None if math.isfinite(value) and value > 0 else "must be > 0"
+
+
+def _any(value: Any) -> str | None:
+    return None
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter. `live` ones apply at once; the others on the next configure transition."""
+
+    name: str
+    default: Any
+    description: str
+    check: Callable[[Any], str | None]
+    live: bool = False
+
+
+PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec(
+        "model", "",
+        "Model to load: a saved checkpoint folder, a Hugging Face hub id, or config:<name> for a "
+        "random-init builtin config (config:tiny in tests). Empty: keyseg_core's default model.",
+        _any),
+    ParamSpec(
+        "backend", "torch",
+        f"Inference backend: {', '.join(BACKENDS)}. A backend keyseg_core does not provide yet "
+        "fails the configure transition with a message; there is no silent fallback.",
+        _choice(*BACKENDS)),
+    ParamSpec("device", "cpu", "Device to run the model on: cpu, cuda or cuda:N.", _device),
+    ParamSpec(
+        "precision", "float32", f"Model weights and compute precision: {', '.join(PRECISIONS)}.",
+        _choice(*PRECISIONS)),
+    ParamSpec(
+        "mask_threshold", 0.0,
+        "Mask logit threshold: pixels whose logit is above it are in the mask (0.0 = p > 0.5).",
+        _finite, live=True),
+    ParamSpec(
+        "max_rate", 0.0,
+        "Most frames per second to segment; newer frames replace waiting ones. 0: as fast as the "
+        "model runs.", _non_negative, live=True),
+    ParamSpec(
+        "image_reliability", "best_effort",
+        "QoS reliability of the image subscription: best_effort (sensor data, default) or "
+        "reliable (needed for reliable-only publishers).", _choice(*RELIABILITIES)),
+    ParamSpec(
+        "queue_depth", 1, "QoS depth (keep last) of the image subscription.", _int_range(1, 100)),
+    ParamSpec(
+        "query_durability", "volatile",
+        "QoS durability of the query subscription: volatile matches every publisher; "
+        "transient_local also receives the last query published before this node started, but "
+        "only from transient_local publishers.", _choice(*DURABILITIES)),
+    ParamSpec(
+        "compressed_input", False,
+        "Subscribe to image/compressed (sensor_msgs/CompressedImage) instead of image.", _any),
+    ParamSpec(
+        "publish_overlay", True, "Publish the overlay image (mask drawn on the frame) for RViz.",
+        _any, live=True),
+    ParamSpec(
+        "max_image_size", 4096,
+        "Largest accepted frame width or height in pixels; larger frames are dropped and counted.",
+        _int_range(16, 65536), live=True),
+    ParamSpec(
+        "max_query_length", 1000,
+        "Longest accepted query in characters; longer queries are refused and counted.",
+        _int_range(1, 1_000_000), live=True),
+    ParamSpec(
+        "diagnostics_period", 1.0, "Seconds between /diagnostics messages.", _positive),
+    ParamSpec(
+        "autostart", True,
+        "Configure and activate at start-up. false: wait for a lifecycle manager "
+        "(change_state service) to drive the transitions.", _any),
+)
+
+PARAMS_BY_NAME: dict[str, ParamSpec] = {p.name: p for p in PARAMS}
+
+
+def validation_error(name: str, value: Any) -> str | None:
+    """A message naming the parameter when `value` is not acceptable for it, else None."""
+    spec = PARAMS_BY_NAME.get(name)
+    if spec is None:
+        return None  # not ours (use_sim_time, ...): rclpy checks those
+    problem = spec.check(value)
+    return None if problem is None else f"parameter '{name}' = {value!r} refused: {problem}"
