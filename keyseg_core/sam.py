@@ -24,6 +24,9 @@ from .config import SamConfigSpec
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
+# transformers' SamVisionConfig defaults to a 1e-10 init range, which makes a randomly initialised
+# encoder output the same embedding everywhere; random encoders use the usual 0.02 instead.
+RANDOM_INIT_STD = 0.02
 
 
 def _vit(hidden: int, depth: int, heads: int, global_attn: list[int], image_size: int) -> SamConfig:
@@ -31,6 +34,7 @@ def _vit(hidden: int, depth: int, heads: int, global_attn: list[int], image_size
         vision_config=SamVisionConfig(
             hidden_size=hidden, num_hidden_layers=depth, num_attention_heads=heads,
             global_attn_indexes=global_attn, image_size=image_size, output_channels=256,
+            initializer_range=RANDOM_INIT_STD,
         ),
         prompt_encoder_config=SamPromptEncoderConfig(image_size=image_size),
         mask_decoder_config=SamMaskDecoderConfig(),
@@ -43,6 +47,7 @@ def _tiny(image_size: int) -> SamConfig:
         vision_config=SamVisionConfig(
             hidden_size=64, num_hidden_layers=2, num_attention_heads=2, global_attn_indexes=[1],
             window_size=4, image_size=image_size, output_channels=64, mlp_dim=128, num_pos_feats=32,
+            initializer_range=RANDOM_INIT_STD,
         ),
         prompt_encoder_config=SamPromptEncoderConfig(hidden_size=64, image_size=image_size),
         mask_decoder_config=SamMaskDecoderConfig(
