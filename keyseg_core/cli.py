@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("info", "print a model's parameter summary (trainable/total) and config"),
     "convert-sam": ("convert_sam", "convert an original segment-anything checkpoint to safetensors"),
     "prepare-offline": ("prepare_offline", "convert the offline SmolLM2 GGUF into the keyseg cache"),
+    "keywords": ("keywords", "build Reason-Seg-Key: extract and normalise a keyword per ReasonSeg training image"),
 }
 
 

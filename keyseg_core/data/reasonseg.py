@@ -91,7 +91,7 @@ class ReasonSegDataset:
         self.skips = SkipReport()
         collector = Collector(skip_bad, self.skips)
         self.keywords = self._load_keywords(keywords)
-        self.explanations = self._load_explanations()
+        self.explanatory = self._load_explanatory()
         self.records = self._index(collector)
         if skip_bad or validate:
             self.records = [r for r in self.records if self._check(r, collector)]
@@ -106,7 +106,8 @@ class ReasonSegDataset:
             return {}
         return {stem: e.keyword for stem, e in read_keyword_file(path).items()}
 
-    def _load_explanations(self) -> dict[str, str]:
+    def _load_explanatory(self) -> dict[str, tuple[str, str]]:
+        """stem -> (query, outputs) from `explanatory/<split>.json` (LISA ships it for train)."""
         path = self.dir / "explanatory" / f"{self.split}.json"
         if not path.is_file():
             return {}
@@ -117,8 +118,7 @@ class ReasonSegDataset:
         for i, item in enumerate(data):
             if not isinstance(item, dict) or "image" not in item:
                 raise DatasetError(path, i, "bad_explanation", "entry has no 'image'")
-            if item.get("outputs"):
-                out[Path(str(item["image"])).stem] = str(item["outputs"])
+            out[Path(str(item["image"])).stem] = (str(item.get("query") or ""), str(item.get("outputs") or ""))
         return out
 
     def _index(self, collector: Collector) -> list[ReasonSegRecord]:
@@ -190,7 +190,7 @@ class ReasonSegDataset:
             queries=ann.queries,
             is_sentence=ann.is_sentence,
             keyword=self._keyword(record, ann),
-            explanation=self.explanations.get(record.stem),
+            explanation=self.explanatory.get(record.stem, ("", ""))[1] or None,
             image_path=str(record.image_path),
             annotation_path=str(record.json_path),
         )

@@ -7,7 +7,10 @@ from __future__ import annotations
 import re
 
 PROMPT = "Extract the most important object from the following text as a single word or short noun phrase"
-_QUOTED = re.compile(r"[\"\u201c\u201d']([^\"\u201c\u201d']{1,60})[\"\u201c\u201d']")
+# causal chat models start their answer from this prefix: small ones otherwise reply with a whole
+# sentence; the closing quote they emit marks the end of the phrase
+ANSWER_PREFIX = 'The most important object is "'
+_QUOTED = re.compile(r"[\"\u201c\u201d]([^\"\u201c\u201d]{1,60})[\"\u201c\u201d]")
 _PREFIX = re.compile(
     r"^(?:the\s+)?(?:most\s+important\s+|key\s+|main\s+)?(?:object|keyword|answer|noun phrase|word)"
     r"(?:\s+(?:in|from)\s+(?:this|the)(?:\s+given)?\s+text)?\s*(?:is|:|-)\s*",
@@ -63,6 +66,7 @@ class Extractor:
             return prompts
         return [
             self.tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+            + ANSWER_PREFIX
             for p in prompts
         ]
 
@@ -79,7 +83,10 @@ class Extractor:
                     **enc, max_new_tokens=self.max_new_tokens, do_sample=False, num_beams=1,
                     pad_token_id=self.tokenizer.pad_token_id,
                 )
-            if not self.seq2seq:
-                generated = generated[:, enc["input_ids"].shape[1] :]
-            outputs.extend(self.tokenizer.batch_decode(generated, skip_special_tokens=True))
+            if self.seq2seq:
+                outputs.extend(self.tokenizer.batch_decode(generated, skip_special_tokens=True))
+                continue
+            prefix = ANSWER_PREFIX if self.tokenizer.chat_template else ""
+            continuations = self.tokenizer.batch_decode(generated[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+            outputs.extend(prefix + c for c in continuations)
         return outputs
