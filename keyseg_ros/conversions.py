@@ -80,8 +80,9 @@ def compressed_to_rgb(msg: CompressedImage, max_size: int) -> np.ndarray:
         raise BadImageError(f"cannot decode compressed image (format {msg.format!r}): {exc}") from exc
 
 
-def _fill_image(msg: Image, pixels: np.ndarray, encoding: str) -> Image:
-    """Set size, encoding, step and data of `msg` from a contiguous HxW or HxWxC uint8 array."""
+def array_to_image(pixels: np.ndarray, header: Header, encoding: str) -> Image:
+    """sensor_msgs/Image of an HxW or HxWxC uint8 array already in `encoding`'s channel order."""
+    msg = Image(header=header)
     msg.height, msg.width = int(pixels.shape[0]), int(pixels.shape[1])
     msg.encoding = encoding
     msg.is_bigendian = 0
@@ -94,12 +95,12 @@ def _fill_image(msg: Image, pixels: np.ndarray, encoding: str) -> Image:
 
 def rgb_to_image(rgb: np.ndarray, header: Header) -> Image:
     """rgb8 sensor_msgs/Image from an HxWx3 uint8 array."""
-    return _fill_image(Image(header=header), rgb, "rgb8")
+    return array_to_image(rgb, header, "rgb8")
 
 
 def mask_to_image(mask: np.ndarray, header: Header) -> Image:
     """mono8 sensor_msgs/Image with 0 (background) and 255 (mask) from an HxW bool array."""
-    return _fill_image(Image(header=header), np.multiply(mask, 255, dtype=np.uint8), "mono8")
+    return array_to_image(np.multiply(mask, 255, dtype=np.uint8), header, "mono8")
 
 
 def box_to_roi(box: tuple[int, int, int, int] | None) -> RegionOfInterest:

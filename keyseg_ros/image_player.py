@@ -1,0 +1,169 @@
+"""`ros2 run keyseg_ros image_player PATH`: publish images or a video as a camera stream.
+
+For demos and tests without a camera. PATH is a folder of images (played in name order), one
+image (repeated), or a video (read with imageio; GIF works out of the box, other formats need
+`pip install imageio[pyav]` or `imageio[ffmpeg]`). Frames go out as sensor_msgs/Image (or JPEG
+sensor_msgs/CompressedImage with --compressed) with sensor-data QoS, stamped when published.
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import io
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.utilities import remove_ros_args
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+
+from keyseg_ros import conversions, qos
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="image_player", description=__doc__.split("\n\n")[0])
+    parser.add_argument("path", type=Path, help="folder of images, one image, or a video file")
+    parser.add_argument("--topic", default="/camera/image_raw",
+                        help="image topic (default: /camera/image_raw; --compressed adds /compressed)")
+    parser.add_argument("--rate", type=float, default=10.0, help="frames per second (default: 10)")
+    parser.add_argument("--frame-id", default="camera", help="header.frame_id (default: camera)")
+    parser.add_argument("--encoding", choices=("rgb8", "bgr8", "mono8"), default="rgb8")
+    parser.add_argument("--resize", metavar="WxH", help="resize every frame, e.g. 1280x720")
+    parser.add_argument("--loop", action="store_true", help="start over at the end")
+    parser.add_argument("--count", type=int, default=0, help="stop after this many frames (0: no limit)")
+    parser.add_argument("--reliable", action="store_true", help="reliable QoS instead of best effort")
+    parser.add_argument("--compressed", action="store_true", help="publish JPEG CompressedImage")
+    parser.add_argument("--wait", type=float, default=0.0, metavar="S",
+                        help="wait up to S seconds for a subscriber before the first frame")
+    return parser
+
+
+def _rgb(frame: np.ndarray) -> np.ndarray:
+    """Any decoder output (HxW gray, HxWx3, HxWx4) as HxWx3 uint8."""
+    frame = np.asarray(frame, dtype=np.uint8)
+    if frame.ndim == 2:
+        return np.repeat(frame[:, :, None], 3, axis=2)
+    return np.ascontiguousarray(frame[:, :, :3])
+
+
+def read_frames(path: Path) -> Iterator[np.ndarray]:
+    """HxWx3 uint8 RGB frames from a folder, an image or a video, in order."""
+    from PIL import Image as PILImage
+
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise FileNotFoundError(f"{path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        for file in files:
+            with PILImage.open(file) as img:
+                yield np.asarray(img.convert("RGB"))
+    elif not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    elif path.suffix.lower() in IMAGE_SUFFIXES:
+        with PILImage.open(path) as img:
+            yield np.asarray(img.convert("RGB"))
+    else:
+        try:
+            import imageio.v3 as iio
+        except ImportError as exc:
+            raise RuntimeError(f"{path}: reading videos needs imageio (pip install imageio)") from exc
+        try:
+            for frame in iio.imiter(path):
+                yield _rgb(frame)
+        except (OSError, ValueError) as exc:  # imageio's errors for missing plugins/bad files
+            raise RuntimeError(f"{path}: cannot read video ({exc}); for mp4/avi/mkv install "
+                               "imageio[pyav] or imageio[ffmpeg]") from exc
+
+
+def _resized(rgb: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    if size is None or (rgb.shape[1], rgb.shape[0]) == size:
+        return rgb
+    from PIL import Image as PILImage
+
+    return np.asarray(PILImage.fromarray(rgb).resize(size))
+
+
+def to_message(rgb: np.ndarray, header: Header, encoding: str, compressed: bool):
+    """Image (in `encoding`) or JPEG CompressedImage of one RGB frame."""
+    if compressed:
+        from PIL import Image as PILImage
+
+        buffer = io.BytesIO()
+        PILImage.fromarray(rgb).save(buffer, format="JPEG", quality=90)
+        msg = CompressedImage(header=header, format="jpeg")
+        msg.data = array.array("B", buffer.getvalue())
+        return msg
+    if encoding == "mono8":
+        gray = (rgb @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)
+        return conversions.array_to_image(gray, header, "mono8")
+    if encoding == "bgr8":
+        return conversions.array_to_image(rgb[:, :, ::-1], header, "bgr8")
+    return conversions.rgb_to_image(rgb, header)
+
+
+def _parse_size(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise SystemExit(f"image_player: error: --resize must look like 1280x720, got {text!r}")
+    return width, height
+
+
+def play(node: Node, opts: argparse.Namespace) -> int:
+    """Publish frames at `opts.rate`; returns the number of frames sent."""
+    size = _parse_size(opts.resize)
+    msg_type, topic = (CompressedImage, opts.topic.rstrip("/") + "/compressed") if opts.compressed \
+        else (Image, opts.topic)
+    publisher = node.create_publisher(msg_type, topic, qos.camera(opts.reliable))
+    deadline = time.monotonic() + opts.wait
+    while publisher.get_subscription_count() == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    period, sent, next_time = 1.0 / opts.rate, 0, time.monotonic()
+    while True:
+        for frame in read_frames(opts.path):
+            header = Header(frame_id=opts.frame_id, stamp=node.get_clock().now().to_msg())
+            publisher.publish(to_message(_resized(frame, size), header, opts.encoding, opts.compressed))
+            sent += 1
+            if opts.count and sent >= opts.count:
+                return sent
+            next_time += period
+            time.sleep(max(0.0, next_time - time.monotonic()))
+        if not opts.loop:
+            return sent
+
+
+def main(args: list[str] | None = None) -> int:
+    argv = remove_ros_args(sys.argv if args is None else args)[1:]
+    opts = build_parser().parse_args(argv)
+    if opts.rate <= 0:
+        print("image_player: error: --rate must be > 0", file=sys.stderr)
+        return 2
+    rclpy.init(args=args)
+    node = Node("keyseg_image_player")
+    try:
+        sent = play(node, opts)
+        node.get_logger().info(f"published {sent} frame(s)")
+    except (FileNotFoundError, RuntimeError) as exc:
+        print(f"image_player: error: {exc}", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
