@@ -18,6 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert-sam": ("convert_sam", "convert an original segment-anything checkpoint to safetensors"),
     "prepare-offline": ("prepare_offline", "convert the offline SmolLM2 GGUF into the keyseg cache"),
     "keywords": ("keywords", "build Reason-Seg-Key: extract and normalise a keyword per ReasonSeg training image"),
+    "train": ("train", "train KeySeg from a YAML config (resumable; DDP/DeepSpeed/FSDP via accelerate)"),
+    "eval": ("eval", "gIoU/cIoU of a checkpoint on ReasonSeg or a refCOCO split; JSON, CSV, worst-case overlays"),
 }
 
 

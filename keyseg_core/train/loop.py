@@ -1,0 +1,224 @@
+"""The training loop: one flat function, read top to bottom.
+
+build model -> open data -> optimizer -> (resume) -> for each step: set lr, accumulate micro-batches,
+clip, step, log, checkpoint. Everything a resume needs (weights, optimizer, step, data position,
+RNG) is in the step checkpoint, so a 2N-step run equals an N-step run plus an N-step resume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from keyseg_core.builder import build_model
+from keyseg_core.checkpoint import META_FILE, WEIGHTS_FILE, frozen_fingerprint, load_trainable, save_checkpoint
+
+from . import state as ckpt
+from .config import TrainConfig
+from .data import Collator, TrainStream, make_loader, open_sources
+from .engine import full_parameters, is_sharded, load_engine_state, make_accelerator, save_engine_state
+from .logger import MetricsLogger
+
+LOSS_KEYS = ("ce", "bce", "dice", "keyword")
+# keys that may change between an interrupted run and its resume without changing the result
+RESUMABLE_CHANGES = {"output_dir", "save_every", "keep_last", "log_every", "log_backend", "num_workers", "skip_bad"}
+
+
+def learning_rate(step: int, config: TrainConfig) -> float:
+    """lr for optimizer step `step` (0-based): linear warm-up, then linear/cosine/constant decay."""
+    peak, s = config.optimizer.lr, config.schedule
+    if step < s.warmup_steps:
+        return peak * (step + 1) / s.warmup_steps
+    if s.decay == "constant":
+        return peak
+    span = max(1, config.max_steps - s.warmup_steps)
+    progress = min(1.0, (step - s.warmup_steps) / span)
+    shape = 1 - progress if s.decay == "linear" else 0.5 * (1 + math.cos(math.pi * progress))
+    floor = peak * s.min_lr_ratio
+    return floor + (peak - floor) * shape
+
+
+def config_digest(config: TrainConfig) -> str:
+    data = {k: v for k, v in config.to_dict().items() if k not in RESUMABLE_CHANGES}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over trainable parameters; no weight decay on biases, norms and other 1-D tensors."""
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    o = config.optimizer
+    groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps)
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """sha256 of every trainable tensor's bytes: ranks in sync have equal digests."""
+    h = hashlib.sha256()
+    for name, p in sorted(model.named_parameters()):
+        if p.requires_grad:
+            h.update(name.encode())
+            h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def load_init_weights(model: torch.nn.Module, path: Path) -> None:
+    """Start from a keyseg checkpoint's trainable weights; its frozen bases must be the ones built here."""
+    meta_path = path / META_FILE
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"init_checkpoint: {path} is not a keyseg checkpoint ({META_FILE} missing)")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("frozen_fingerprint") != frozen_fingerprint(model):
+        raise ValueError(f"init_checkpoint: {path} was saved with other frozen base weights than this config builds")
+    load_trainable(model, load_file(str(path / WEIGHTS_FILE)), str(path / WEIGHTS_FILE))
+
+
+def train(config: TrainConfig, *, resume: bool = False, stop_at: int | None = None, progress: bool = True) -> dict:
+    """Run (or continue) training; returns the summary also written to <output_dir>/summary.json.
+
+    stop_at: end after this optimizer step as if interrupted (the schedule still spans max_steps).
+    """
+    from accelerate.utils import gather_object, set_seed
+    from tqdm.auto import tqdm
+
+    accelerator = make_accelerator(config)
+    main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
+    out = Path(config.output_dir)
+    checkpoints = out / "checkpoints"
+    model_config = config.model_config()
+
+    # ---- where to start ----
+    start = ckpt.latest_checkpoint(checkpoints) if resume else None
+    if not resume and ckpt.complete_checkpoints(checkpoints):
+        raise ValueError(f"{checkpoints} already holds checkpoints; pass --resume to continue, or use a new output_dir")
+    state = ckpt.read_state(start) if start else ckpt.TrainerState(0, 0, config_digest(config))
+    if start and state.config_digest != config_digest(config):
+        accelerator.print(f"warning: {start} was written with a different config (digest {state.config_digest}); "
+                          "resuming anyway, results will differ from an uninterrupted run")
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        ckpt.write_json_atomic(out / "train_config.json", config.to_json())
+        accelerator.print(f"resuming from {start} (step {state.step})" if start else
+                          "starting from scratch" + (" (no checkpoint to resume)" if resume else ""))
+
+    # ---- model, data, optimizer ----
+    set_seed(config.seed, device_specific=True)
+    model, processor = build_model(model_config, torch.float32, accelerator.device)
+    if start:
+        load_trainable(model, load_file(str(start / ckpt.MODEL_DIR / WEIGHTS_FILE)), str(start / ckpt.MODEL_DIR))
+    elif config.init_checkpoint:
+        load_init_weights(model, Path(config.init_checkpoint))
+    opened = open_sources(config, model_config, config.skip_bad)
+    if main:
+        for name, counts in opened.skip_counts().items():
+            accelerator.print(f"data '{name}': {opened.skips[name].summary()}")
+    stream = TrainStream(opened, config.data, config.samples_per_epoch, config.seed, model_config.fusion.use_key)
+    optimizer = make_optimizer(model, config)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    sharded = is_sharded(accelerator)
+    if start:
+        if sharded:
+            load_engine_state(accelerator, model, optimizer, start / ckpt.ENGINE_DIR)
+        else:
+            ckpt.load_optimizer(optimizer, start)
+    loader = iter(make_loader(stream, Collator(processor, model_config), state.consumed, config.batch_size,
+                              rank, world, config.num_workers))
+    # RNG last: creating the loader iterator above draws from the generator in fresh and resumed runs alike
+    if start and not ckpt.load_rng(start, rank):
+        accelerator.print(f"warning: no RNG state for rank {rank} in {start}; dropout noise will differ")
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    logger = MetricsLogger(out, config.log_backend, state.step, main)
+    per_step = config.grad_accum * world * config.batch_size
+
+    def save(step: int) -> None:
+        tmp = ckpt.partial_dir(checkpoints, step)
+        if main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        accelerator.wait_for_everyone()
+        with full_parameters(accelerator, model) as inner:
+            if main:
+                save_checkpoint(inner, tmp / ckpt.MODEL_DIR, extra={"train_steps": step, "samples_seen": state.consumed})
+        if sharded:
+            save_engine_state(accelerator, model, optimizer, tmp / ckpt.ENGINE_DIR)
+        elif main:
+            ckpt.save_optimizer(optimizer, tmp)
+        ckpt.save_rng(tmp, rank)
+        accelerator.wait_for_everyone()
+        if main:
+            ckpt.write_json_atomic(tmp / ckpt.STATE_FILE, ckpt.TrainerState(step, state.consumed, state.config_digest).to_json())
+            final = ckpt.step_dir(checkpoints, step)
+            shutil.rmtree(final, ignore_errors=True)
+            tmp.rename(final)
+            ckpt.rotate(checkpoints, config.keep_last)
+        accelerator.wait_for_everyone()
+
+    # ---- the loop ----
+    model.train()
+    last: dict[str, float] = {}
+    step_times: list[float] = []
+    end = min(config.max_steps, stop_at or config.max_steps)
+    bar = tqdm(total=config.max_steps, initial=state.step, disable=not (main and progress), desc="train", dynamic_ncols=True)
+    while state.step < end:
+        lr = learning_rate(state.step, config)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        t0 = time.perf_counter()
+        sums = torch.zeros(len(LOSS_KEYS) + 1, device=accelerator.device)
+        for _ in range(config.grad_accum):
+            batch = next(loader).batch.to(accelerator.device)
+            with accelerator.accumulate(model):
+                output = model(batch)
+                accelerator.backward(output.loss)
+            sums += torch.stack([output.loss.detach().float()] + [output.losses[k].float() for k in LOSS_KEYS])
+        grad_norm = float("nan")
+        if config.max_grad_norm > 0 and accelerator.sync_gradients:
+            norm = accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
+            grad_norm = float(norm) if norm is not None else float("nan")
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        state.consumed += per_step
+        means = (accelerator.reduce(sums, reduction="mean") / config.grad_accum).tolist()
+        step_times.append(time.perf_counter() - t0)
+        last = {"step": state.step, "lr": lr, "loss": means[0], **dict(zip(LOSS_KEYS, means[1:])),
+                "grad_norm": grad_norm, "step_time_s": step_times[-1], "samples": state.consumed}
+        logger.log(last)
+        bar.update(1)
+        bar.set_postfix({k: f"{last[k]:.3f}" for k in ("loss",) + LOSS_KEYS})
+        if main and (state.step % config.log_every == 0 or state.step == end):
+            bar.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in last.items()))
+        if state.step % config.save_every == 0 or state.step == config.max_steps:
+            save(state.step)
+    bar.close()
+    logger.close()
+
+    # ---- the end: final weights and a summary every rank agrees on ----
+    digests = gather_object([weights_digest(accelerator.unwrap_model(model))])
+    if state.step == config.max_steps:
+        with full_parameters(accelerator, model) as inner:
+            if main:
+                save_checkpoint(inner, out / "final", overwrite=True,
+                                extra={"train_steps": state.step, "samples_seen": state.consumed})
+    summary = {
+        "step": state.step, "max_steps": config.max_steps, "samples_seen": state.consumed, "world_size": world,
+        "engine": str(accelerator.distributed_type), "precision": accelerator.mixed_precision,
+        "device": str(accelerator.device), "resumed_from": str(start) if start else None,
+        "mean_step_time_s": sum(step_times) / len(step_times) if step_times else None,
+        "last": last, "skipped": opened.skip_counts(), "rank_weight_digests": digests,
+        "checkpoints": [str(p) for p in ckpt.complete_checkpoints(checkpoints)],
+    }
+    if main:
+        ckpt.write_json_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return summary
