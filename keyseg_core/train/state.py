@@ -118,7 +118,8 @@ def load_rng(folder: Path, rank: int) -> bool:
         meta = f.metadata()
     tensors = load_file(str(path))
     torch.set_rng_state(tensors["torch_cpu"])
-    cuda = [tensors[k] for k in sorted(tensors, key=lambda k: int(k.rsplit("_", 1)[1])) if k.startswith("torch_cuda_")]
+    cuda_keys = sorted((k for k in tensors if k.startswith("torch_cuda_")), key=lambda k: int(k.rsplit("_", 1)[1]))
+    cuda = [tensors[k] for k in cuda_keys]
     if cuda and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
     np_name, np_pos, np_has_gauss, np_gauss = json.loads(meta["numpy"])
