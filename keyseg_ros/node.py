@@ -348,7 +348,7 @@ class KeySegNode(LifecycleNode):
         predictor = self._predictor
         self._diag_pub.publish(to_diagnostics(
             self._stats.snapshot(),
-            name=f"{self.get_name()}: segmentation",
+            name=f"{self.get_fully_qualified_name()}: segmentation",
             model=predictor.model_name if predictor else self._param("model"),
             state="active" if self._active else ("inactive" if predictor else "unconfigured"),
             query=self._query,
