@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 HELP = "train a KeySeg model from a YAML config (resumable; DDP/DeepSpeed/FSDP via accelerate)"
 
@@ -37,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
     from keyseg_core.train.loop import train
 
     summary = train(config, resume=args.resume, stop_at=args.stop_at, progress=not args.no_progress)
+    if os.environ.get("RANK", "0") != "0":  # one report per job, from the main process
+        return 0
     if summary["skipped"]:
         print(f"skipped records: {summary['skipped']}")
     print(f"done: step {summary['step']}/{summary['max_steps']} in {config.output_dir}")

@@ -9,6 +9,7 @@ optimizer state is sharded, so it goes through the engine's own checkpoint forma
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -56,7 +57,10 @@ def make_accelerator(config: TrainConfig):
     # find_unused_parameters: SAM's IoU head is trainable but not in the loss, and cross-attention is
     # skipped for batches without [KEY]; DDP would otherwise stop with "unused parameters"
     kwargs["kwargs_handlers"] = [DistributedDataParallelKwargs(find_unused_parameters=True)]
+    # accelerate only sets up gloo for a CPU job launched by torchrun when told it is a CPU job
+    multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
     return Accelerator(
+        cpu=multi_cpu,
         mixed_precision=resolve_precision(config.precision),
         gradient_accumulation_steps=config.grad_accum,
         **kwargs,

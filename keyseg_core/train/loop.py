@@ -19,6 +19,8 @@ from safetensors.torch import load_file
 
 from keyseg_core.builder import build_model
 from keyseg_core.checkpoint import META_FILE, WEIGHTS_FILE, frozen_fingerprint, load_trainable, save_checkpoint
+from keyseg_core.model import KeySegModel
+from keyseg_core.processor import KeySegBatch
 
 from . import state as ckpt
 from .config import TrainConfig
@@ -48,6 +50,19 @@ def learning_rate(step: int, config: TrainConfig) -> float:
 def config_digest(config: TrainConfig) -> str:
     data = {k: v for k, v in config.to_dict().items() if k not in RESUMABLE_CHANGES}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class LossModule(torch.nn.Module):
+    """The model as DDP/DeepSpeed should see it: forward returns a dict of tensors (the engines
+    look for tensors in tuples and dicts, not in KeySegOutput dataclasses)."""
+
+    def __init__(self, model: KeySegModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: KeySegBatch) -> dict[str, torch.Tensor]:
+        out = self.model(batch)
+        return {"loss": out.loss, **out.losses}
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
@@ -123,7 +138,7 @@ def train(config: TrainConfig, *, resume: bool = False, stop_at: int | None = No
             accelerator.print(f"data '{name}': {opened.skips[name].summary()}")
     stream = TrainStream(opened, config.data, config.samples_per_epoch, config.seed, model_config.fusion.use_key)
     optimizer = make_optimizer(model, config)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    model, optimizer = accelerator.prepare(LossModule(model), optimizer)
     sharded = is_sharded(accelerator)
     if start:
         if sharded:
@@ -147,7 +162,7 @@ def train(config: TrainConfig, *, resume: bool = False, stop_at: int | None = No
         accelerator.wait_for_everyone()
         with full_parameters(accelerator, model) as inner:
             if main:
-                save_checkpoint(inner, tmp / ckpt.MODEL_DIR, extra={"train_steps": step, "samples_seen": state.consumed})
+                save_checkpoint(inner.model, tmp / ckpt.MODEL_DIR, extra={"train_steps": step, "samples_seen": state.consumed})
         if sharded:
             save_engine_state(accelerator, model, optimizer, tmp / ckpt.ENGINE_DIR)
         elif main:
@@ -177,9 +192,9 @@ def train(config: TrainConfig, *, resume: bool = False, stop_at: int | None = No
         for _ in range(config.grad_accum):
             batch = next(loader).batch.to(accelerator.device)
             with accelerator.accumulate(model):
-                output = model(batch)
-                accelerator.backward(output.loss)
-            sums += torch.stack([output.loss.detach().float()] + [output.losses[k].float() for k in LOSS_KEYS])
+                losses = model(batch)
+                accelerator.backward(losses["loss"])
+            sums += torch.stack([losses[k].detach().float() for k in ("loss",) + LOSS_KEYS])
         grad_norm = float("nan")
         if config.max_grad_norm > 0 and accelerator.sync_gradients:
             norm = accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
@@ -203,11 +218,11 @@ def train(config: TrainConfig, *, resume: bool = False, stop_at: int | None = No
     logger.close()
 
     # ---- the end: final weights and a summary every rank agrees on ----
-    digests = gather_object([weights_digest(accelerator.unwrap_model(model))])
+    digests = gather_object([weights_digest(accelerator.unwrap_model(model).model)])
     if state.step == config.max_steps:
         with full_parameters(accelerator, model) as inner:
             if main:
-                save_checkpoint(inner, out / "final", overwrite=True,
+                save_checkpoint(inner.model, out / "final", overwrite=True,
                                 extra={"train_steps": state.step, "samples_seen": state.consumed})
     summary = {
         "step": state.step, "max_steps": config.max_steps, "samples_seen": state.consumed, "world_size": world,
