@@ -153,3 +153,17 @@ def test_keywords_help_lists_options(capsys):
     with pytest.raises(SystemExit):
         main(["keywords", "--help"])
     assert "--resume" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("link", ["copy", "none"])
+def test_link_modes(dataset, tmp_path, link):
+    out = tmp_path / link
+    build_keywords(config(dataset, out, link=link), FakeExtractor(), progress=False)
+    folder = out / "reason_seg" / "ReasonSeg"
+    keyword_file = folder / "explanatory_key" / "keyword_outputs.json"
+    if link == "copy":
+        assert (folder / "train").is_dir() and not (folder / "train").is_symlink()
+        assert open_dataset("reasonseg", out, "train")[0].keyword == "swim cap"
+    else:
+        assert sorted(p.name for p in folder.iterdir()) == ["explanatory_key"]
+        assert open_dataset("reasonseg", dataset.root, "train", keywords=keyword_file)[0].keyword == "swim cap"
