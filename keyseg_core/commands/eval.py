@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="reasonseg, refcoco, refcoco+, refcocog, or a full refer name such as 'refcoco|unc|testA'")
     parser.add_argument("--split", default=None, help="val, test (ReasonSeg, refcocog), testA/testB (refcoco, refcoco+)")
     parser.add_argument("--data-root", required=True, help="data root holding reason_seg/ and refer_seg/ (docs/data.md)")
-    parser.add_argument("--output", default=None, help="report folder (default: eval/<dataset>_<split> next to the checkpoint)")
+    parser.add_argument("--output", default=None, help="report folder (default: ./eval/<checkpoint name>/<dataset>_<split>)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     parser.add_argument("--batch-size", type=int, default=1, help="items per forward pass")
@@ -51,8 +51,8 @@ def run(args: argparse.Namespace) -> int:
     train_steps = json.loads(meta_path.read_text()).get("train_steps") if meta_path.is_file() else None
     if predictor.untrained:
         print("warning: the model is untrained (no train_steps in the checkpoint); numbers are a smoke test only")
-    default_out = (Path(checkpoint) if Path(checkpoint).is_dir() else Path("eval")) / "eval" / name.replace("|", "_")
-    output = Path(args.output) if args.output else default_out
+    label = Path(args.checkpoint.rstrip("/")).name.replace(":", "_") or "model"
+    output = Path(args.output) if args.output else Path("eval") / label / name.replace("|", "_")
     info = {"checkpoint": checkpoint, "train_steps": train_steps, "untrained": predictor.untrained,
             "dataset": args.dataset, "split": getattr(dataset, "split", args.split), "eval_name": name,
             "data_root": str(args.data_root), "device": args.device, "dtype": args.dtype}
