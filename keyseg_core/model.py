@@ -72,7 +72,7 @@ class KeySegModel(nn.Module):
     def vocab_embeddings(self) -> torch.Tensor:
         """E: the LLM's (V, d) input embedding table, base rows (frozen for all ordinary tokens)."""
         emb = self.llava.get_input_embeddings()
-        return getattr(emb, "token_adapter", emb).weight if not isinstance(emb, nn.Embedding) else emb.weight
+        return getattr(emb, "token_adapter", emb).weight  # peft's wrapper keeps the base table there
 
     # ---- the forward path, in named steps ----
 
