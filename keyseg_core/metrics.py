@@ -30,7 +30,9 @@ def intersection_union(prediction: Any, target: Any, ignore_index: int = IGNORE_
     pred = _numpy(prediction)
     gt = _numpy(target)
     if pred.shape != gt.shape:
-        raise ValueError(f"prediction shape {pred.shape} != target shape {gt.shape}; predict at the original resolution")
+        raise ValueError(
+            f"prediction shape {pred.shape} != target shape {gt.shape}; predict at the original resolution"
+        )
     pred = pred if pred.dtype == bool else pred > 0
     valid = gt != ignore_index
     pred = pred & valid

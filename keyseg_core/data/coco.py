@@ -57,7 +57,9 @@ class CocoInstancesDataset:
         record = f"image_id {image_id} annotation(s) {ann_ids}"
         try:
             if category_id not in self.coco.categories:
-                raise DatasetError(self.coco.path, record, "unknown_category", f"category_id {category_id} not in categories")
+                raise DatasetError(
+                    self.coco.path, record, "unknown_category", f"category_id {category_id} not in categories"
+                )
             img = self.coco.image_of(image_id, record)
             if deep:
                 self.coco.rle([self.coco.annotations[a] for a in ann_ids], img, record)
@@ -76,7 +78,8 @@ class CocoInstancesDataset:
         image, mask = self.coco.load([self.coco.annotations[a] for a in item.ann_ids], img, record)
         name = self.coco.categories[item.category_id]
         return SegSample(
-            id=f"coco/{item.image_id}/{item.category_id}" + (f"/{item.ann_ids[0]}" if self.unit == "annotation" else ""),
+            id=f"coco/{item.image_id}/{item.category_id}"
+            + (f"/{item.ann_ids[0]}" if self.unit == "annotation" else ""),
             source=self.source,
             image=image,
             mask=mask,

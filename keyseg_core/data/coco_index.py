@@ -32,9 +32,13 @@ class CocoIndex:
         self.images: dict[int, CocoImage] = {}
         for i, img in enumerate(data.get("images") or []):
             try:
-                self.images[int(img["id"])] = CocoImage(int(img["id"]), str(img["file_name"]), int(img["height"]), int(img["width"]))
+                self.images[int(img["id"])] = CocoImage(
+                    int(img["id"]), str(img["file_name"]), int(img["height"]), int(img["width"])
+                )
             except (KeyError, TypeError, ValueError) as exc:
-                raise DatasetError(self.path, f"images[{i}]", "bad_image_record", f"needs id, file_name, height, width: {exc}") from exc
+                raise DatasetError(
+                    self.path, f"images[{i}]", "bad_image_record", f"needs id, file_name, height, width: {exc}"
+                ) from exc
         self.annotations: dict[int, dict] = {}
         for i, ann in enumerate(data.get("annotations") or []):
             if not isinstance(ann, dict) or "id" not in ann or "image_id" not in ann or "segmentation" not in ann:
@@ -65,7 +69,9 @@ class CocoIndex:
 
     def rle(self, anns: list[dict], img: CocoImage, record: object) -> dict:
         """Union of the annotations' masks; an empty result is an error (nothing to segment)."""
-        rle = union_rles([segmentation_to_rle(a["segmentation"], img.height, img.width, self.path, record) for a in anns])
+        rle = union_rles(
+            [segmentation_to_rle(a["segmentation"], img.height, img.width, self.path, record) for a in anns]
+        )
         if rle_area(rle) == 0:
             raise DatasetError(self.path, record, "empty_target", "mask has no pixel inside the image")
         return rle
@@ -75,6 +81,7 @@ class CocoIndex:
         path = self.image_dir / img.file_name
         image = load_rgb(path, record)
         if image.shape[:2] != (img.height, img.width):
-            raise DatasetError(path, record, "size_mismatch", f"image is {image.shape[:2]}, instances say {(img.height, img.width)}")
+            raise DatasetError(
+                path, record, "size_mismatch", f"image is {image.shape[:2]}, instances say {(img.height, img.width)}"
+            )
         return image, decode_rle(self.rle(anns, img, record))
-

@@ -19,7 +19,9 @@ def _polygon_parts(seg: list, path: Path, record: object) -> list[list[float]]:
         if not isinstance(part, list) or not all(isinstance(v, (int, float)) for v in part):
             raise DatasetError(path, record, "bad_polygon", f"polygon part {i} is not a flat list of numbers")
         if len(part) % 2 or len(part) < 4:
-            raise DatasetError(path, record, "bad_polygon", f"polygon part {i} has {len(part)} numbers; needs an even count >= 4")
+            raise DatasetError(
+                path, record, "bad_polygon", f"polygon part {i} has {len(part)} numbers; needs an even count >= 4"
+            )
         # 2 points: repeat the last one so pycocotools rasterises a (zero-area) polygon, not a box
         parts.append([float(v) for v in part] + ([float(part[-2]), float(part[-1])] if len(part) == 4 else []))
     return parts
@@ -33,7 +35,9 @@ def segmentation_to_rle(seg: object, height: int, width: int, path: Path, record
         return mask_api.merge(mask_api.frPyObjects(_polygon_parts(seg, path, record), height, width))
     if isinstance(seg, dict) and "counts" in seg and "size" in seg:
         if list(seg["size"]) != [height, width]:
-            raise DatasetError(path, record, "rle_size_mismatch", f"RLE size {seg['size']} != image size {[height, width]}")
+            raise DatasetError(
+                path, record, "rle_size_mismatch", f"RLE size {seg['size']} != image size {[height, width]}"
+            )
         counts = seg["counts"]
         if isinstance(counts, list):
             return mask_api.frPyObjects(seg, height, width)

@@ -49,7 +49,9 @@ def read_keyword_file(path: Path) -> dict[str, KeywordEntry]:
         previous = entries.get(entry.stem)
         if previous is not None and previous.keyword != keyword:
             raise DatasetError(
-                path, i, "conflicting_keyword",
+                path,
+                i,
+                "conflicting_keyword",
                 f"{image}: keyword '{keyword}' conflicts with earlier '{previous.keyword}'",
             )
         entries[entry.stem] = entry

@@ -32,7 +32,9 @@ def parse_ratios(text: str) -> dict[str, float]:
 class MixtureDataset:
     """Map-style data set over `length` positions drawn from `datasets` by `ratios`."""
 
-    def __init__(self, datasets: Mapping[str, Sequence[Any]], ratios: Mapping[str, float], length: int, seed: int = 0) -> None:
+    def __init__(
+        self, datasets: Mapping[str, Sequence[Any]], ratios: Mapping[str, float], length: int, seed: int = 0
+    ) -> None:
         if set(datasets) != set(ratios):
             raise ValueError(f"ratios name {sorted(ratios)} but data sets are {sorted(datasets)}")
         for name, ratio in ratios.items():

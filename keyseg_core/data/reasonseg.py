@@ -85,7 +85,9 @@ class ReasonSegDataset:
     ) -> None:
         self.dir = reasonseg_dir(root)
         if split not in SPLITS:
-            raise DatasetError(self.dir, split, "unknown_split", f"unknown split '{split}'; expected one of {', '.join(SPLITS)}")
+            raise DatasetError(
+                self.dir, split, "unknown_split", f"unknown split '{split}'; expected one of {', '.join(SPLITS)}"
+            )
         self.split = split
         self.require_keyword = require_keyword
         self.skips = SkipReport()
@@ -140,7 +142,9 @@ class ReasonSegDataset:
             if stem not in images:
                 collector.handle(DatasetError(json_path, stem, "missing_image", "annotation has no image file"))
             elif stem not in jsons:
-                collector.handle(DatasetError(images[stem], stem, "missing_annotation", "image has no .json annotation"))
+                collector.handle(
+                    DatasetError(images[stem], stem, "missing_annotation", "image has no .json annotation")
+                )
             else:
                 records.append(ReasonSegRecord(stem, self.split, images[stem], json_path))
         return records
@@ -169,13 +173,17 @@ class ReasonSegDataset:
     def _keyword(self, record: ReasonSegRecord, ann: ReasonSegAnnotation) -> str | None:
         keyword = self.keywords.get(record.stem) or ann.keyword
         if keyword is None and self.require_keyword:
-            raise DatasetError(record.json_path, record.stem, "no_keyword", "no keyword in the keyword file or the JSON")
+            raise DatasetError(
+                record.json_path, record.stem, "no_keyword", "no keyword in the keyword file or the JSON"
+            )
         return keyword
 
     def _mask(self, record: ReasonSegRecord, ann: ReasonSegAnnotation, height: int, width: int):
         mask = shapes_to_mask(ann.shapes, height, width)
         if any(s.value == 1 for s in ann.shapes) and not (mask == 1).any():
-            raise DatasetError(record.json_path, record.stem, "empty_target", "target polygons cover no pixel of the image")
+            raise DatasetError(
+                record.json_path, record.stem, "empty_target", "target polygons cover no pixel of the image"
+            )
         return mask
 
     def __getitem__(self, index: int) -> SegSample:

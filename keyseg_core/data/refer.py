@@ -88,7 +88,9 @@ class RefDataset:
         all_refs = load_refs(self.refs_path)
         available = sorted({str(r.get("split")) for r in all_refs})
         if split not in available:
-            raise DatasetError(self.refs_path, split, "unknown_split", f"unknown split '{split}'; this file has {', '.join(available)}")
+            raise DatasetError(
+                self.refs_path, split, "unknown_split", f"unknown split '{split}'; this file has {', '.join(available)}"
+            )
         self.skips = SkipReport()
         collector = Collector(skip_bad, self.skips)
         self.refs = [r for r in all_refs if r.get("split") == split and self._check(r, collector, skip_bad or validate)]

@@ -13,7 +13,6 @@ answers at the end of every run, so changing the synonym or override file never 
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections import Counter
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from keyseg_core.data.errors import DatasetError, SkipReport
+from keyseg_core.data.errors import DatasetError
 from keyseg_core.data.io import atomic_write_json, read_json
 from keyseg_core.data.keyword_file import KEYWORD_FILE, KeywordEntry, write_keyword_file
 from keyseg_core.data.reasonseg import ReasonSegDataset
@@ -70,8 +69,13 @@ class KeywordBuildConfig:
 
     def fingerprint(self) -> dict:
         """What must match for saved raw answers to be reused."""
-        return {"extractor": self.extractor, "prompt": PROMPT, "text": self.text,
-                "max_new_tokens": self.max_new_tokens, "batch_size": self.batch_size}
+        return {
+            "extractor": self.extractor,
+            "prompt": PROMPT,
+            "text": self.text,
+            "max_new_tokens": self.max_new_tokens,
+            "batch_size": self.batch_size,
+        }
 
 
 @dataclass(frozen=True)
@@ -119,7 +123,12 @@ def _samples(ds: ReasonSegDataset, text_mode: str) -> list[_Sample]:
         first = ds.annotation(i).queries[0]
         query, outputs = ds.explanatory.get(record.stem, ("", ""))
         if text_mode == "outputs" and not outputs:
-            raise DatasetError(ds.dir / "explanatory" / "train.json", record.stem, "no_explanation", "text='outputs' but this sample has no explanation")
+            raise DatasetError(
+                ds.dir / "explanatory" / "train.json",
+                record.stem,
+                "no_explanation",
+                "text='outputs' but this sample has no explanation",
+            )
         source = outputs if text_mode == "outputs" or (text_mode == "auto" and outputs) else first
         samples.append(_Sample(record.stem, record.image_path.name, query or first, outputs, source))
     return samples
@@ -157,12 +166,16 @@ def _load_progress(config: KeywordBuildConfig) -> dict[str, str]:
         return {}
     data = read_json(path)
     if data.get("fingerprint") != config.fingerprint():
-        raise ValueError(f"{path} was made with different settings {data.get('fingerprint')}; use --overwrite to start over")
+        raise ValueError(
+            f"{path} was made with different settings {data.get('fingerprint')}; use --overwrite to start over"
+        )
     return dict(data.get("raw", {}))
 
 
 def _save_progress(config: KeywordBuildConfig, raw: dict[str, str]) -> None:
-    atomic_write_json(config.out / PROGRESS_FILE, {"fingerprint": config.fingerprint(), "raw": dict(sorted(raw.items()))})
+    atomic_write_json(
+        config.out / PROGRESS_FILE, {"fingerprint": config.fingerprint(), "raw": dict(sorted(raw.items()))}
+    )
 
 
 def _load_overrides(config: KeywordBuildConfig, stems: set[str]) -> dict[str, str]:
@@ -194,7 +207,9 @@ def build_keywords(
     ds = ReasonSegDataset(config.reasonseg, "train", keywords=False, skip_bad=config.skip_bad)
     samples = _samples(ds, config.text)
     overrides = _load_overrides(config, {s.stem for s in samples})
-    norm = NormalizeConfig(config.max_words, config.max_chars, load_synonyms(config.synonyms) if config.synonyms else {})
+    norm = NormalizeConfig(
+        config.max_words, config.max_chars, load_synonyms(config.synonyms) if config.synonyms else {}
+    )
     out_dir = _prepare_output(config, ds.dir)
     raw = _load_progress(config)
 
@@ -205,9 +220,17 @@ def build_keywords(
     if pending and extractor is None:
         from keyseg_core.keywords.extractor import Extractor
 
-        extractor = Extractor(config.extractor, device=config.device, batch_size=config.batch_size, max_new_tokens=config.max_new_tokens)
+        extractor = Extractor(
+            config.extractor, device=config.device, batch_size=config.batch_size, max_new_tokens=config.max_new_tokens
+        )
     done_now = since_save = 0
-    bar = tqdm(total=len(todo), initial=len(todo) - sum(len(b) for b in pending), desc="keywords", disable=not progress, unit="sample")
+    bar = tqdm(
+        total=len(todo),
+        initial=len(todo) - sum(len(b) for b in pending),
+        desc="keywords",
+        disable=not progress,
+        unit="sample",
+    )
     for batch in pending:
         if config.limit is not None and done_now >= config.limit:
             break
@@ -251,7 +274,9 @@ def _finalize(samples, raw, overrides, norm, top) -> tuple[KeywordReport, list[K
             keyword = result.keyword
             report.changed += keyword != " ".join(answer.lower().split())
             report.synonyms += result.synonym
-        entries.append(KeywordEntry(query=s.query, outputs=s.outputs, image=s.image, json=f"{s.stem}.json", keyword=keyword))
+        entries.append(
+            KeywordEntry(query=s.query, outputs=s.outputs, image=s.image, json=f"{s.stem}.json", keyword=keyword)
+        )
     report.written = len(entries)
     counts = Counter(e.keyword for e in entries)
     report.distinct = len(counts)

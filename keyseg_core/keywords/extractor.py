@@ -65,7 +65,9 @@ class Extractor:
         if self.seq2seq or not self.tokenizer.chat_template:
             return prompts
         return [
-            self.tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+            self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
+            )
             + ANSWER_PREFIX
             for p in prompts
         ]
@@ -77,16 +79,23 @@ class Extractor:
             batch = self._inputs(texts[start : start + self.batch_size])
             # a chat template already carries its special tokens; plain prompts need the tokenizer's
             templated = not self.seq2seq and bool(self.tokenizer.chat_template)
-            enc = self.tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=not templated).to(self.device)
+            enc = self.tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=not templated).to(
+                self.device
+            )
             with self._torch.inference_mode():
                 generated = self.model.generate(
-                    **enc, max_new_tokens=self.max_new_tokens, do_sample=False, num_beams=1,
+                    **enc,
+                    max_new_tokens=self.max_new_tokens,
+                    do_sample=False,
+                    num_beams=1,
                     pad_token_id=self.tokenizer.pad_token_id,
                 )
             if self.seq2seq:
                 outputs.extend(self.tokenizer.batch_decode(generated, skip_special_tokens=True))
                 continue
             prefix = ANSWER_PREFIX if self.tokenizer.chat_template else ""
-            continuations = self.tokenizer.batch_decode(generated[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+            continuations = self.tokenizer.batch_decode(
+                generated[:, enc["input_ids"].shape[1] :], skip_special_tokens=True
+            )
             outputs.extend(prefix + c for c in continuations)
         return outputs

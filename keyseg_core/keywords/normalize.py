@@ -28,7 +28,8 @@ IRREGULAR = {"people": "person", "children": "child", "men": "man", "women": "wo
              "lives": "life", "leaves": "leaf", "loaves": "loaf", "shelves": "shelf", "wolves": "wolf",
              "halves": "half", "calves": "calf", "scarves": "scarf", "thieves": "thief", "potatoes": "potato",
              "tomatoes": "tomato", "heroes": "hero", "echoes": "echo", "mangoes": "mango", "volcanoes": "volcano",
-             "mosquitoes": "mosquito", "buses": "bus", "lenses": "lens", "axes": "axe", "dice": "die", "cacti": "cactus",
+             "mosquitoes": "mosquito", "buses": "bus", "lenses": "lens", "axes": "axe", "dice": "die",
+             "cacti": "cactus",
              "fungi": "fungus", "indices": "index", "matrices": "matrix", "vertices": "vertex"}
 # words whose plural is just +s although the stem ends like an -es/-ies plural
 PLUS_S = {"cookie", "movie", "zombie", "rookie", "calorie", "brownie", "smoothie", "selfie", "goalie", "pie", "tie",
@@ -107,7 +108,9 @@ def load_synonyms(path: Path) -> dict[str, str]:
         synonyms[variant] = rep
     for variant, rep in synonyms.items():
         if rep in synonyms and synonyms[rep] != rep:
-            raise ValueError(f"{path}: synonym entry '{variant}' maps to '{rep}', which is itself mapped to '{synonyms[rep]}'")
+            raise ValueError(
+                f"{path}: synonym entry '{variant}' maps to '{rep}', which is itself mapped to '{synonyms[rep]}'"
+            )
     return synonyms
 
 

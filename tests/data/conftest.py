@@ -30,16 +30,32 @@ class ReasonSegWriter:
         self.root = root
         self.dir = root / "reason_seg" / "ReasonSeg"
 
-    def add(self, split: str, stem: str, shapes: list | None = None, text: list | None = None, *,
-            size: tuple[int, int] = (20, 30), image: bool = True, encoding: str = "utf-8",
-            raw: bytes | None = None, mode: str = "RGB", **extra) -> Path:
+    def add(
+        self,
+        split: str,
+        stem: str,
+        shapes: list | None = None,
+        text: list | None = None,
+        *,
+        size: tuple[int, int] = (20, 30),
+        image: bool = True,
+        encoding: str = "utf-8",
+        raw: bytes | None = None,
+        mode: str = "RGB",
+        **extra,
+    ) -> Path:
         folder = self.dir / split
         folder.mkdir(parents=True, exist_ok=True)
         if image:
             write_image(folder / f"{stem}.jpg", *size, mode=mode)
-        data = {"text": text or [f"what is the target of {stem}?"], "is_sentence": True,
-                "shapes": shapes if shapes is not None else [{"label": "target", "shape_type": "polygon", "points": square(2, 2, 6, 6)}],
-                **extra}
+        data = {
+            "text": text or [f"what is the target of {stem}?"],
+            "is_sentence": True,
+            "shapes": shapes
+            if shapes is not None
+            else [{"label": "target", "shape_type": "polygon", "points": square(2, 2, 6, 6)}],
+            **extra,
+        }
         path = folder / f"{stem}.json"
         path.write_bytes(raw if raw is not None else json.dumps(data, ensure_ascii=False).encode(encoding))
         return path
@@ -52,7 +68,10 @@ class ReasonSegWriter:
     def keywords(self, mapping: dict[str, str]) -> Path:
         path = self.dir / "explanatory_key" / "keyword_outputs.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        rows = [{"query": "q", "outputs": "o", "image": f"{s}.jpg", "json": f"{s}.json", "keyword": k} for s, k in mapping.items()]
+        rows = [
+            {"query": "q", "outputs": "o", "image": f"{s}.jpg", "json": f"{s}.json", "keyword": k}
+            for s, k in mapping.items()
+        ]
         path.write_text(json.dumps(rows))
         return path
 
@@ -89,19 +108,42 @@ class ReferWriter:
             write_image(self.image_dir / coco_name(image_id), height, width, mode=mode)
 
     def ann(self, ann_id: int, image_id: int, segmentation, category_id: int = 18, iscrowd: int = 0) -> None:
-        self.anns.append({"id": ann_id, "image_id": image_id, "category_id": category_id, "segmentation": segmentation,
-                          "bbox": [0, 0, 1, 1], "area": 1.0, "iscrowd": iscrowd})
+        self.anns.append(
+            {
+                "id": ann_id,
+                "image_id": image_id,
+                "category_id": category_id,
+                "segmentation": segmentation,
+                "bbox": [0, 0, 1, 1],
+                "area": 1.0,
+                "iscrowd": iscrowd,
+            }
+        )
 
     def ref(self, ref_id: int, ann_id: int, image_id: int, split: str, sentences: list[str]) -> None:
-        sents = [{"sent_id": ref_id * 10 + i, "raw": s.upper(), "sent": s, "tokens": s.split()} for i, s in enumerate(sentences)]
-        self.refs.append({"ref_id": ref_id, "ann_id": ann_id, "image_id": image_id, "category_id": 18, "split": split,
-                          "file_name": f"{coco_name(image_id)[:-4]}_{ann_id}.jpg",
-                          "sent_ids": [s["sent_id"] for s in sents], "sentences": sents})
+        sents = [
+            {"sent_id": ref_id * 10 + i, "raw": s.upper(), "sent": s, "tokens": s.split()}
+            for i, s in enumerate(sentences)
+        ]
+        self.refs.append(
+            {
+                "ref_id": ref_id,
+                "ann_id": ann_id,
+                "image_id": image_id,
+                "category_id": 18,
+                "split": split,
+                "file_name": f"{coco_name(image_id)[:-4]}_{ann_id}.jpg",
+                "sent_ids": [s["sent_id"] for s in sents],
+                "sentences": sents,
+            }
+        )
 
     def write(self, name: str = "refcoco", split_by: str = "unc") -> Path:
         folder = self.root / "refer_seg" / name
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "instances.json").write_text(json.dumps({"images": self.images, "annotations": self.anns, "categories": self.categories}))
+        (folder / "instances.json").write_text(
+            json.dumps({"images": self.images, "annotations": self.anns, "categories": self.categories})
+        )
         with open(folder / f"refs({split_by}).p", "wb") as f:
             pickle.dump(self.refs, f, protocol=2)  # the released files are protocol-2 pickles
         return folder

@@ -1,6 +1,5 @@
 import json
 
-import numpy as np
 import pytest
 
 from keyseg_core.data import DatasetError, open_dataset
@@ -17,12 +16,16 @@ def coco(tmp_path, image_writer):
     write_image(root / "val2017" / "000000000001.jpg", 16, 20)
     write_image(root / "val2017" / "000000000002.jpg", 10, 10, mode="L")
     data = {
-        "images": [{"id": 1, "file_name": "000000000001.jpg", "height": 16, "width": 20},
-                   {"id": 2, "file_name": "000000000002.jpg", "height": 10, "width": 10}],
-        "annotations": [{"id": 11, "image_id": 1, "category_id": 18, "segmentation": [rect(1, 1, 4, 4)], "iscrowd": 0},
-                        {"id": 12, "image_id": 1, "category_id": 18, "segmentation": [rect(10, 10, 14, 14)], "iscrowd": 0},
-                        {"id": 13, "image_id": 1, "category_id": 1, "segmentation": [rect(5, 5, 8, 8)], "iscrowd": 0},
-                        {"id": 21, "image_id": 2, "category_id": 1, "segmentation": [rect(0, 0, 3, 3)], "iscrowd": 0}],
+        "images": [
+            {"id": 1, "file_name": "000000000001.jpg", "height": 16, "width": 20},
+            {"id": 2, "file_name": "000000000002.jpg", "height": 10, "width": 10},
+        ],
+        "annotations": [
+            {"id": 11, "image_id": 1, "category_id": 18, "segmentation": [rect(1, 1, 4, 4)], "iscrowd": 0},
+            {"id": 12, "image_id": 1, "category_id": 18, "segmentation": [rect(10, 10, 14, 14)], "iscrowd": 0},
+            {"id": 13, "image_id": 1, "category_id": 1, "segmentation": [rect(5, 5, 8, 8)], "iscrowd": 0},
+            {"id": 21, "image_id": 2, "category_id": 1, "segmentation": [rect(0, 0, 3, 3)], "iscrowd": 0},
+        ],
         "categories": [{"id": 1, "name": "person"}, {"id": 18, "name": "dog"}],
     }
     (root / "annotations").mkdir()

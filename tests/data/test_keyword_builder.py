@@ -24,8 +24,9 @@ def dataset(reasonseg):
     for stem, (query, _) in QUERIES.items():
         reasonseg.add("train", stem, text=[query, query + " (paraphrase)"])
     reasonseg.add("val", "v1")
-    reasonseg.explanatory([{"image": f"{s}.jpg", "json": f"{s}.json", "query": q, "outputs": o}
-                           for s, (q, o) in QUERIES.items() if o])
+    reasonseg.explanatory(
+        [{"image": f"{s}.jpg", "json": f"{s}.json", "query": q, "outputs": o} for s, (q, o) in QUERIES.items() if o]
+    )
     return reasonseg
 
 
@@ -39,9 +40,25 @@ def tree_digest(root: Path) -> str:
 
 
 def smol(dataset, out, *extra):
-    return main(["keywords", "--reasonseg", str(dataset.root), "--out", str(out), "--extractor",
-                 "offline:smollm2-135m-instruct", "--batch-size", "2", "--max-new-tokens", "8",
-                 "--save-every", "1", "--no-progress", *extra])
+    return main(
+        [
+            "keywords",
+            "--reasonseg",
+            str(dataset.root),
+            "--out",
+            str(out),
+            "--extractor",
+            "offline:smollm2-135m-instruct",
+            "--batch-size",
+            "2",
+            "--max-new-tokens",
+            "8",
+            "--save-every",
+            "1",
+            "--no-progress",
+            *extra,
+        ]
+    )
 
 
 def test_smollm2_end_to_end_and_resume_after_interruption(dataset, tmp_path, capsys):
@@ -75,8 +92,12 @@ def test_smollm2_end_to_end_and_resume_after_interruption(dataset, tmp_path, cap
 class FakeExtractor:
     """Deterministic answers; optionally crashes on its n-th call like a killed process."""
 
-    ANSWERS = {"swim cap": 'The most important object is "Swim Caps"', "bed": "The bed.",
-               "shade": "object", "scissors": "Scissors"}
+    ANSWERS = {
+        "swim cap": 'The most important object is "Swim Caps"',
+        "bed": "The bed.",
+        "shade": "object",
+        "scissors": "Scissors",
+    }
 
     def __init__(self, crash_on_call: int | None = None):
         self.calls = 0
@@ -118,7 +139,9 @@ def test_overrides_synonyms_and_refusals(dataset, tmp_path):
     synonyms = tmp_path / "synonyms.json"
     synonyms.write_text(json.dumps({"scissors": "shears"}))
     fake = FakeExtractor()
-    report = build_keywords(config(dataset, tmp_path / "o", overrides=overrides, synonyms=synonyms), fake, progress=False)
+    report = build_keywords(
+        config(dataset, tmp_path / "o", overrides=overrides, synonyms=synonyms), fake, progress=False
+    )
     assert fake.calls == 3  # the overridden sample never reaches the model
     assert (report.overridden, report.synonyms, report.written, dict(report.dropped)) == (1, 1, 4, {})
     assert dict(report.top)["umbrella"] == 1 and dict(report.top)["shears"] == 1
@@ -128,7 +151,9 @@ def test_overrides_synonyms_and_refusals(dataset, tmp_path):
         build_keywords(config(dataset, tmp_path / "o"), FakeExtractor(), progress=False)
     with pytest.raises(ValueError, match="different settings"):
         build_keywords(config(dataset, tmp_path / "o", resume=True, text="query"), FakeExtractor(), progress=False)
-    assert build_keywords(config(dataset, tmp_path / "o", overwrite=True), FakeExtractor(), progress=False).overridden == 0
+    assert (
+        build_keywords(config(dataset, tmp_path / "o", overwrite=True), FakeExtractor(), progress=False).overridden == 0
+    )
     overrides.write_text("nope: chair\n")
     with pytest.raises(ValueError, match="override entry 'nope' names no training sample"):
         build_keywords(config(dataset, tmp_path / "x", overrides=overrides), FakeExtractor(), progress=False)
@@ -143,7 +168,9 @@ def test_limit_then_resume_and_text_modes(dataset, tmp_path):
     report = build_keywords(config(dataset, tmp_path / "l", resume=True), FakeExtractor(), progress=False)
     assert report.written == 3
     seen = []
-    build_keywords(config(dataset, tmp_path / "q", text="query"), lambda t: seen.extend(t) or ["bed"] * len(t), progress=False)
+    build_keywords(
+        config(dataset, tmp_path / "q", text="query"), lambda t: seen.extend(t) or ["bed"] * len(t), progress=False
+    )
     assert seen[0] == QUERIES["a_pool"][0]
     with pytest.raises(ValueError, match="c_park.*no explanation"):
         build_keywords(config(dataset, tmp_path / "r", text="outputs"), FakeExtractor(), progress=False)
