@@ -265,3 +265,10 @@ def make_image(width: int, height: int, encoding: str = "rgb8", *, pad: int = 0,
     msg.header.stamp.sec = next(_stamps)
     msg.data = array.array("B", rows.tobytes())
     return msg
+
+
+def qos_sensor_data():
+    """Best effort, keep last 5: what a camera consumer subscribes with."""
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+    return QoSProfile(depth=5, reliability=ReliabilityPolicy.BEST_EFFORT)
