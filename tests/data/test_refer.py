@@ -51,6 +51,7 @@ def test_every_sentence_is_an_item_with_its_refs_mask(refcoco):
     np.testing.assert_array_equal(first.mask, union)
     assert first.mask.max() == 1  # overlap stays 1
     assert first.image.shape == (16, 20, 3) and first.source == "refcoco"
+    assert ds.category(0) == "dog"
 
 
 def test_rle_str_counts_grayscale_and_clipping(refcoco):
