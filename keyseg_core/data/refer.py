@@ -129,7 +129,9 @@ class RefDataset:
         ann = self.coco.annotation(ref["ann_id"], f"ref_id {ref['ref_id']}")
         category_id = int(ann.get("category_id", ref.get("category_id", -1)))
         if category_id not in self.coco.categories:
-            raise DatasetError(self.coco.path, f"ref_id {ref['ref_id']}", "unknown_category", f"category_id {category_id} not in categories")
+            raise DatasetError(
+                self.coco.path, f"ref_id {ref['ref_id']}", "unknown_category", f"category_id {category_id} not in categories"
+            )
         return self.coco.categories[category_id]
 
     def __getitem__(self, index: int) -> SegSample:
