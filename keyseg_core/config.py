@@ -103,6 +103,12 @@ class FusionConfig:
     self_attn: bool = _help("SelfAttn of the refined [SEG] over itself + the output sequence", default=True)
     residual: bool = _help("add S back after the cross-attention (CrossAttn(S, K) + S)", default=True)
     num_heads: int = _help("attention heads in both attentions", default=8)
+    space: Literal["prompt", "llm"] = _help(
+        "where the attentions run: 'prompt' projects S, K and the sequence into SAM's prompt width first "
+        "(the paper's shared latent space); 'llm' attends in the LLM width and the MLP projects last "
+        "(then seg_only is exactly LISA's text_hidden_fcs)",
+        default="prompt",
+    )
 
     def __post_init__(self) -> None:
         if self.preset is not None:
@@ -116,6 +122,8 @@ class FusionConfig:
             raise ValueError("fusion.residual adds S around the cross-attention; it needs fusion.cross_attn")
         if self.num_heads < 1:
             raise ValueError(f"fusion.num_heads: {self.num_heads} must be >= 1")
+        if self.space not in ("prompt", "llm"):
+            raise ValueError(f"fusion.space: '{self.space}' is not 'prompt' or 'llm'")
 
 
 @dataclass

@@ -13,10 +13,11 @@ D, HEADS, PROMPT = 16, 2, 8
 
 
 def attend(q: torch.Tensor, kv: torch.Tensor, m: nn.MultiheadAttention) -> torch.Tensor:
-    """One query vector (d,) over rows of kv (n, d), written out from the layer's weights."""
+    """One query vector (w,) over rows of kv (n, w), written out from the layer's weights."""
     w, b = m.in_proj_weight, m.in_proj_bias
-    qp, kp, vp = q @ w[:D].T + b[:D], kv @ w[D:2 * D].T + b[D:2 * D], kv @ w[2 * D:].T + b[2 * D:]
-    hd = D // HEADS
+    W = q.shape[-1]
+    qp, kp, vp = q @ w[:W].T + b[:W], kv @ w[W:2 * W].T + b[W:2 * W], kv @ w[2 * W:].T + b[2 * W:]
+    hd = W // HEADS
     heads = []
     for h in range(HEADS):
         sl = slice(h * hd, (h + 1) * hd)
@@ -26,16 +27,25 @@ def attend(q: torch.Tensor, kv: torch.Tensor, m: nn.MultiheadAttention) -> torch
     return torch.cat(heads) @ m.out_proj.weight.T + m.out_proj.bias
 
 
+def project(layers: nn.Sequential | None, x: torch.Tensor) -> torch.Tensor:
+    """P(x) = W2 relu(W1 x + b1) + b2, or x itself in the LLM space."""
+    if layers is None:
+        return x
+    first, _, second = layers
+    return torch.relu(x @ first.weight.T + first.bias) @ second.weight.T + second.bias
+
+
 def reference(module: FusionModule, seg, seg_b, key, key_b, seq, seq_mask) -> torch.Tensor:
     cfg = module.config
     out = []
     for s, b in zip(seg, seg_b):
+        s = project(module.proj_seg, s)
         x = s
-        keys = key[key_b == b]
+        keys = project(module.proj_key, key[key_b == b])
         if cfg.cross_attn and keys.shape[0]:
             x = attend(s, keys, module.cross_attn) + (s if cfg.residual else 0)
         if cfg.self_attn:
-            context = torch.cat([x[None], seq[b][seq_mask[b]]])
+            context = torch.cat([x[None], project(module.proj_seg, seq[b][seq_mask[b]])])
             x = attend(x, context, module.self_attn)
         out.append(module.mlp(x))
     return torch.stack(out)
@@ -53,14 +63,15 @@ def inputs(seed: int = 0):
     return seg, seg_b, key, key_b, seq, seq_mask
 
 
-def make(preset: str) -> FusionModule:
+def make(preset: str, space: str = "prompt") -> FusionModule:
     torch.manual_seed(1)
-    return FusionModule(D, PROMPT, FusionConfig(preset=preset, num_heads=HEADS)).eval()
+    return FusionModule(D, PROMPT, FusionConfig(preset=preset, num_heads=HEADS, space=space)).eval()
 
 
+@pytest.mark.parametrize("space", ["prompt", "llm"])
 @pytest.mark.parametrize("preset", sorted(FUSION_PRESETS))
-def test_matches_hand_written_reference(preset):
-    module = make(preset)
+def test_matches_hand_written_reference(preset, space):
+    module = make(preset, space)
     args = inputs()
     with torch.no_grad():
         got = module(*args)
@@ -84,11 +95,18 @@ OTHER_KEYS = dict(key=torch.randn(3, D))
 OTHER_SEQ = dict(seq=torch.randn(2, 7, D))
 
 
-def test_seg_only_is_mlp_of_s():
-    module = make("seg_only")
+def test_seg_only_in_llm_space_is_lisa_projection():
+    module = make("seg_only", space="llm")
     seg = inputs()[0]
-    torch.testing.assert_close(run(module), module.mlp(seg).detach())
-    assert module.cross_attn is None and module.self_attn is None
+    torch.testing.assert_close(run(module), module.mlp(seg).detach())  # Linear(d,d) ReLU Linear(d,C)
+    assert module.cross_attn is None and module.self_attn is None and module.proj_seg is None
+    assert module.mlp[0].in_features == D and module.mlp[2].out_features == PROMPT
+
+
+def test_prompt_space_projects_s_and_k_to_prompt_width():
+    module = make("keyseg", space="prompt")
+    assert module.proj_seg[2].out_features == PROMPT and module.proj_key[2].out_features == PROMPT
+    assert module.cross_attn.embed_dim == PROMPT and module.self_attn.embed_dim == PROMPT
 
 
 @pytest.mark.parametrize(
@@ -126,7 +144,7 @@ def test_seg_without_key_keeps_s_through_cross_attention():
     seg, seg_b, key, key_b, seq, mask = inputs()
     with torch.no_grad():
         out = module(seg, seg_b, key[1:], key_b[1:], seq, mask)  # sample 0 has no [KEY] now
-    torch.testing.assert_close(out[:2], module.mlp(seg[:2]).detach())
+    torch.testing.assert_close(out[:2], module.mlp(module.proj_seg(seg[:2])).detach())
 
 
 def test_gradients_reach_all_fusion_parameters():
