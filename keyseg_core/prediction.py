@@ -27,7 +27,8 @@ class Prediction:
         keyword_topk: top-k keyword candidates, best first (includes `keyword`).
         answer: the model's text answer (forced template in prefill mode, generated text otherwise).
         box: (x0, y0, x1, y1) pixel box of the mask, x1/y1 exclusive; None if the mask is empty.
-        timings_ms: per-stage wall time in milliseconds (keys listed in `STAGES`) and "total".
+        timings_ms: per-stage wall time in milliseconds (keys listed in `STAGES`), "total", and in
+            generate mode also "generate" (token-by-token answer generation).
         untrained: True when the weights are untrained (random init), so outputs are meaningless.
     """
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .backends import check_backend, use_backend
 from .builder import DEFAULT_MODEL, build_model, registry_config
 from .checkpoint import CONFIG_FILE, META_FILE, load_checkpoint
 from .config import KeySegConfig
@@ -85,12 +86,14 @@ class Predictor:
     @classmethod
     def from_pretrained(
         cls, model: str | None = None, *, device: str = "cpu", dtype: str = "float32", mode: str = "prefill",
-        mask_threshold: float = 0.0,
+        mask_threshold: float = 0.0, backend: str = "torch",
     ) -> Predictor:
         """Load a checkpoint dir, a hub id of one, 'config:<registry name>', a config file, or the default.
 
         Registry configs and config files build untrained (random/base) weights; the result says so.
+        backend: 'torch', or 'onnxruntime' to run SAM's exported graphs (exported and cached on first use).
         """
+        check_backend(backend)
         if dtype not in DTYPES:
             raise ValueError(f"dtype '{dtype}' is not one of {', '.join(DTYPES)}")
         torch_device = torch.device(device)
@@ -106,6 +109,7 @@ class Predictor:
             directory = _checkpoint_dir(name)
             net, proc = load_checkpoint(directory, DTYPES[dtype], torch_device)
             untrained = not json.loads((directory / META_FILE).read_text()).get("train_steps")
+        use_backend(net, backend, torch_device)
         return cls(net, proc, model_name=name, untrained=untrained, mode=mode, mask_threshold=mask_threshold)
 
     @torch.inference_mode()
@@ -122,7 +126,11 @@ class Predictor:
         start = time.perf_counter()
         with timer("preprocess"):
             images = [validate_image(img, f"image {i}") for i, img in enumerate(images)]
-            answers = self._answers(images, queries) if self.mode == "generate" else None
+        answers = None
+        if self.mode == "generate":
+            with timer("generate"):
+                answers = self._answers(images, queries)
+        with timer("preprocess"):
             batch = self.processor(images, queries, answers=[a for a, _ in answers] if answers else None)
             batch = batch.to(self.device, self.dtype)
         out = self.model.run(batch, timer=timer)
@@ -132,6 +140,8 @@ class Predictor:
                 results.append(self._result(i, logits, out, answers[i][1] if answers else self.model.config.answer))
         total = (time.perf_counter() - start) * 1e3
         timings = {stage: timer.ms.get(stage, 0.0) for stage in STAGES} | {"total": total}
+        if "generate" in timer.ms:
+            timings["generate"] = timer.ms["generate"]
         for r in results:
             r.timings_ms = dict(timings)
         return results
