@@ -74,12 +74,15 @@ class IoUAccumulator:
         self.union += other.union
 
     def summary(self) -> dict[str, float | int]:
-        """giou, ciou (1.0 when the split's total union is empty), count, intersection, union."""
+        """giou, ciou, count, intersection, union.
+
+        cIoU of a split whose total union is empty is 0.0, as LISA's intersection / (union + 1e-10) gives.
+        """
         if self.count == 0:
             raise RuntimeError("summary() before any update()")
         return {
             "giou": self.iou_sum / self.count,
-            "ciou": 1.0 if self.union == 0 else self.intersection / self.union,
+            "ciou": 0.0 if self.union == 0 else self.intersection / self.union,
             "count": self.count,
             "intersection": self.intersection,
             "union": self.union,

@@ -45,4 +45,4 @@ def test_merge_shape_check_and_order():
         IoUAccumulator().summary()
     all_empty = IoUAccumulator()
     all_empty.update(np.zeros((2, 2)), np.zeros((2, 2), np.uint8))
-    assert all_empty.summary()["ciou"] == 1.0
+    assert all_empty.summary()["ciou"] == 0.0  # LISA: 0 / (0 + 1e-10)
