@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare-offline": ("prepare_offline", "convert the offline SmolLM2 GGUF into the keyseg cache"),
     "keywords": ("keywords", "build Reason-Seg-Key: extract and normalise a keyword per ReasonSeg training image"),
     "train": ("train", "train KeySeg from a YAML config (resumable; DDP/DeepSpeed/FSDP via accelerate)"),
+    "export": ("export", "export SAM's encoder and mask head to ONNX, checked against torch in onnxruntime"),
     "eval": ("eval", "gIoU/cIoU of a checkpoint on ReasonSeg or a refCOCO split; JSON, CSV, worst-case overlays"),
 }
 
