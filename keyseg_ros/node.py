@@ -19,7 +19,6 @@ Topics (relative, so launch files can remap or namespace them):
 
 from __future__ import annotations
 
-import inspect
 import sys
 import threading
 import time
@@ -139,19 +138,17 @@ class KeySegNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _load_predictor(self):
-        """`Predictor.from_pretrained` with this node's parameters; imported here (torch is slow)."""
+        """`Predictor.from_pretrained` with this node's parameters; imported here (torch is slow).
+
+        An unavailable backend (tensorrt) is refused by keyseg_core with directions; that message
+        becomes the configure failure.
+        """
         from keyseg_core.predictor import Predictor
 
-        kwargs = dict(device=self._param("device"), dtype=self._param("precision"),
-                      mask_threshold=self._param("mask_threshold"))
-        backend = self._param("backend")
-        if "backend" in inspect.signature(Predictor.from_pretrained).parameters:
-            kwargs["backend"] = backend
-        elif backend != "torch":
-            raise ValueError(
-                f"backend '{backend}' is not provided by this keyseg_core (only 'torch'); "
-                "set the parameter backend:=torch")
-        return Predictor.from_pretrained(self._param("model") or None, **kwargs)
+        return Predictor.from_pretrained(
+            self._param("model") or None, device=self._param("device"),
+            dtype=self._param("precision"), mask_threshold=self._param("mask_threshold"),
+            backend=self._param("backend"))
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Subscribe and serve; lifecycle publishers are enabled by the base class."""

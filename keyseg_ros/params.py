@@ -73,8 +73,9 @@ PARAMS: tuple[ParamSpec, ...] = (
         _any),
     ParamSpec(
         "backend", "torch",
-        f"Inference backend: {', '.join(BACKENDS)}. A backend keyseg_core does not provide yet "
-        "fails the configure transition with a message; there is no silent fallback.",
+        f"Inference backend: {', '.join(BACKENDS)} (onnxruntime runs SAM's exported graphs). A "
+        "backend keyseg_core cannot run here (tensorrt) fails the configure transition with "
+        "directions; there is no silent fallback.",
         _choice(*BACKENDS)),
     ParamSpec("device", "cpu", "Device to run the model on: cpu, cuda or cuda:N.", _device),
     ParamSpec(
