@@ -25,7 +25,9 @@ from .ort import create_session
 class OrtSamSegmenter(nn.Module):
     """Runs an export directory's sam_encoder.onnx and decoder.onnx with onnxruntime."""
 
-    def __init__(self, directory: str | Path, providers: list[str] | tuple[str, ...] | None = None) -> None:
+    def __init__(
+        self, directory: str | Path, providers: list[str] | tuple[str, ...] | None = None, threads: int | None = None
+    ) -> None:
         super().__init__()
         self.directory = Path(directory)
         manifest = read_manifest(self.directory)
@@ -39,7 +41,7 @@ class OrtSamSegmenter(nn.Module):
         engines = cache_root() / "trt" / manifest["fingerprint"][:16]
         self._sessions = {
             name: create_session(self.directory / manifest["graphs"][name]["file"], providers,
-                                 engine_cache=engines / name, fp16=manifest["dtype"] == "float16")
+                                 engine_cache=engines / name, fp16=manifest["dtype"] == "float16", threads=threads)
             for name in PARTS
         }
 

@@ -34,12 +34,18 @@ def resolve_providers(providers: list[str] | tuple[str, ...] | None) -> list[str
 
 
 def create_session(path: str | Path, providers: list[str] | tuple[str, ...] | None = None, *,
-                   engine_cache: Path | None = None, fp16: bool = False) -> Any:
-    """An InferenceSession for one graph (warnings silenced: ORT reports harmless constant-folding misses)."""
+                   engine_cache: Path | None = None, fp16: bool = False, threads: int | None = None) -> Any:
+    """An InferenceSession for one graph (warnings silenced: ORT reports harmless constant-folding misses).
+
+    threads: intra-op threads (None: onnxruntime's default, one per physical core).
+    """
     import onnxruntime as ort
 
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads: {threads} must be >= 1")
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only
+    options.intra_op_num_threads = threads or 0
     chosen: list[Any] = []
     for name in resolve_providers(providers):
         if name == TENSORRT and engine_cache is not None:
