@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 
 HELP = "train a KeySeg model from a YAML config (resumable; DDP/DeepSpeed/FSDP via accelerate)"
@@ -33,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--stop-at: {args.stop_at} must be >= 1")
     if args.dry_run:
         print(config.to_json(), end="")
-        print(config.model_config().to_dict())
+        print(json.dumps(config.model_config().to_dict(), indent=2, sort_keys=True))
         return 0
     from keyseg_core.train.loop import train
 
