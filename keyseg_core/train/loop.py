@@ -134,7 +134,7 @@ def train(config: TrainConfig, *, resume: bool = False, stop_at: int | None = No
         load_init_weights(model, Path(config.init_checkpoint))
     opened = open_sources(config, model_config, config.skip_bad)
     if main:
-        for name, counts in opened.skip_counts().items():
+        for name in opened.skip_counts():
             accelerator.print(f"data '{name}': {opened.skips[name].summary()}")
     stream = TrainStream(opened, config.data, config.samples_per_epoch, config.seed, model_config.fusion.use_key)
     optimizer = make_optimizer(model, config)
