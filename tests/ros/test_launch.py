@@ -161,11 +161,11 @@ def _command(node: Recorded, namespace: str, topic_prefix: str) -> tuple[str, li
     return kw["executable"], args + ros_args
 
 
-def test_launched_processes_answer_a_query_from_the_query_tool(launch_file, probe, workdir):
+def test_launched_processes_answer_a_query_from_the_query_tool(launch_file, probe, workdir, tmp_path):
     from PIL import Image as PILImage
     from sensor_msgs.msg import Image
 
-    pictures = workdir / "pictures"
+    pictures = tmp_path / "pictures"
     pictures.mkdir()
     for i in range(3):
         PILImage.fromarray(np.full((120, 160, 3), 60 * i, np.uint8)).save(pictures / f"{i}.png")
