@@ -55,7 +55,7 @@ class BackboneConfig:
 
     def __post_init__(self) -> None:
         if self.mllm is None and self.llm == "random" and self.tokenizer is None:
-            raise ValueError("backbone.tokenizer: a 'random' llm needs a tokenizer source")
+            raise ValueError("tokenizer: a 'random' llm needs a tokenizer source")
 
 
 @dataclass
@@ -74,9 +74,9 @@ class SamConfigSpec:
 
     def __post_init__(self) -> None:
         if self.size not in ("vit_b", "vit_l", "vit_h", "tiny"):
-            raise ValueError(f"sam.size: '{self.size}' is not one of vit_b, vit_l, vit_h, tiny")
+            raise ValueError(f"size: '{self.size}' is not one of vit_b, vit_l, vit_h, tiny")
         if self.image_size % 16 or self.image_size < 64:
-            raise ValueError(f"sam.image_size: {self.image_size} must be a multiple of 16 and >= 64")
+            raise ValueError(f"image_size: {self.image_size} must be a multiple of 16 and >= 64")
 
 
 FUSION_PRESETS: dict[str, dict[str, bool]] = {
@@ -113,17 +113,17 @@ class FusionConfig:
     def __post_init__(self) -> None:
         if self.preset is not None:
             if self.preset not in FUSION_PRESETS:
-                raise ValueError(f"fusion.preset: '{self.preset}' is not one of {sorted(FUSION_PRESETS)}")
+                raise ValueError(f"preset: '{self.preset}' is not one of {sorted(FUSION_PRESETS)}")
             for key, value in FUSION_PRESETS[self.preset].items():
                 setattr(self, key, value)
         if self.cross_attn and not self.use_key:
-            raise ValueError("fusion.cross_attn needs fusion.use_key (no [KEY] to attend to)")
+            raise ValueError("cross_attn needs use_key (no [KEY] to attend to)")
         if self.residual and not self.cross_attn:
-            raise ValueError("fusion.residual adds S around the cross-attention; it needs fusion.cross_attn")
+            raise ValueError("residual adds S around the cross-attention; it needs cross_attn")
         if self.num_heads < 1:
-            raise ValueError(f"fusion.num_heads: {self.num_heads} must be >= 1")
+            raise ValueError(f"num_heads: {self.num_heads} must be >= 1")
         if self.space not in ("prompt", "llm"):
-            raise ValueError(f"fusion.space: '{self.space}' is not 'prompt' or 'llm'")
+            raise ValueError(f"space: '{self.space}' is not 'prompt' or 'llm'")
 
 
 @dataclass
@@ -138,9 +138,9 @@ class KeywordConfig:
 
     def __post_init__(self) -> None:
         if self.tau <= 0:
-            raise ValueError(f"keyword.tau: {self.tau} must be > 0")
+            raise ValueError(f"tau: {self.tau} must be > 0")
         if self.top_k < 1:
-            raise ValueError(f"keyword.top_k: {self.top_k} must be >= 1")
+            raise ValueError(f"top_k: {self.top_k} must be >= 1")
 
 
 LOSS_PRESETS: dict[str, dict[str, float]] = {
@@ -162,12 +162,12 @@ class LossConfig:
     def __post_init__(self) -> None:
         if self.preset is not None:
             if self.preset not in LOSS_PRESETS:
-                raise ValueError(f"loss.preset: '{self.preset}' is not one of {sorted(LOSS_PRESETS)}")
+                raise ValueError(f"preset: '{self.preset}' is not one of {sorted(LOSS_PRESETS)}")
             for key, value in LOSS_PRESETS[self.preset].items():
                 setattr(self, key, value)
         for name in ("ce", "bce", "dice", "keyword"):
             if getattr(self, name) < 0:
-                raise ValueError(f"loss.{name}: weight {getattr(self, name)} must be >= 0")
+                raise ValueError(f"{name}: weight {getattr(self, name)} must be >= 0")
 
 
 @dataclass
@@ -183,11 +183,11 @@ class LoraSettings:
 
     def __post_init__(self) -> None:
         if self.r < 1:
-            raise ValueError(f"lora.r: {self.r} must be >= 1")
+            raise ValueError(f"r: {self.r} must be >= 1")
         if not 0 <= self.dropout < 1:
-            raise ValueError(f"lora.dropout: {self.dropout} must be in [0, 1)")
+            raise ValueError(f"dropout: {self.dropout} must be in [0, 1)")
         if not self.target_modules:
-            raise ValueError("lora.target_modules: must name at least one module")
+            raise ValueError("target_modules: must name at least one module")
 
 
 @dataclass
@@ -211,11 +211,11 @@ class TemplateConfig:
 
     def __post_init__(self) -> None:
         if IMAGE_TOKEN not in self.prompt or "{query}" not in self.prompt:
-            raise ValueError("template.prompt: must contain '<image>' and '{query}'")
+            raise ValueError("prompt: must contain '<image>' and '{query}'")
         if SEG_TOKEN not in self.answer or SEG_TOKEN not in self.answer_no_key:
-            raise ValueError("template.answer / template.answer_no_key: must contain [SEG]")
+            raise ValueError("answer / answer_no_key: must contain [SEG]")
         if self.token_position not in ("predicting", "at"):
-            raise ValueError(f"template.token_position: '{self.token_position}' is not 'predicting' or 'at'")
+            raise ValueError(f"token_position: '{self.token_position}' is not 'predicting' or 'at'")
 
 
 @dataclass
@@ -248,7 +248,7 @@ class KeySegConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> KeySegConfig:
-        return _build(cls, data, "")
+        return build_dataclass(cls, data)
 
     @classmethod
     def from_file(cls, path: str | Path) -> KeySegConfig:
@@ -272,39 +272,51 @@ class KeySegConfig:
             raise ValueError(f"{path}: {exc}") from exc
 
 
-def _build(cls: type, data: Any, path: str) -> Any:
-    """Recursively build dataclass `cls` from `data`, naming the dotted key of any error."""
+def build_dataclass(cls: type, data: Any, path: str = "") -> Any:
+    """Build dataclass `cls` from a mapping: nested dataclasses, lists of them, and leaf type checks.
+
+    Unknown, missing and mistyped keys and `__post_init__` errors all name the dotted key path.
+    """
     if not isinstance(data, dict):
         raise ValueError(f"{path or 'config'}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    where = f"{path}." if path else ""
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        where = f"{path}." if path else ""
         raise ValueError(f"unknown config key(s) {', '.join(where + k for k in unknown)}; "
                          f"valid keys here: {', '.join(sorted(fields))}")
+    missing = [n for n, f in fields.items() if n not in data and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ValueError(f"missing config key(s) {', '.join(where + k for k in missing)}")
     kwargs = {}
     for name, value in data.items():
-        key_path = f"{path}.{name}" if path else name
+        key_path = where + name
         hint = hints[name]
+        item = typing.get_args(hint)[0] if typing.get_origin(hint) is list and typing.get_args(hint) else None
         if dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(hint, value, key_path)
+            kwargs[name] = build_dataclass(hint, value, key_path)
+        elif item is not None and dataclasses.is_dataclass(item):
+            if not isinstance(value, list):
+                raise ValueError(f"{key_path}: expected a list, got {type(value).__name__}")
+            kwargs[name] = [build_dataclass(item, v, f"{key_path}[{i}]") for i, v in enumerate(value)]
         else:
-            kwargs[name] = _check_type(value, hint, key_path)
+            kwargs[name] = check_type(value, hint, key_path)
     try:
         return cls(**kwargs)
     except ValueError as exc:
-        raise ValueError(str(exc)) from exc
+        raise ValueError(f"{where}{exc}") from exc
 
 
-def _check_type(value: Any, hint: Any, path: str) -> Any:
+def check_type(value: Any, hint: Any, path: str) -> Any:
     """Shallow type check of a leaf value against its annotation."""
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin is typing.Union or origin is getattr(__import__("types"), "UnionType", None):
         for arg in args:
             try:
-                return _check_type(value, arg, path)
+                return check_type(value, arg, path)
             except ValueError:
                 continue
         raise ValueError(f"{path}: {value!r} does not match {hint}")
@@ -326,5 +338,5 @@ def _check_type(value: Any, hint: Any, path: str) -> Any:
     if not isinstance(value, base):
         raise ValueError(f"{path}: expected {getattr(base, '__name__', base)}, got {type(value).__name__} {value!r}")
     if base is list and args:
-        return [_check_type(v, args[0], f"{path}[{i}]") for i, v in enumerate(value)]
+        return [check_type(v, args[0], f"{path}[{i}]") for i, v in enumerate(value)]
     return value

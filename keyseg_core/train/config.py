@@ -19,7 +19,7 @@ from typing import Any, Literal
 import yaml
 
 from keyseg_core.builder import registry_config
-from keyseg_core.config import KEY_TOKEN, SEG_TOKEN, KeySegConfig, _check_type
+from keyseg_core.config import KEY_TOKEN, SEG_TOKEN, KeySegConfig, build_dataclass
 from keyseg_core.data.registry import DATASETS
 
 KEYWORD_POLICIES = ("require", "optional", "category", "none")
@@ -178,7 +178,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        return _build(cls, data, "")
+        return build_dataclass(cls, data)
 
     @classmethod
     def from_file(cls, path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
@@ -262,34 +262,3 @@ def apply_override(data: dict[str, Any], item: str) -> None:
             raise ValueError(f"--set '{item}': '{'.'.join(parts[:i])}' is not a mapping or list")
 
 
-def _build(cls: type, data: Any, path: str) -> Any:
-    """Build dataclass `cls` from `data` (nested dataclasses and lists of them), naming the dotted key of any error."""
-    if not isinstance(data, dict):
-        raise ValueError(f"{path or 'config'}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    where = f"{path}." if path else ""
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ValueError(f"unknown config key(s) {', '.join(where + k for k in unknown)}; valid keys here: {', '.join(sorted(fields))}")
-    missing = [n for n, f in fields.items() if n not in data and f.default is dataclasses.MISSING
-               and f.default_factory is dataclasses.MISSING]
-    if missing:
-        raise ValueError(f"missing config key(s) {', '.join(where + k for k in missing)}")
-    kwargs = {}
-    for name, value in data.items():
-        key_path = where + name
-        hint = hints[name]
-        item = typing.get_args(hint)[0] if typing.get_origin(hint) is list and typing.get_args(hint) else None
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(hint, value, key_path)
-        elif item is not None and dataclasses.is_dataclass(item):
-            if not isinstance(value, list):
-                raise ValueError(f"{key_path}: expected a list, got {type(value).__name__}")
-            kwargs[name] = [_build(item, v, f"{key_path}[{i}]") for i, v in enumerate(value)]
-        else:
-            kwargs[name] = _check_type(value, hint, key_path)
-    try:
-        return cls(**kwargs)
-    except ValueError as exc:
-        raise ValueError(f"{where}{exc}") from exc
