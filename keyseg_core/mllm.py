@@ -7,6 +7,8 @@ SmolLM2-135M-Instruct serves as the language model behind the same code path as 
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from peft import LoraConfig, get_peft_model
 from transformers import (
@@ -108,4 +110,7 @@ def apply_lora(model: LlavaForConditionalGeneration, lora: LoraSettings, new_tok
         target_modules=rf".*language_model.*\.({targets})$",
         trainable_token_indices=token_rows,
     )
-    return get_peft_model(model, peft_cfg)
+    with warnings.catch_warnings():
+        # peft probes a transformers attribute deprecated in 5.x; the warning is theirs, not the user's
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, peft_cfg)

@@ -82,7 +82,7 @@ def adapter_overhead(node, repeats: int) -> list[dict]:
     from keyseg_core.prediction import KeywordCandidate, Prediction, mask_box
     from keyseg_ros import conversions
     from keyseg_ros.msg import SegmentationResult
-    from keyseg_ros.overlay import draw_overlay
+    from keyseg_core.visualize import overlay as draw_overlay
 
     qos = QoSProfile(depth=5)
     pubs = {name: node.create_publisher(t, f"bench/{name}", qos)

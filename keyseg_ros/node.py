@@ -38,7 +38,7 @@ from keyseg_ros import conversions, qos
 from keyseg_ros.diagnostics import NodeStats, to_diagnostics
 from keyseg_ros.mailbox import Mailbox
 from keyseg_ros.msg import SegmentationResult
-from keyseg_ros.overlay import draw_overlay
+from keyseg_core.visualize import overlay as draw_overlay
 from keyseg_ros.params import PARAMS, validation_error
 from keyseg_ros.srv import Segment
 

@@ -71,7 +71,7 @@ def test_mask_result_and_box(conv):
 
 
 def test_overlay_changes_only_the_mask_and_the_label(ros_install):
-    from keyseg_ros.overlay import draw_overlay
+    from keyseg_core.visualize import overlay as draw_overlay
 
     rgb = np.full((60, 80, 3), 100, np.uint8)
     mask = np.zeros((60, 80), bool)
