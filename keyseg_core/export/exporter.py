@@ -74,7 +74,7 @@ def export_sam(
         for name in parts:
             path = tmp / f"{name}.onnx"
             _trace(specs[name], path, opset, torch.float16 if fp16 else torch.float32)
-            graphs[name] = _describe(specs[name], path.name, dtype)
+            graphs[name] = _describe(specs[name], path.name, dtype) | {"data_file": _weights_file(path)}
             graphs[name]["check"] = check_graph(path, ref_specs[name], dtype)
         manifest = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "opset": opset, "dtype": dtype,
@@ -91,7 +91,14 @@ def export_sam(
 
 
 def _trace(spec: GraphSpec, path: Path, opset: int, dtype: torch.dtype) -> None:
-    """torch.onnx.export of one part, with named inputs/outputs and its dynamic axes."""
+    """torch.onnx.export of one part, with named inputs/outputs and its dynamic axes.
+
+    Traced into a scratch directory: a graph over protobuf's 2 GiB (SAM ViT-H) comes out as one file
+    per weight, which `_weights_file` gathers into a single `<part>.onnx.data` next to the graph.
+    """
+    scratch = path.parent / f".trace-{spec.name}"
+    scratch.mkdir()
+    traced = scratch / path.name
     tensors = spec.inputs + spec.outputs
     with torch.no_grad(), torch.random.fork_rng(), warnings.catch_warnings():
         # the trace specialises on the fixed image size (transformers' shape checks) and torch flags the
@@ -100,14 +107,26 @@ def _trace(spec: GraphSpec, path: Path, opset: int, dtype: torch.dtype) -> None:
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.manual_seed(0)
         torch.onnx.export(
-            spec.module, spec.example(spec.export_size, dtype), str(path),
+            spec.module, spec.example(spec.export_size, dtype), str(traced),
             input_names=[t.name for t in spec.inputs], output_names=[t.name for t in spec.outputs],
             dynamic_axes={t.name: t.dynamic_axes() for t in tensors if t.dynamic_axes()},
             opset_version=opset, do_constant_folding=True, dynamo=False,
         )
     import onnx
 
+    if len(list(scratch.iterdir())) == 1:
+        traced.rename(path)
+    else:
+        onnx.save_model(onnx.load(str(traced)), str(path), save_as_external_data=True,
+                        all_tensors_to_one_file=True, location=f"{path.name}.data")
+    shutil.rmtree(scratch)
     onnx.checker.check_model(str(path))
+
+
+def _weights_file(path: Path) -> str | None:
+    """Name of the graph's external weights file, or None when the weights are inside the graph."""
+    data = path.with_name(f"{path.name}.data")
+    return data.name if data.is_file() else None
 
 
 def _describe(spec: GraphSpec, file: str, dtype: str) -> dict[str, Any]:

@@ -39,6 +39,7 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path}: format {manifest.get('format')!r} v{manifest.get('format_version')} "
                          f"is not {FORMAT} v{FORMAT_VERSION}; re-export with `keyseg export`")
     for name, graph in manifest["graphs"].items():
-        if not (directory / graph["file"]).is_file():
-            raise FileNotFoundError(f"{directory}: graph '{name}' file {graph['file']} is missing")
+        for file in (graph["file"], graph.get("data_file")):
+            if file and not (directory / file).is_file():
+                raise FileNotFoundError(f"{directory}: graph '{name}' file {file} is missing")
     return manifest

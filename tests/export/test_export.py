@@ -24,7 +24,7 @@ def test_manifest_describes_graphs(tiny_export, tiny_sam):
     assert enc["inputs"] == [{"name": "pixels", "shape": ["batch", 3, 128, 128], "dtype": "float32"}]
     assert [o["shape"] for o in dec["outputs"]] == [["num_prompts", 32, 32], ["num_prompts"]]
     for graph in manifest["graphs"].values():
-        assert graph["check"]["max_abs_diff"] <= graph["check"]["tolerance"]
+        assert graph["check"]["max_abs_diff"] <= graph["check"]["tolerance"] and graph["data_file"] is None
         model = onnx.load(str(out / graph["file"]))
         assert model.opset_import[0].version == 17
         for tensor, spec in zip(model.graph.input, graph["inputs"]):
@@ -129,3 +129,22 @@ def test_read_manifest_errors(tiny_export, tmp_path):
     (tmp_path / MANIFEST_FILE).write_text(json.dumps(manifest))
     with pytest.raises(FileNotFoundError, match="sam_encoder.onnx is missing"):
         read_manifest(tmp_path)
+
+
+def test_graph_over_protobuf_limit_gets_one_weights_file(tiny_sam, tmp_path, monkeypatch):
+    """A >2 GiB graph (SAM ViT-H) is traced as one file per weight; the export gathers them into one."""
+    real_export = torch.onnx.export
+
+    def scattered_export(module, args, f, **kw):  # what the exporter writes past protobuf's limit
+        real_export(module, args, f, **kw)
+        onnx.save_model(onnx.load(f), f, save_as_external_data=True, all_tensors_to_one_file=False,
+                        size_threshold=0)
+
+    monkeypatch.setattr(torch.onnx, "export", scattered_export)
+    out = tmp_path / "big"
+    manifest = export_sam(tiny_sam, out, parts=("decoder",))
+    assert manifest["graphs"]["decoder"]["data_file"] == "decoder.onnx.data"
+    assert sorted(p.name for p in out.iterdir()) == ["decoder.onnx", "decoder.onnx.data", MANIFEST_FILE]
+    (out / "decoder.onnx.data").unlink()
+    with pytest.raises(FileNotFoundError, match="decoder.onnx.data is missing"):
+        read_manifest(out)
