@@ -29,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from keyseg_core.export import export_sam, parse_parts
     from keyseg_core.export.loading import load_segmenter
+    from keyseg_core.export.trtexec import trtexec_commands
 
     parts = parse_parts(args.parts)
     if Path(args.out).exists() and not args.overwrite:  # fail before loading the model
@@ -46,4 +47,7 @@ def run(args: argparse.Namespace) -> int:
         c = graph["check"]
         print(f"{name:<14}{c['max_abs_diff']:>34.3g}{c['tolerance']:>12.3g}  {c['sizes']}")
     print(f"wrote {args.out}/manifest.json")
+    print("TensorRT engines, built on the robot (untested here: TensorRT is not installable in this environment):")
+    for line in trtexec_commands(args.out, fp16=True):
+        print(f"  {line}")
     return 0

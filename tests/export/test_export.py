@@ -148,3 +148,14 @@ def test_graph_over_protobuf_limit_gets_one_weights_file(tiny_sam, tmp_path, mon
     (out / "decoder.onnx.data").unlink()
     with pytest.raises(FileNotFoundError, match="decoder.onnx.data is missing"):
         read_manifest(out)
+
+
+def test_trtexec_commands_name_the_checked_shapes(tiny_export):
+    out, manifest = tiny_export
+    from keyseg_core.export.trtexec import trtexec_commands
+
+    mkdir, decoder, encoder = trtexec_commands(out, max_sizes={"num_prompts": 5})
+    assert mkdir == f"mkdir -p $HOME/.cache/keyseg/trt/{manifest['fingerprint'][:16]}"
+    assert f"--onnx={out / 'sam_encoder.onnx'}" in encoder and " --fp16 " in encoder
+    assert "--minShapes=pixels:1x3x128x128 --optShapes=pixels:1x3x128x128 --maxShapes=pixels:4x3x128x128" in encoder
+    assert "--maxShapes=image_embeddings:1x64x8x8,prompts:5x64" in decoder
