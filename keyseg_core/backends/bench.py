@@ -76,11 +76,12 @@ def print_table(report: dict[str, Any]) -> None:
     print(f"device: {report['device']}, {report['threads']} threads; torch {report['torch']}, "
           f"onnxruntime {report['onnxruntime']}; batch 1, 1 prompt; median of {report['iters']} "
           f"(+{report['warmup']} warm-up)")
-    print(f"{'model':<22}{'SAM':<7}{'part':<13}{'torch ms':>10}{'ort ms':>10}{'ort/torch':>11}{'max|diff|':>11}")
+    print(f"{'model':<22}{'SAM':<7}{'part':<13}{'torch ms':>10}{'(min)':>10}{'ort ms':>10}{'(min)':>10}"
+          f"{'ort/torch':>11}{'max|diff|':>11}")
     for r in report["results"]:
-        t, o = r["torch_ms"]["median"], r["onnxruntime_ms"]["median"]
-        print(f"{r['model']:<22}{r['sam_size']:<7}{r['part']:<13}{t:>10.1f}{o:>10.1f}{o / t:>10.2f}x"
-              f"{r['max_abs_diff']:>11.2g}")
+        t, o = r["torch_ms"], r["onnxruntime_ms"]
+        print(f"{r['model']:<22}{r['sam_size']:<7}{r['part']:<13}{t['median']:>10.1f}{t['min']:>10.1f}"
+              f"{o['median']:>10.1f}{o['min']:>10.1f}{o['median'] / t['median']:>10.2f}x{r['max_abs_diff']:>11.2g}")
     sys.stdout.flush()
 
 
