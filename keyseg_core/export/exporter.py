@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import torch
 
 from ..backends.ort import CPU, create_session
 from ..sam import SamSegmenter
-from .graphs import PARTS, GraphSpec, embedding_shape, graph_specs
+from .graphs import PARTS, GraphSpec, TensorSpec, embedding_shape, graph_specs
 from .manifest import FORMAT, FORMAT_VERSION, write_manifest
 
 OPSETS = range(14, 21)  # the TorchScript exporter's range; 17 adds LayerNormalization
@@ -68,6 +69,7 @@ def export_sam(
     dtype = "float16" if fp16 else "float32"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp's 0700 would follow the export to the robot
     try:
         specs, ref_specs = graph_specs(traced), graph_specs(reference)
         graphs = {}
@@ -112,13 +114,12 @@ def _trace(spec: GraphSpec, path: Path, opset: int, dtype: torch.dtype) -> None:
             dynamic_axes={t.name: t.dynamic_axes() for t in tensors if t.dynamic_axes()},
             opset_version=opset, do_constant_folding=True, dynamo=False,
         )
-    import onnx
-
     if len(list(scratch.iterdir())) == 1:
         traced.rename(path)
     else:
         onnx.save_model(onnx.load(str(traced)), str(path), save_as_external_data=True,
                         all_tensors_to_one_file=True, location=f"{path.name}.data")
+        path.with_name(f"{path.name}.data").chmod(0o644)  # onnx writes it owner-only
     shutil.rmtree(scratch)
     onnx.checker.check_model(str(path))
 
@@ -130,7 +131,7 @@ def _weights_file(path: Path) -> str | None:
 
 
 def _describe(spec: GraphSpec, file: str, dtype: str) -> dict[str, Any]:
-    def tensor(t) -> dict[str, Any]:
+    def tensor(t: TensorSpec) -> dict[str, Any]:
         return {"name": t.name, "shape": list(t.shape), "dtype": dtype}
 
     return {"file": file, "inputs": [tensor(t) for t in spec.inputs], "outputs": [tensor(t) for t in spec.outputs]}
