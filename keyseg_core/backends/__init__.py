@@ -18,10 +18,11 @@ BACKENDS = ("torch", "onnxruntime")
 TENSORRT_MESSAGE = (
     "backend 'tensorrt' is not available: TensorRT cannot be installed in this environment, so keyseg does "
     "not run TensorRT engines itself. On the robot, export the SAM graphs with `keyseg export --model <model> "
-    "--out <dir>` (it prints the trtexec lines for that export) and build engines with trtexec, e.g. `trtexec --onnx=<dir>/sam_encoder.onnx "
-    "--saveEngine=$HOME/.cache/keyseg/trt/sam_encoder.engine --fp16 --minShapes=pixels:1x3x1024x1024 "
-    "--optShapes=pixels:1x3x1024x1024 --maxShapes=pixels:4x3x1024x1024` (docs/export.md); "
-    "or use backend='onnxruntime' (its TensorrtExecutionProvider, where installed, builds engines too)"
+    "--out <dir>` (it prints the trtexec lines for that export) and build engines with trtexec, e.g. "
+    "`trtexec --onnx=<dir>/sam_encoder.onnx --saveEngine=$HOME/.cache/keyseg/trt/sam_encoder.engine --fp16 "
+    "--minShapes=pixels:1x3x1024x1024 --optShapes=pixels:1x3x1024x1024 --maxShapes=pixels:4x3x1024x1024` "
+    "(docs/export.md); or use backend='onnxruntime' (its TensorrtExecutionProvider, where installed, builds "
+    "engines too)"
 )
 
 

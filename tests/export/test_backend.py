@@ -66,6 +66,6 @@ def test_unknown_backend_refused():
 
 
 def test_missing_execution_provider_is_named():
-    with pytest.raises(ValueError, match="NoSuchExecutionProvider not installed here; available: .*CPUExecutionProvider"):
+    with pytest.raises(ValueError, match="NoSuchExecutionProvider not installed here; available: .*CPU"):
         resolve_providers(["NoSuchExecutionProvider"])
     assert resolve_providers(None)[-1] == "CPUExecutionProvider"

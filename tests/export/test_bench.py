@@ -9,7 +9,8 @@ from keyseg_core.backends.bench import main
 
 def test_bench_tiny_table_and_json(onnx_cache, tmp_path, capsys):
     path = tmp_path / "bench.json"
-    assert main(["--models", "config:tiny", "--iters", "2", "--warmup", "0", "--threads", "1", "--json", str(path)]) == 0
+    argv = ["--models", "config:tiny", "--iters", "2", "--warmup", "0", "--threads", "1", "--json", str(path)]
+    assert main(argv) == 0
     out = capsys.readouterr().out
     assert "sam_encoder" in out and "decoder" in out and "ort/torch" in out
     report = json.loads(path.read_text())
