@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from keyseg_core.commands.predict import add_backend_argument
+
 SAM_PARAMS = {"tiny": 0.3e6, "vit_b": 94e6, "vit_l": 312e6, "vit_h": 641e6}
 BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 
@@ -26,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated models (as --model of `keyseg predict`)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--dtype", default="float32", choices=sorted(BYTES))
+    add_backend_argument(parser)
     parser.add_argument("--image-size", default="640x480", help="WxH of the synthetic input frame")
     parser.add_argument("--iters", type=int, default=5, help="timed iterations per model")
     parser.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
@@ -83,7 +86,7 @@ def bench_one(name: str, args: argparse.Namespace, image) -> dict:
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats(torch.device(args.device))
     start = time.perf_counter()
-    predictor = Predictor.from_pretrained(name, device=args.device, dtype=args.dtype)
+    predictor = Predictor.from_pretrained(name, device=args.device, dtype=args.dtype, backend=args.backend)
     load_s = time.perf_counter() - start
     for _ in range(args.warmup):
         predictor.predict(image, args.query)
@@ -120,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--iters must be >= 1 and --warmup >= 0")
     image = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
     results = [bench_one(m.strip(), args, image) for m in args.models.split(",") if m.strip()]
-    report = {"device": device_name(args.device), "dtype": args.dtype, "image_size": [w, h],
+    report = {"device": device_name(args.device), "dtype": args.dtype, "backend": args.backend, "image_size": [w, h],
               "iters": args.iters, "warmup": args.warmup, "torch": __import__("torch").__version__, "results": results}
     print_table(report)
     if args.json_path:
@@ -133,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_table(report: dict) -> None:
-    print(f"device: {report['device']}  dtype: {report['dtype']}  frame: {report['image_size'][0]}x"
+    print(f"device: {report['device']}  dtype: {report['dtype']}  backend: {report['backend']}  frame: {report['image_size'][0]}x"
           f"{report['image_size'][1]}  iters: {report['iters']} (+{report['warmup']} warm-up)")
     for r in report["results"]:
         if "skipped" in r:

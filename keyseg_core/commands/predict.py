@@ -19,12 +19,19 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="prefill: one forward pass with the forced answer; generate: free text first")
 
 
+def add_backend_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"],
+                        help="torch, or onnxruntime for SAM's exported graphs (exported and cached on first "
+                             "use); tensorrt explains how to build an engine on the robot")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", required=True, help="input image file")
     parser.add_argument("--query", required=True, help="what to segment, in natural language")
     parser.add_argument("--out", required=True, help="output directory for mask.png and overlay.png")
     parser.add_argument("--threshold", type=float, default=0.0, help="mask logit threshold (LISA: 0)")
     add_model_arguments(parser)
+    add_backend_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
     image = load_image(args.image)
     predictor = Predictor.from_pretrained(args.model, device=args.device, dtype=args.dtype, mode=args.mode,
-                                          mask_threshold=args.threshold)
+                                          mask_threshold=args.threshold, backend=args.backend)
     if predictor.untrained:
         print(f"WARNING: model '{predictor.model_name}' has untrained weights; the mask and keyword are not "
               "meaningful until a trained checkpoint is given with --model")

@@ -37,6 +37,14 @@ def test_predict_writes_mask_and_overlay(tmp_path):
     assert overlay.shape == data.chelsea().shape
 
 
+def test_predict_tensorrt_backend_explains_itself(tmp_path):
+    photo = tmp_path / "cat.jpg"
+    Image.fromarray(data.chelsea()).save(photo)
+    out = keyseg("predict", "--image", str(photo), "--query", "cat", "--out", str(tmp_path), "--model", "config:tiny",
+                 "--backend", "tensorrt")
+    assert out.returncode == 2 and "TensorRT cannot be installed" in out.stderr and "keyseg export" in out.stderr
+
+
 def test_predict_bad_image_is_a_clear_error(tmp_path):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"not a jpeg")
