@@ -9,14 +9,14 @@ use). Inputs are one image (batch 1) and one prompt, the robot's case.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
+
+from keyseg_core.atomic import atomic_write_json
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,11 +106,8 @@ def main(argv: list[str] | None = None) -> int:
               "warmup": args.warmup, "results": results}
     print_table(report)
     if args.json_path:
-        path = Path(args.json_path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
-        tmp.replace(path)
-        print(f"wrote {path}")
+        atomic_write_json(args.json_path, report)
+        print(f"wrote {args.json_path}")
     return 0
 
 

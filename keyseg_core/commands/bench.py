@@ -8,15 +8,14 @@ as skipped with the memory they would need, never silently dropped.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
 import statistics
 import sys
 import time
-from pathlib import Path
 
+from keyseg_core.atomic import atomic_write_json
 from keyseg_core.commands.predict import add_backend_argument
 
 SAM_PARAMS = {"tiny": 0.3e6, "vit_b": 94e6, "vit_l": 312e6, "vit_h": 641e6}
@@ -127,11 +126,8 @@ def run(args: argparse.Namespace) -> int:
               "iters": args.iters, "warmup": args.warmup, "torch": __import__("torch").__version__, "results": results}
     print_table(report)
     if args.json_path:
-        path = Path(args.json_path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
-        tmp.replace(path)
-        print(f"wrote {path}")
+        atomic_write_json(args.json_path, report)
+        print(f"wrote {args.json_path}")
     return 0
 
 

@@ -7,9 +7,10 @@ dynamic axes from here instead of guessing them; a manifest of another format ve
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from keyseg_core.atomic import atomic_write_json
 
 MANIFEST_FILE = "manifest.json"
 FORMAT = "keyseg-onnx"
@@ -19,9 +20,7 @@ FORMAT_VERSION = 1
 def write_manifest(directory: Path, manifest: dict[str, Any]) -> Path:
     """Write manifest.json through a temporary file and a rename, so a reader never sees half of it."""
     path = directory / MANIFEST_FILE
-    tmp = directory / f".{MANIFEST_FILE}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+    atomic_write_json(path, manifest, sort_keys=True)
     return path
 
 

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Literal
 
 from keyseg_core.data.errors import DatasetError
-from keyseg_core.data.io import atomic_write_json, read_json
+from keyseg_core.atomic import atomic_write_json
+from keyseg_core.data.io import read_json
 from keyseg_core.data.keyword_file import KEYWORD_FILE, KeywordEntry, write_keyword_file
 from keyseg_core.data.reasonseg import ReasonSegDataset
 from keyseg_core.keywords.extractor import PROMPT, parse_answer

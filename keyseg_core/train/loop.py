@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from keyseg_core.atomic import atomic_write_text
 from keyseg_core.builder import build_model
 from keyseg_core.checkpoint import META_FILE, WEIGHTS_FILE, frozen_fingerprint, load_trainable, save_checkpoint
 from keyseg_core.model import KeySegModel
@@ -121,7 +122,7 @@ def train(config: TrainConfig, *, resume: bool = False, stop_at: int | None = No
                           "resuming anyway, results will differ from an uninterrupted run")
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        ckpt.write_json_atomic(out / "train_config.json", config.to_json())
+        atomic_write_text(out / "train_config.json", config.to_json())
         accelerator.print(f"resuming from {start} (step {state.step})" if start else
                           "starting from scratch" + (" (no checkpoint to resume)" if resume else ""))
 
@@ -170,7 +171,7 @@ def train(config: TrainConfig, *, resume: bool = False, stop_at: int | None = No
         ckpt.save_rng(tmp, rank)
         accelerator.wait_for_everyone()
         if main:
-            ckpt.write_json_atomic(tmp / ckpt.STATE_FILE, ckpt.TrainerState(step, state.consumed, state.config_digest).to_json())
+            atomic_write_text(tmp / ckpt.STATE_FILE, ckpt.TrainerState(step, state.consumed, state.config_digest).to_json())
             final = ckpt.step_dir(checkpoints, step)
             shutil.rmtree(final, ignore_errors=True)
             tmp.rename(final)
@@ -233,7 +234,7 @@ def train(config: TrainConfig, *, resume: bool = False, stop_at: int | None = No
         "checkpoints": [str(p) for p in ckpt.complete_checkpoints(checkpoints)],
     }
     if main:
-        ckpt.write_json_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return summary

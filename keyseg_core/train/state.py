@@ -15,7 +15,6 @@ the step, so restoring the step restores the scheduler.
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import shutil
@@ -72,15 +71,6 @@ def rotate(checkpoints: Path, keep_last: int) -> list[Path]:
     for path in old:
         shutil.rmtree(path)
     return old
-
-
-def write_json_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def save_optimizer(optimizer: torch.optim.Optimizer, folder: Path) -> None:
