@@ -27,11 +27,11 @@ from .offline import resolve_pretrained
 from .processor import add_special_tokens
 
 # A small Llama for `llm: random` when llm_config gives nothing else.
-_RANDOM_LLM_DEFAULTS = dict(
+RANDOM_LLM_DEFAULTS = dict(
     hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
     max_position_embeddings=4096, tie_word_embeddings=True,
 )
-_RANDOM_VISION_DEFAULTS = dict(
+RANDOM_VISION_DEFAULTS = dict(
     hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=56, patch_size=14,
 )
 
@@ -59,11 +59,11 @@ def build_mllm(cfg: BackboneConfig, tokenizer, dtype: torch.dtype = torch.float3
 def _compose(cfg: BackboneConfig, tokenizer, image_id: int, dtype: torch.dtype) -> LlavaForConditionalGeneration:
     torch.manual_seed(cfg.seed)
     if cfg.llm == "random":
-        llm = LlamaForCausalLM(LlamaConfig(**{**_RANDOM_LLM_DEFAULTS, **cfg.llm_config, "vocab_size": len(tokenizer)}))
+        llm = LlamaForCausalLM(LlamaConfig(**{**RANDOM_LLM_DEFAULTS, **cfg.llm_config, "vocab_size": len(tokenizer)}))
     else:
         llm = AutoModelForCausalLM.from_pretrained(resolve_pretrained(cfg.llm), dtype=dtype)
     if cfg.vision == "random":
-        vision_cfg, vision = CLIPVisionConfig(**{**_RANDOM_VISION_DEFAULTS, **cfg.vision_config}), None
+        vision_cfg, vision = CLIPVisionConfig(**{**RANDOM_VISION_DEFAULTS, **cfg.vision_config}), None
     else:
         vision = CLIPVisionModel.from_pretrained(resolve_pretrained(cfg.vision), dtype=dtype)
         vision_cfg = vision.config

@@ -37,18 +37,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def estimate_params(config) -> float:
     """Rough parameter count from a config, to decide whether a model fits before building it."""
-    from keyseg_core.mllm import _RANDOM_LLM_DEFAULTS, _RANDOM_VISION_DEFAULTS
+    from keyseg_core.mllm import RANDOM_LLM_DEFAULTS, RANDOM_VISION_DEFAULTS
 
     b = config.backbone
     if b.mllm is not None:
         return 7.1e9 + SAM_PARAMS[config.sam.size]  # hub LLaVA: assume the 7B class
     if b.llm == "random":
-        t = {**_RANDOM_LLM_DEFAULTS, **b.llm_config}
+        t = {**RANDOM_LLM_DEFAULTS, **b.llm_config}
         d, i, n = t["hidden_size"], t["intermediate_size"], t["num_hidden_layers"]
         llm = n * (4 * d * d + 3 * d * i) + 50_000 * d * (1 if t.get("tie_word_embeddings") else 2)
     else:
         llm = 0.14e9  # the offline SmolLM2-135M
-    v = {**_RANDOM_VISION_DEFAULTS, **b.vision_config}
+    v = {**RANDOM_VISION_DEFAULTS, **b.vision_config}
     vision = v["num_hidden_layers"] * (4 * v["hidden_size"] ** 2 + 2 * v["hidden_size"] * v["intermediate_size"])
     return llm + vision + SAM_PARAMS[config.sam.size]
 
