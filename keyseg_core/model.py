@@ -76,8 +76,8 @@ class KeySegModel(nn.Module):
 
     # ---- the forward path, in named steps ----
 
-    def run(self, batch: KeySegBatch, timer: Timer = _no_timer, compute_logits: bool = False) -> KeySegOutput:
-        """Inference/training forward without losses. `compute_logits` also returns LM logits via .hidden."""
+    def run(self, batch: KeySegBatch, timer: Timer = _no_timer) -> KeySegOutput:
+        """Inference/training forward without losses; each stage is reported to `timer`."""
         with timer("vision_tower"):
             image_features = self.encode_images(batch.clip_pixels)  # (B, n_img, d)
         with timer("llm_prefill"):
