@@ -85,11 +85,10 @@ def adapter_overhead(node, repeats: int) -> list[dict]:
     from keyseg_core.visualize import overlay as draw_overlay
 
     qos = QoSProfile(depth=5)
-    pubs = {name: node.create_publisher(t, f"bench/{name}", qos)
-            for name, t in (("mask", Image), ("keyword", String), ("result", SegmentationResult),
-                            ("overlay", Image))}
-    for name, t in (("mask", Image), ("keyword", String), ("result", SegmentationResult), ("overlay", Image)):
-        node.create_subscription(t, f"bench/{name}", lambda msg: None, qos)
+    topics = (("mask", Image), ("keyword", String), ("result", SegmentationResult), ("overlay", Image))
+    pubs = {name: node.create_publisher(t, f"bench/{name}", qos) for name, t in topics}
+    for name, t in topics:
+        node.create_subscription(t, f"bench/{name}", lambda _msg: None, qos)
     rows = []
     for width, height in SIZES:
         msg = _frame(width, height)
