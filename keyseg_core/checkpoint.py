@@ -81,22 +81,34 @@ def load_checkpoint(
 ) -> tuple[KeySegModel, KeySegProcessor]:
     """Rebuild the model from config.json and load its trainable weights (safetensors only)."""
     path = Path(path)
-    for name in (CONFIG_FILE, WEIGHTS_FILE, META_FILE):
+    if not (path / CONFIG_FILE).is_file():
+        raise FileNotFoundError(f"{path}: not a keyseg checkpoint ({CONFIG_FILE} is missing)")
+    config = KeySegConfig.from_file(path / CONFIG_FILE)
+    model, processor = build_model(config, dtype=torch.float32, device="cpu")
+    load_weights_into(model, path, check_frozen=check_frozen)
+    return model.to(device=device, dtype=dtype), processor
+
+
+def load_weights_into(model: KeySegModel, path: str | Path, check_frozen: bool = True) -> dict:
+    """Load a checkpoint's trainable weights into an already-built model; returns its meta.json.
+
+    With `check_frozen`, the model's frozen weights must match the fingerprint saved with them.
+    """
+    path = Path(path)
+    for name in (WEIGHTS_FILE, META_FILE):
         if not (path / name).is_file():
             raise FileNotFoundError(f"{path}: not a keyseg checkpoint ({name} is missing)")
-    config = KeySegConfig.from_file(path / CONFIG_FILE)
     meta = json.loads((path / META_FILE).read_text())
     if meta.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path / META_FILE}: format_version {meta.get('format_version')} is not {FORMAT_VERSION}")
-    model, processor = build_model(config, dtype=torch.float32, device="cpu")
-    if check_frozen and meta["frozen_fingerprint"] != frozen_fingerprint(model):
+    if check_frozen and meta.get("frozen_fingerprint") != frozen_fingerprint(model):
         raise ValueError(
             f"{path}: the frozen base weights differ from those this checkpoint was saved with "
             f"(saved with torch {meta.get('torch_version')}, now {torch.__version__}); check the base "
             "model sources in config.json"
         )
     load_trainable(model, load_file(str(path / WEIGHTS_FILE)), str(path / WEIGHTS_FILE))
-    return model.to(device=device, dtype=dtype), processor
+    return meta
 
 
 def load_trainable(model: KeySegModel, state: dict[str, torch.Tensor], where: str) -> None:

@@ -15,11 +15,10 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 from keyseg_core.atomic import atomic_write_text
 from keyseg_core.builder import build_model
-from keyseg_core.checkpoint import META_FILE, WEIGHTS_FILE, frozen_fingerprint, load_trainable, save_checkpoint
+from keyseg_core.checkpoint import load_weights_into, save_checkpoint
 from keyseg_core.model import KeySegModel
 from keyseg_core.processor import KeySegBatch
 
@@ -87,17 +86,6 @@ def weights_digest(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def load_init_weights(model: torch.nn.Module, path: Path) -> None:
-    """Start from a keyseg checkpoint's trainable weights; its frozen bases must be the ones built here."""
-    meta_path = path / META_FILE
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"init_checkpoint: {path} is not a keyseg checkpoint ({META_FILE} missing)")
-    meta = json.loads(meta_path.read_text())
-    if meta.get("frozen_fingerprint") != frozen_fingerprint(model):
-        raise ValueError(f"init_checkpoint: {path} was saved with other frozen base weights than this config builds")
-    load_trainable(model, load_file(str(path / WEIGHTS_FILE)), str(path / WEIGHTS_FILE))
-
-
 def train(config: TrainConfig, *, resume: bool = False, stop_at: int | None = None, progress: bool = True) -> dict:
     """Run (or continue) training; returns the summary also written to <output_dir>/summary.json.
 
@@ -130,9 +118,12 @@ def train(config: TrainConfig, *, resume: bool = False, stop_at: int | None = No
     set_seed(config.seed, device_specific=True)
     model, processor = build_model(model_config, torch.float32, accelerator.device)
     if start:
-        load_trainable(model, load_file(str(start / ckpt.MODEL_DIR / WEIGHTS_FILE)), str(start / ckpt.MODEL_DIR))
+        load_weights_into(model, start / ckpt.MODEL_DIR, check_frozen=False)  # this run's own bases
     elif config.init_checkpoint:
-        load_init_weights(model, Path(config.init_checkpoint))
+        try:
+            load_weights_into(model, config.init_checkpoint)
+        except (FileNotFoundError, ValueError) as exc:
+            raise type(exc)(f"init_checkpoint: {exc}") from exc
     opened = open_sources(config, model_config, config.skip_bad)
     if main:
         for name in opened.skip_counts():
