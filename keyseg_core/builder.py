@@ -97,17 +97,20 @@ def registry_config(name: str) -> KeySegConfig:
 def build_model(
     config: KeySegConfig, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
 ) -> tuple[KeySegModel, KeySegProcessor]:
-    """Assemble a KeySegModel from its config; frozen/trainable split as in the paper and LISA."""
+    """Assemble a KeySegModel from its config; frozen/trainable split as in the paper and LISA.
+
+    Parts are initialised on the CPU from the config's seeds and then moved, so a random part comes
+    out bit-identical whatever the target device: a checkpoint trained on a GPU loads on a CPU.
+    """
     tokenizer = load_tokenizer(config.backbone)
     ids = special_token_ids(tokenizer)
-    with torch.device(device):
-        llava = build_mllm(config.backbone, tokenizer, dtype=dtype)
-        hidden = llava.config.text_config.hidden_size
-        mllm = apply_lora(llava, config.lora, [ids.seg, ids.key])  # freezes all but LoRA + new rows
-        torch.manual_seed(config.backbone.seed + 2)
-        sam = SamSegmenter(build_sam(config.sam), config.sam.image_size)
-        fusion = FusionModule(hidden, sam.prompt_dim, config.fusion)
-        keyword_head = KeywordHead(hidden, config.keyword.tau)
+    llava = build_mllm(config.backbone, tokenizer, dtype=dtype)
+    hidden = llava.config.text_config.hidden_size
+    mllm = apply_lora(llava, config.lora, [ids.seg, ids.key])  # freezes all but LoRA + new rows
+    torch.manual_seed(config.backbone.seed + 2)
+    sam = SamSegmenter(build_sam(config.sam), config.sam.image_size)
+    fusion = FusionModule(hidden, sam.prompt_dim, config.fusion)
+    keyword_head = KeywordHead(hidden, config.keyword.tau)
     model = KeySegModel(config, mllm=mllm, sam=sam, fusion=fusion, keyword_head=keyword_head, token_ids=ids)
     model.to(device=device, dtype=dtype)
     _set_trainable(model)
@@ -119,9 +122,19 @@ def build_model(
 
 
 def _set_trainable(model: KeySegModel) -> None:
-    """Trainable: LoRA, new token rows (set by peft), fusion, keyword head, SAM mask decoder. Frozen: the rest."""
+    """Trainable: LoRA, new token rows (set by peft), fusion, keyword head, SAM mask decoder, and the
+    base parts `config.trainable` names. Frozen: the rest."""
     for p in model.sam.parameters():
         p.requires_grad_(False)
-    for module in (model.fusion, model.keyword_head, model.sam.sam.mask_decoder):
+    wanted = model.config.trainable
+    modules = [model.fusion, model.keyword_head, model.sam.sam.mask_decoder]
+    optional = {
+        "vision_tower": model.llava.model.vision_tower,
+        "projector": model.llava.model.multi_modal_projector,
+        "sam_image_encoder": model.sam.sam.vision_encoder,
+        "sam_prompt_encoder": model.sam.sam.prompt_encoder,
+    }
+    modules += [module for name, module in optional.items() if getattr(wanted, name)]
+    for module in modules:
         for p in module.parameters():
             p.requires_grad_(True)

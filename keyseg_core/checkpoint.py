@@ -37,11 +37,15 @@ def trainable_state_dict(model: KeySegModel) -> dict[str, torch.Tensor]:
 
 
 def frozen_fingerprint(model: KeySegModel) -> str:
-    """sha256 over names, shapes and float64 sums of the frozen parameters (cheap, order-stable)."""
+    """sha256 over names, shapes and float64 sums of the frozen parameters (cheap, order-stable).
+
+    Sums are rounded to 8 significant digits: a GPU and a CPU add the same weights in different
+    orders, and the last digits of a float64 sum may differ between them.
+    """
     h = hashlib.sha256()
     for name, p in model.named_parameters():
         if not p.requires_grad:
-            h.update(f"{name}:{tuple(p.shape)}:{p.detach().double().sum().item():.10e};".encode())
+            h.update(f"{name}:{tuple(p.shape)}:{p.detach().double().sum().item():.8e};".encode())
     return h.hexdigest()
 
 

@@ -50,12 +50,18 @@ class BackboneConfig:
     tokenizer: str | None = _help(
         "tokenizer source; defaults to `mllm`, else `llm` (a random LLM needs one)", default=None
     )
+    llm_layers: int | None = _help(
+        "keep only the first N decoder layers of the causal LM (a cheaper LLM for small models); "
+        "None keeps all", default=None,
+    )
     vision_feature_layer: int = _help("vision layer fed to the projector (LLaVA-1.5: -2)", default=-2)
     seed: int = _help("seed for every randomly initialised part (recorded so loading reproduces it)", default=0)
 
     def __post_init__(self) -> None:
         if self.mllm is None and self.llm == "random" and self.tokenizer is None:
             raise ValueError("tokenizer: a 'random' llm needs a tokenizer source")
+        if self.llm_layers is not None and self.llm_layers < 1:
+            raise ValueError(f"llm_layers: {self.llm_layers} must be >= 1 (or null for all layers)")
 
 
 @dataclass
@@ -71,6 +77,13 @@ class SamConfigSpec:
         "architecture when weights are 'random' or an original checkpoint", default="vit_b"
     )
     image_size: int = _help("SAM input side (longest side is resized to it, then padded)", default=1024)
+    vision_config: dict[str, Any] = _help(
+        "SamVisionConfig overrides on top of `size` (hidden_size, num_hidden_layers, window_size, "
+        "output_channels, ...); output_channels is also the prompt width", default_factory=dict
+    )
+    mask_decoder_config: dict[str, Any] = _help(
+        "SamMaskDecoderConfig overrides on top of `size` (mlp_dim, num_hidden_layers, ...)", default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         if self.size not in ("vit_b", "vit_l", "vit_h", "tiny"):
@@ -202,6 +215,10 @@ class TemplateConfig:
         default=" Sure, [SEG] is the [KEY].",
     )
     answer_no_key: str = _help("answer used when fusion.use_key is false", default=" Sure, it is [SEG].")
+    reply: str = _help(
+        "the readable answer the predictor returns; {keyword} is the decoded keyword", default="Sure, it is the {keyword}."
+    )
+    reply_no_key: str = _help("readable answer when fusion.use_key is false", default="Sure, here it is.")
     token_position: Literal["predicting", "at"] = _help(
         "which hidden state is a token's embedding: 'predicting' = the position whose next-token "
         "prediction is the token (LISA's convention), 'at' = the token's own position",
@@ -219,6 +236,21 @@ class TemplateConfig:
 
 
 @dataclass
+class TrainableConfig:
+    """Base parts that train besides LoRA, the [SEG]/[KEY] rows, fusion, keyword head and mask decoder.
+
+    The paper and LISA keep the pretrained CLIP tower, projector and SAM encoders frozen (all false).
+    A model whose tower or SAM has no pretrained weights to start from (KeySeg-Tiny) trains them;
+    whatever trains is saved in the checkpoint.
+    """
+
+    vision_tower: bool = _help("train the CLIP vision tower", default=False)
+    projector: bool = _help("train the vision-to-LLM projector", default=False)
+    sam_image_encoder: bool = _help("train SAM's image encoder", default=False)
+    sam_prompt_encoder: bool = _help("train SAM's prompt encoder (its no-mask embedding)", default=False)
+
+
+@dataclass
 class KeySegConfig:
     """Everything needed to rebuild a KeySeg model; saved as config.json in each checkpoint."""
 
@@ -230,6 +262,7 @@ class KeySegConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     lora: LoraSettings = field(default_factory=LoraSettings)
     template: TemplateConfig = field(default_factory=TemplateConfig)
+    trainable: TrainableConfig = field(default_factory=TrainableConfig)
 
     def __post_init__(self) -> None:
         if self.fusion.use_key and KEY_TOKEN not in self.template.answer:

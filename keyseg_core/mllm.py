@@ -52,8 +52,26 @@ def build_mllm(cfg: BackboneConfig, tokenizer, dtype: torch.dtype = torch.float3
         model.config.image_token_id = image_id
     else:
         model = _compose(cfg, tokenizer, image_id, dtype)
-    model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    _add_token_rows(model, len(tokenizer))
     return model
+
+
+@torch.no_grad()
+def _add_token_rows(model: LlavaForConditionalGeneration, vocab_size: int) -> None:
+    """Grow the embedding (and untied lm_head) tables to the tokenizer; new rows = the mean row.
+
+    Deterministic on purpose (transformers' mean_resizing samples them): these rows are part of the
+    frozen base, which must come out the same on every device for a checkpoint to load anywhere.
+    """
+    old = model.get_input_embeddings().weight.shape[0]
+    if vocab_size <= old:
+        return
+    model.resize_token_embeddings(vocab_size, mean_resizing=False)
+    tables = [model.get_input_embeddings().weight]
+    if not model.config.tie_word_embeddings:
+        tables.append(model.get_output_embeddings().weight)
+    for table in tables:
+        table[old:] = table[:old].double().mean(dim=0).to(table.dtype)
 
 
 def _compose(cfg: BackboneConfig, tokenizer, image_id: int, dtype: torch.dtype) -> LlavaForConditionalGeneration:
@@ -62,6 +80,8 @@ def _compose(cfg: BackboneConfig, tokenizer, image_id: int, dtype: torch.dtype) 
         llm = LlamaForCausalLM(LlamaConfig(**{**RANDOM_LLM_DEFAULTS, **cfg.llm_config, "vocab_size": len(tokenizer)}))
     else:
         llm = AutoModelForCausalLM.from_pretrained(resolve_pretrained(cfg.llm), dtype=dtype)
+    if cfg.llm_layers is not None:
+        _truncate_layers(llm, cfg.llm_layers)
     if cfg.vision == "random":
         vision_cfg, vision = CLIPVisionConfig(**{**RANDOM_VISION_DEFAULTS, **cfg.vision_config}), None
     else:
@@ -86,6 +106,17 @@ def _compose(cfg: BackboneConfig, tokenizer, image_id: int, dtype: torch.dtype) 
     if vision is not None:
         model.model.vision_tower.load_state_dict(vision.state_dict())
     return model
+
+
+def _truncate_layers(llm, keep: int) -> None:
+    """Keep the first `keep` decoder layers (their pretrained weights) and say so in the config."""
+    layers = llm.model.layers
+    if keep > len(layers):
+        raise ValueError(f"backbone.llm_layers: {keep} exceeds the LLM's {len(layers)} layers")
+    llm.model.layers = layers[:keep]
+    llm.config.num_hidden_layers = keep
+    if getattr(llm.config, "layer_types", None):
+        llm.config.layer_types = llm.config.layer_types[:keep]
 
 
 def num_image_tokens(model: LlavaForConditionalGeneration) -> int:

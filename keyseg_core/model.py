@@ -87,8 +87,8 @@ class KeySegModel(nn.Module):
             key, key_b = self.gather(hidden, batch.input_ids, self.token_ids.key)  # (N_key, d)
             prompts = self.fusion(seg, seg_b, key, key_b, hidden, batch.attention_mask)  # (N_seg, C)
             keyword_logits = self.keyword_head(key, self.vocab_embeddings())  # (N_key, V)
-        with timer("sam_encoder"), torch.no_grad():
-            image_embeddings = self.sam.encode(batch.sam_pixels)  # (B, C, h, w); frozen encoder
+        with timer("sam_encoder"), torch.set_grad_enabled(torch.is_grad_enabled() and self.config.trainable.sam_image_encoder):
+            image_embeddings = self.sam.encode(batch.sam_pixels)  # (B, C, h, w); frozen unless trained
         with timer("mask_decoder"):
             low_res, ious = self.decode_masks(image_embeddings, prompts.to(image_embeddings.dtype), seg_b)
         with timer("postprocess"):
@@ -141,9 +141,15 @@ class KeySegModel(nn.Module):
         return self.llava.get_output_embeddings()(hidden)
 
     def lm_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Next-token cross-entropy over answer tokens (labels shifted by one)."""
-        logits = self.lm_logits(hidden[:, :-1])
-        return F.cross_entropy(logits.flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX)
+        """Next-token cross-entropy over answer tokens (labels shifted by one).
+
+        Logits are computed only where a label exists: the prompt (image tokens included) has none,
+        and a (L, V) logit matrix per sample would cost more than the rest of a small model's step.
+        """
+        targets = labels[:, 1:]
+        b, t = torch.nonzero(targets != IGNORE_INDEX, as_tuple=True)
+        logits = self.lm_logits(hidden[:, :-1][b, t])  # (N_labelled, V)
+        return F.cross_entropy(logits.float(), targets[b, t])
 
     def gather(self, hidden: torch.Tensor, input_ids: torch.Tensor, token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Embeddings of every occurrence of `token_id`, and their sample index.

@@ -23,13 +23,16 @@ class Prediction:
         mask: HxW bool array at the input image's size (logits > threshold).
         score: confidence in [0, 1]: mean foreground probability inside the mask (0 if empty).
         keyword: best keyword decoded from the model's own [KEY] output.
-        keyword_prob: probability of `keyword` among the candidates.
+        keyword_prob: probability of `keyword` among the model's candidate keywords (a softmax over the
+            candidates' scores, so it sums to 1 over those `keyword_candidates` keywords, not the vocabulary).
         keyword_topk: top-k keyword candidates, best first (includes `keyword`).
-        answer: the model's text answer (forced template in prefill mode, generated text otherwise).
+        answer: readable answer text: the template's reply with the keyword in prefill mode ("Sure, it is
+            the bed."), the generated text (special tokens replaced) in generate mode.
         box: (x0, y0, x1, y1) pixel box of the mask, x1/y1 exclusive; None if the mask is empty.
         timings_ms: per-stage wall time in milliseconds (keys listed in `STAGES`), "total", and in
             generate mode also "generate" (token-by-token answer generation).
         untrained: True when the weights are untrained (random init), so outputs are meaningless.
+        keyword_candidates: how many candidate keywords `keyword_prob` is normalised over.
     """
 
     mask: np.ndarray
@@ -41,6 +44,7 @@ class Prediction:
     box: tuple[int, int, int, int] | None
     timings_ms: dict[str, float] = field(default_factory=dict)
     untrained: bool = False
+    keyword_candidates: int = 0
 
 
 # Stage names used in `Prediction.timings_ms` and by `keyseg bench`, in pipeline order.

@@ -22,7 +22,7 @@ import torch
 from .backends import check_backend, use_backend
 from .builder import DEFAULT_MODEL, build_model, registry_config
 from .checkpoint import CONFIG_FILE, META_FILE, load_checkpoint
-from .config import KeySegConfig
+from .config import KEY_TOKEN, SEG_TOKEN, KeySegConfig
 from .keyword_head import decode_keywords
 from .model import KeySegModel
 from .prediction import STAGES, Prediction, mask_box
@@ -79,8 +79,10 @@ class Predictor:
         self.max_new_tokens = max_new_tokens
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
-        vocab = model.config.keyword.vocabulary or list(COCO_CATEGORIES)
-        self.keyword_candidates = list(dict.fromkeys(vocab))
+        vocab = model.config.keyword.vocabulary
+        # where the candidates come from, for messages: decoding normalises over exactly this list
+        self.keyword_source = "model config" if vocab else "COCO's 80 categories (the model names none)"
+        self.keyword_candidates = list(dict.fromkeys(vocab or COCO_CATEGORIES))
         self._candidate_ids = [processor.keyword_ids(k) for k in self.keyword_candidates]
 
     @classmethod
@@ -137,7 +139,7 @@ class Predictor:
         results = []
         with timer("postprocess"):
             for i, logits in enumerate(out.mask_logits):
-                results.append(self._result(i, logits, out, answers[i][1] if answers else self.model.config.answer))
+                results.append(self._result(i, logits, out, answers[i][1] if answers else None))
         total = (time.perf_counter() - start) * 1e3
         timings = {stage: timer.ms.get(stage, 0.0) for stage in STAGES} | {"total": total}
         if "generate" in timer.ms:
@@ -146,8 +148,12 @@ class Predictor:
             r.timings_ms = dict(timings)
         return results
 
-    def _result(self, i: int, logits: torch.Tensor, out, answer: str) -> Prediction:
-        """Sample i's first [SEG] mask and first [KEY] keyword -> Prediction."""
+    def _result(self, i: int, logits: torch.Tensor, out, generated: str | None) -> Prediction:
+        """Sample i's first [SEG] mask and first [KEY] keyword -> Prediction.
+
+        The answer is readable text: the template's reply with the decoded keyword (prefill), or the
+        generated text with [SEG] dropped and [KEY] replaced by the keyword (generate).
+        """
         if logits.shape[0] == 0:
             h, w = out.mask_logits[i].shape[-2:]
             mask, score = np.zeros((h, w), bool), 0.0
@@ -164,7 +170,15 @@ class Predictor:
         else:
             top, keyword, prob = [], "", 0.0
         return Prediction(mask=mask, score=score, keyword=keyword, keyword_prob=prob, keyword_topk=top,
-                          answer=answer.strip(), box=mask_box(mask), untrained=self.untrained)
+                          answer=self._readable(generated, keyword), box=mask_box(mask),
+                          keyword_candidates=len(self.keyword_candidates), untrained=self.untrained)
+
+    def _readable(self, generated: str | None, keyword: str) -> str:
+        template = self.model.config.template
+        if generated is None:
+            return template.reply.format(keyword=keyword) if keyword else template.reply_no_key
+        text = generated.replace(SEG_TOKEN, "").replace(KEY_TOKEN, keyword)
+        return " ".join(text.split()).replace(" .", ".").replace(" ,", ",")
 
     def _answers(self, images: list[np.ndarray], queries: list[str]) -> list[tuple[str, str]]:
         """Generate mode: (answer used for the mask, free text) per sample."""

@@ -9,7 +9,6 @@ the padded input, cropped to the resized image and resized to the original size.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,52 +28,56 @@ PIXEL_STD = (58.395, 57.12, 57.375)
 RANDOM_INIT_STD = 0.02
 
 
-def _vit(hidden: int, depth: int, heads: int, global_attn: list[int], image_size: int) -> SamConfig:
-    return SamConfig(
-        vision_config=SamVisionConfig(
-            hidden_size=hidden, num_hidden_layers=depth, num_attention_heads=heads,
-            global_attn_indexes=global_attn, image_size=image_size, output_channels=256,
-            initializer_range=RANDOM_INIT_STD,
-        ),
-        prompt_encoder_config=SamPromptEncoderConfig(image_size=image_size),
-        mask_decoder_config=SamMaskDecoderConfig(),
-    )
+def _vit(hidden: int, depth: int, heads: int, global_attn: list[int]) -> tuple[dict, dict]:
+    return dict(hidden_size=hidden, num_hidden_layers=depth, num_attention_heads=heads,
+                global_attn_indexes=global_attn, output_channels=256), {}
 
 
-def _tiny(image_size: int) -> SamConfig:
-    """A few-hundred-kilo-parameter SAM for tests: same code paths, 64-wide."""
-    return SamConfig(
-        vision_config=SamVisionConfig(
-            hidden_size=64, num_hidden_layers=2, num_attention_heads=2, global_attn_indexes=[1],
-            window_size=4, image_size=image_size, output_channels=64, mlp_dim=128, num_pos_feats=32,
-            initializer_range=RANDOM_INIT_STD,
-        ),
-        prompt_encoder_config=SamPromptEncoderConfig(hidden_size=64, image_size=image_size),
-        mask_decoder_config=SamMaskDecoderConfig(
-            hidden_size=64, mlp_dim=128, num_attention_heads=2, iou_head_hidden_dim=64
-        ),
-    )
-
-
-# segment-anything's sizes (embed dim, depth, heads, global-attention blocks)
-SAM_CONFIGS: dict[str, Callable[[int], SamConfig]] = {
-    "vit_b": lambda s: _vit(768, 12, 12, [2, 5, 8, 11], s),
-    "vit_l": lambda s: _vit(1024, 24, 16, [5, 11, 17, 23], s),
-    "vit_h": lambda s: _vit(1280, 32, 16, [7, 15, 23, 31], s),
-    "tiny": _tiny,
+# segment-anything's sizes (embed dim, depth, heads, global-attention blocks), and a 64-wide test size:
+# (SamVisionConfig kwargs, SamMaskDecoderConfig kwargs)
+SAM_SIZES: dict[str, tuple[dict, dict]] = {
+    "vit_b": _vit(768, 12, 12, [2, 5, 8, 11]),
+    "vit_l": _vit(1024, 24, 16, [5, 11, 17, 23]),
+    "vit_h": _vit(1280, 32, 16, [7, 15, 23, 31]),
+    "tiny": (
+        dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, global_attn_indexes=[1], window_size=4,
+             output_channels=64, mlp_dim=128, num_pos_feats=32),
+        dict(hidden_size=64, mlp_dim=128, num_attention_heads=2, iou_head_hidden_dim=64),
+    ),
 }
+
+
+def sam_config(size: str, image_size: int, vision: dict | None = None, decoder: dict | None = None) -> SamConfig:
+    """SamConfig of a named size with optional overrides; the prompt width follows output_channels."""
+    base_vision, base_decoder = SAM_SIZES[size]
+    vision_kw = {**base_vision, **(vision or {}), "image_size": image_size}
+    vision_kw.setdefault("initializer_range", RANDOM_INIT_STD)
+    width = vision_kw["output_channels"]
+    decoder_kw = {**base_decoder, **(decoder or {}), "hidden_size": width}
+    prompt_kw = dict(hidden_size=width, image_size=image_size)
+    if "patch_size" in vision_kw:
+        prompt_kw["patch_size"] = vision_kw["patch_size"]
+    return SamConfig(
+        vision_config=SamVisionConfig(**vision_kw),
+        prompt_encoder_config=SamPromptEncoderConfig(**prompt_kw),
+        mask_decoder_config=SamMaskDecoderConfig(**decoder_kw),
+    )
+
+
+def spec_config(spec: SamConfigSpec) -> SamConfig:
+    return sam_config(spec.size, spec.image_size, spec.vision_config, spec.mask_decoder_config)
 
 
 def build_sam(spec: SamConfigSpec) -> SamModel:
     """SamModel from the spec: random init, an original .pth, converted .safetensors, or hub/dir."""
     weights = spec.weights
     if weights == "random":
-        return SamModel(SAM_CONFIGS[spec.size](spec.image_size))
+        return SamModel(spec_config(spec))
     path = Path(weights)
     if path.suffix in (".pth", ".pt", ".safetensors"):
         from .sam_convert import load_sam_state_dict
 
-        model = SamModel(SAM_CONFIGS[spec.size](spec.image_size))
+        model = SamModel(spec_config(spec))
         state = load_sam_state_dict(path)
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:

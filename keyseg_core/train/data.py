@@ -81,6 +81,26 @@ def open_sources(config: TrainConfig, model_config: KeySegConfig, skip_bad: bool
     return OpenedData(datasets, skips)
 
 
+def training_keywords(opened: OpenedData, sources: list[DataSource], use_key: bool) -> list[str]:
+    """Every keyword the run can train [KEY] on, sorted: saved with the model as its decoding candidates."""
+    found: set[str] = set()
+    if not use_key:
+        return []
+    for source in sources:
+        dataset = opened.datasets[source.key]
+        if source.keyword == "none":
+            continue
+        if source.keyword == "category" or hasattr(dataset, "coco"):
+            found.update(str(name) for name in dataset.coco.categories.values())
+            continue
+        keywords = getattr(dataset, "keywords", {})
+        for index, record in enumerate(dataset.records):
+            keyword = keywords.get(record.stem) or dataset.annotation(index).keyword
+            if keyword:
+                found.add(keyword)
+    return sorted(found)
+
+
 def category_keyword(dataset: RefDataset, index: int) -> str:
     """The COCO category name of a refer item's annotation (the reader does not expose it as `keyword`)."""
     ref = dataset.refs[dataset.items[index].ref]

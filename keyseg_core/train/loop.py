@@ -24,7 +24,7 @@ from keyseg_core.processor import KeySegBatch
 
 from . import state as ckpt
 from .config import TrainConfig
-from .data import Collator, TrainStream, make_loader, open_sources
+from .data import Collator, TrainStream, make_loader, open_sources, training_keywords
 from .engine import full_parameters, is_sharded, load_engine_state, make_accelerator, save_engine_state
 from .logger import MetricsLogger
 
@@ -115,6 +115,15 @@ def train(config: TrainConfig, *, resume: bool = False, stop_at: int | None = No
                           "starting from scratch" + (" (no checkpoint to resume)" if resume else ""))
 
     # ---- model, data, optimizer ----
+    opened = open_sources(config, model_config, config.skip_bad)
+    if main:
+        for name in opened.skip_counts():
+            accelerator.print(f"data '{name}': {opened.skips[name].summary()}")
+    # decoding candidates saved with the model: its own vocabulary plus every keyword it trains on
+    vocabulary = model_config.keyword.vocabulary or []
+    learned = training_keywords(opened, config.data, model_config.fusion.use_key)
+    if learned:
+        model_config.keyword.vocabulary = list(dict.fromkeys(vocabulary + learned))
     set_seed(config.seed, device_specific=True)
     model, processor = build_model(model_config, torch.float32, accelerator.device)
     if start:
@@ -124,10 +133,6 @@ def train(config: TrainConfig, *, resume: bool = False, stop_at: int | None = No
             load_weights_into(model, config.init_checkpoint)
         except (FileNotFoundError, ValueError) as exc:
             raise type(exc)(f"init_checkpoint: {exc}") from exc
-    opened = open_sources(config, model_config, config.skip_bad)
-    if main:
-        for name in opened.skip_counts():
-            accelerator.print(f"data '{name}': {opened.skips[name].summary()}")
     stream = TrainStream(opened, config.data, config.samples_per_epoch, config.seed, model_config.fusion.use_key)
     optimizer = make_optimizer(model, config)
     model, optimizer = accelerator.prepare(LossModule(model), optimizer)

@@ -5,7 +5,7 @@ import torch
 from transformers import SamModel
 
 from keyseg_core.config import SamConfigSpec
-from keyseg_core.sam import SAM_CONFIGS, build_sam
+from keyseg_core.sam import build_sam, sam_config
 from keyseg_core.sam_convert import convert_sam_state_dict, load_sam_state_dict
 
 
@@ -57,7 +57,7 @@ def random_sa_state(target: SamModel) -> dict[str, torch.Tensor]:
 
 
 def test_every_segment_anything_key_maps_onto_sam_model():
-    target = SamModel(SAM_CONFIGS["tiny"](128))
+    target = SamModel(sam_config("tiny", 128))
     hf = target.state_dict()
     sa_keys = segment_anything_keys(depth=2, decoder_layers=2)
     assert len(set(sa_keys)) == len(sa_keys)
@@ -73,7 +73,7 @@ def test_every_segment_anything_key_maps_onto_sam_model():
 
 
 def test_pth_loads_weights_only_and_builds(tmp_path):
-    source = random_sa_state(SamModel(SAM_CONFIGS["tiny"](128)))
+    source = random_sa_state(SamModel(sam_config("tiny", 128)))
     path = tmp_path / "sam_vit_t.pth"
     torch.save(source, path)
     model = build_sam(SamConfigSpec(weights=str(path), size="tiny", image_size=128))
