@@ -26,7 +26,31 @@ from keyseg_core.image_io import save_png
 from keyseg_core.metrics import IoUAccumulator, intersection_union
 from keyseg_core.visualize import overlay
 
-CSV_FIELDS = ["index", "id", "iou", "intersection", "union", "gt_pixels", "pred_pixels", "query"]
+CSV_FIELDS = ["index", "id", "iou", "intersection", "union", "gt_pixels", "pred_pixels", "query",
+              "keyword", "predicted_keyword", "keyword_rank"]
+
+
+class KeywordAccuracy:
+    """Top-1 / top-5 accuracy of the decoded [KEY] keyword over the items that have a keyword."""
+
+    def __init__(self) -> None:
+        self.count = self.top1 = self.top5 = 0
+
+    def update(self, expected: str | None, ranked: list[str]) -> int | None:
+        """Count one item; returns the expected keyword's 1-based rank (None: no keyword or not ranked)."""
+        if not expected:
+            return None
+        rank = ranked.index(expected) + 1 if expected in ranked else None
+        self.count += 1
+        self.top1 += rank == 1
+        self.top5 += rank is not None and rank <= 5
+        return rank
+
+    def summary(self) -> dict[str, float | int]:
+        if not self.count:
+            return {}
+        return {"keyword_count": self.count, "keyword_top1": self.top1 / self.count,
+                "keyword_top5": self.top5 / self.count}
 
 
 @dataclass
@@ -63,6 +87,7 @@ def evaluate(predictor, dataset: Any, output_dir: Path, settings: EvalSettings, 
     for reason, examples in getattr(dataset, "skips", SkipReport()).examples.items():
         skips.examples[reason] = list(examples)
     accumulator = IoUAccumulator()
+    keywords = KeywordAccuracy()
     worst: list[tuple[float, int, dict]] = []  # max-heap by IoU via negation, K lowest kept
     total = len(dataset) if settings.limit is None else min(settings.limit, len(dataset))
     start = time.perf_counter()
@@ -87,9 +112,12 @@ def evaluate(predictor, dataset: Any, output_dir: Path, settings: EvalSettings, 
             for (index, sample), pred in zip(items, predictions):
                 inter, union = intersection_union(pred.mask, sample.mask)
                 iou = accumulator.update(pred.mask, sample.mask)
+                rank = keywords.update(sample.keyword, [c.text for c in pred.keyword_topk])
                 writer.writerow({"index": index, "id": sample.id, "iou": f"{iou:.6f}", "intersection": inter,
                                  "union": union, "gt_pixels": int((sample.mask == 1).sum()),
-                                 "pred_pixels": int(pred.mask.sum()), "query": sample.queries[0]})
+                                 "pred_pixels": int(pred.mask.sum()), "query": sample.queries[0],
+                                 "keyword": sample.keyword or "", "predicted_keyword": pred.keyword,
+                                 "keyword_rank": rank or ""})
                 entry = (-iou, -index, {"id": sample.id, "iou": iou, "image": sample.image,
                                         "gt": sample.mask == 1, "pred": pred.mask, "query": sample.queries[0]})
                 if len(worst) < settings.worst:
@@ -103,6 +131,7 @@ def evaluate(predictor, dataset: Any, output_dir: Path, settings: EvalSettings, 
     report = {
         **info,
         **accumulator.summary(),
+        **keywords.summary(),
         "query_index": 0,
         "seconds": round(time.perf_counter() - start, 3),
         "skipped": {"total": skips.total, "by_reason": dict(skips.counts), "examples": skips.examples},

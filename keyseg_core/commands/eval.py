@@ -59,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
     settings = EvalSettings(batch_size=args.batch_size, limit=args.limit, skip_bad=args.skip_bad,
                             worst=args.worst, progress=not args.no_progress)
     report = evaluate(predictor, dataset, output, settings, info)
-    print(f"{name}: gIoU {report['giou']:.4f}  cIoU {report['ciou']:.4f}  over {report['count']} items"
+    keyword = (f"  keyword top-1 {report['keyword_top1']:.4f}  top-5 {report['keyword_top5']:.4f}"
+               f" ({report['keyword_count']} items with a keyword)") if "keyword_count" in report else ""
+    print(f"{name}: gIoU {report['giou']:.4f}  cIoU {report['ciou']:.4f}  over {report['count']} items{keyword}"
           f"  (skipped {report['skipped']['total']})  -> {output / 'report.json'}")
     return 0

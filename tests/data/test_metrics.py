@@ -46,3 +46,16 @@ def test_merge_shape_check_and_order():
     all_empty = IoUAccumulator()
     all_empty.update(np.zeros((2, 2)), np.zeros((2, 2), np.uint8))
     assert all_empty.summary()["ciou"] == 0.0  # LISA: 0 / (0 + 1e-10)
+
+
+def test_keyword_accuracy_counts_only_items_with_a_keyword():
+    from keyseg_core.evaluate import KeywordAccuracy
+
+    acc = KeywordAccuracy()
+    assert acc.update("bed", ["bed", "couch"]) == 1
+    assert acc.update("cup", ["bowl", "a", "b", "c", "cup", "d"]) == 5
+    assert acc.update("cat", ["dog", "a", "b", "c", "d", "cat"]) == 6
+    assert acc.update("key", ["dog"]) is None
+    assert acc.update(None, ["dog"]) is None  # no keyword: not counted
+    assert acc.summary() == {"keyword_count": 4, "keyword_top1": 0.25, "keyword_top5": 0.5}
+    assert KeywordAccuracy().summary() == {}

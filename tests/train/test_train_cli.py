@@ -78,6 +78,8 @@ def test_checkpoints_rotate_and_are_complete(work):
     assert (state["step"], state["consumed"]) == (8, 16)
     meta = json.loads((folder / "step_000008" / "model" / "meta.json").read_text())
     assert meta["train_steps"] == 8
+    config = json.loads((work / "run" / "final" / "config.json").read_text())
+    assert config["keyword"]["vocabulary"] == ["lamp"]  # the training keywords are the decoding candidates
     final = load_file(str(work / "run" / "final" / "trainable.safetensors"))
     last = load_file(str(folder / "step_000008" / "model" / "trainable.safetensors"))
     assert final.keys() == last.keys() and all((final[k] == last[k]).all() for k in final)
