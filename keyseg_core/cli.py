@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train", "train KeySeg from a YAML config (resumable; DDP/DeepSpeed/FSDP via accelerate)"),
     "export": ("export", "export SAM's encoder and mask head to ONNX, checked against torch in onnxruntime"),
     "eval": ("eval", "gIoU/cIoU of a checkpoint on ReasonSeg or a refCOCO split; JSON, CSV, worst-case overlays"),
+    "generate": ("generate", "write synthetic reasoning-segmentation scenes (OpenMoji glyphs) as a ReasonSeg split"),
 }
 
 

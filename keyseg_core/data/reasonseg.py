@@ -12,6 +12,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
 from keyseg_core.data.errors import Collector, DatasetError, SkipReport
 from keyseg_core.data.io import image_size, load_rgb, read_json
 from keyseg_core.data.keyword_file import KEYWORD_FILE, read_keyword_file
@@ -20,6 +23,7 @@ from keyseg_core.data.sample import SegSample
 
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+MASK_VALUES = np.array([0, 1, 255], dtype=np.uint8)  # background, target, ignore
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,7 @@ class ReasonSegAnnotation:
     is_sentence: bool
     shapes: list[Shape]
     keyword: str | None  # optional per-image `keyword` field
+    mask: str | None = None  # optional per-image `mask`: PNG path relative to the JSON's folder
 
 
 def reasonseg_dir(root: str | Path) -> Path:
@@ -55,12 +60,38 @@ def parse_annotation(data: object, path: Path, stem: str) -> ReasonSegAnnotation
     if not isinstance(queries, list) or not queries or not all(isinstance(q, str) and q.strip() for q in queries):
         raise DatasetError(path, stem, "no_query", "'text' must be a non-empty list of non-empty strings")
     keyword = data.get("keyword")
+    mask = data.get("mask")
+    if mask is not None and (not isinstance(mask, str) or not mask.strip()):
+        raise DatasetError(path, stem, "bad_mask", "'mask' must be a non-empty relative path to a PNG")
     return ReasonSegAnnotation(
         queries=[q.strip() for q in queries],
         is_sentence=bool(data.get("is_sentence", False)),
         shapes=parse_shapes(data.get("shapes"), path, stem),
         keyword=keyword.strip().lower() if isinstance(keyword, str) and keyword.strip() else None,
+        mask=mask,
     )
+
+
+def load_mask_png(path: Path, stem: str, height: int, width: int) -> np.ndarray:
+    """An exact mask PNG (mode L, values 0/1/255, the image's size) as HxW uint8."""
+    try:
+        with Image.open(path) as img:
+            mode, size = img.mode, img.size
+            if mode != "L":
+                raise DatasetError(path, stem, "bad_mask", f"mask PNG has mode {mode}, expected L")
+            if size != (width, height):
+                raise DatasetError(
+                    path, stem, "bad_mask", f"mask is {size[0]}x{size[1]}, image is {width}x{height}"
+                )
+            mask = np.asarray(img, dtype=np.uint8)
+    except FileNotFoundError as exc:
+        raise DatasetError(path, stem, "missing_mask", "mask PNG not found") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise DatasetError(path, stem, "bad_mask", f"cannot decode mask PNG: {exc}") from exc
+    bad = np.setdiff1d(np.unique(mask), MASK_VALUES)
+    if bad.size:
+        raise DatasetError(path, stem, "bad_mask", f"mask values {bad[:5].tolist()} not in 0/1/255")
+    return mask
 
 
 class ReasonSegDataset:
@@ -179,6 +210,8 @@ class ReasonSegDataset:
         return keyword
 
     def _mask(self, record: ReasonSegRecord, ann: ReasonSegAnnotation, height: int, width: int):
+        if ann.mask is not None:  # an exact mask PNG wins over the polygons
+            return load_mask_png(record.json_path.parent / ann.mask, record.stem, height, width)
         mask = shapes_to_mask(ann.shapes, height, width)
         if any(s.value == 1 for s in ann.shapes) and not (mask == 1).any():
             raise DatasetError(
