@@ -64,9 +64,24 @@ def sample_rng(seed: int, split: str, index: int, stream: str = "image") -> np.r
     return np.random.default_rng(np.random.SeedSequence([seed, SPLIT_IDS[split], STREAM_IDS[stream], index]))
 
 
-def choose_categories(rng: np.random.Generator, pool: Sequence[str], low: int, high: int) -> list[str]:
+SAME_KIND_PROBABILITY = 0.35  # scenes seeded with two objects of one kind, so size queries have material
+
+
+def choose_categories(
+    rng: np.random.Generator, pool: Sequence[str], low: int, high: int, kb: Knowledge | None = None
+) -> list[str]:
+    """n distinct categories; with SAME_KIND_PROBABILITY two of them share a kind (given kb)."""
     n = int(rng.integers(low, min(high, len(pool)) + 1))
-    return [pool[i] for i in rng.choice(len(pool), size=n, replace=False)]
+    chosen: list[str] = []
+    if kb is not None and n >= 2 and rng.random() < SAME_KIND_PROBABILITY:
+        groups = [[c for c in pool if kb.has_kind(c, k)] for k in kb.kinds]
+        groups = [g for g in groups if len(g) >= 2]
+        if groups:
+            group = groups[int(rng.integers(len(groups)))]
+            chosen = [group[i] for i in rng.choice(len(group), size=2, replace=False)]
+    rest = [c for c in pool if c not in chosen]
+    chosen += [rest[i] for i in rng.choice(len(rest), size=n - len(chosen), replace=False)]
+    return [chosen[i] for i in rng.permutation(len(chosen))]  # z order independent of the pairing
 
 
 def make_sample(seed: int, split: str, index: int, config: SceneConfig = SceneConfig(), kb: Knowledge | None = None) -> Sample:
@@ -75,7 +90,7 @@ def make_sample(seed: int, split: str, index: int, config: SceneConfig = SceneCo
     rng = sample_rng(seed, split, index)
     background_name, background = sample_background(rng, split, config.width, config.height)
     for _ in range(20):
-        categories = choose_categories(rng, config.pool(kb), config.min_objects, config.max_objects)
+        categories = choose_categories(rng, config.pool(kb), config.min_objects, config.max_objects, kb)
         try:
             layout = sample_layout(rng, categories, config.width, config.height, kb)
         except ValueError:

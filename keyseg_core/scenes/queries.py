@@ -7,7 +7,8 @@ and the tests check generated data with the same function. Rules (see docs/data.
 - use / property: objects for which the fact holds (members or `also` in knowledge.yaml).
 - kind: objects of that kind.
 - size: objects of the kind, needing >= 2; the largest (smallest) must have >= SIZE_RATIO times
-  (<= 1/SIZE_RATIO) the visible area of every other, else all are ambiguous.
+  (<= 1/SIZE_RATIO) the visible pixel area of every other, and the same must hold for the area of
+  the visible bounding box; else all are ambiguous.
 - spatial: box centres of visible pixels against the reference's visible box. "left of" needs the
   centre at least BAND x reference width left of the reference's left edge and more left than up
   or down (a 45-degree cone); any other candidate whose centre is not at least BAND x width right
@@ -170,16 +171,30 @@ def _spatial(spec: QuerySpec, objects: Sequence[ObjectInfo], kb: Knowledge) -> R
     return Resolution(tuple(matches), tuple(ambiguous))
 
 
+def _box_area(obj: ObjectInfo) -> int:
+    x0, y0, x1, y1 = obj.bbox
+    return (x1 - x0) * (y1 - y0)
+
+
+def _clearly_first(group: Sequence[ObjectInfo], measure, largest: bool) -> ObjectInfo | None:
+    """The object whose measure beats every other's by SIZE_RATIO (largest) or 1/SIZE_RATIO."""
+    ranked = sorted(group, key=measure, reverse=largest)
+    best, second = measure(ranked[0]), measure(ranked[1])
+    clear = best >= SIZE_RATIO * second if largest else best * SIZE_RATIO <= second
+    return ranked[0] if clear else None
+
+
 def _size(spec: QuerySpec, objects: Sequence[ObjectInfo], kb: Knowledge) -> Resolution:
+    """Visible pixel area decides; the visible box area must agree (a thin ladder with few pixels
+    still looks big), so the answer holds whichever way a reader judges size."""
     group = [o for o in objects if kb.has_kind(o.category, spec.noun_kind)]
     if len(group) < 2:
         return Resolution((), ())
-    sign = 1 if spec.direction == "largest" else -1
-    ranked = sorted(group, key=lambda o: sign * o.visible, reverse=True)
-    best, second = ranked[0].visible, ranked[1].visible
-    clear = best >= SIZE_RATIO * second if sign > 0 else best * SIZE_RATIO <= second
-    if clear:
-        return Resolution((ranked[0].category,), ())
+    largest = spec.direction == "largest"
+    by_pixels = _clearly_first(group, lambda o: o.visible, largest)
+    by_box = _clearly_first(group, _box_area, largest)
+    if by_pixels is not None and by_pixels is by_box:
+        return Resolution((by_pixels.category,), ())
     return Resolution((), tuple(o.category for o in group))
 
 

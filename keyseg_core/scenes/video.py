@@ -128,7 +128,7 @@ def generate_sequence(
     scale = min(width / 320, height / 240)
     for attempt in range(attempts):
         late = attempt >= attempts // 2
-        chosen = choose_categories(rng, pool, *objects)
+        chosen = choose_categories(rng, pool, *objects, kb)
         try:
             layout = sample_layout(rng, chosen, width, height, kb)
         except ValueError:

@@ -214,10 +214,12 @@ def test_spatial_rule_needs_clear_margin_and_no_rival():
 def test_size_rule_needs_two_of_the_kind_and_ratio():
     big = QuerySpec("size", "cat", noun_kind="animal", direction="largest")
     small = QuerySpec("size", "dog", noun_kind="animal", direction="smallest")
-    assert not is_valid(big, [obj("cat", 0, 0, 9, 9, 500), obj("car", 0, 0, 9, 9, 100)], KB)  # one animal
-    assert is_valid(big, [obj("cat", 0, 0, 9, 9, 130), obj("dog", 0, 0, 9, 9, 100)], KB)
-    assert not is_valid(big, [obj("cat", 0, 0, 9, 9, 129), obj("dog", 0, 0, 9, 9, 100)], KB)
-    assert is_valid(small, [obj("cat", 0, 0, 9, 9, 130), obj("dog", 0, 0, 9, 9, 100), obj("cow", 0, 0, 9, 9, 900)], KB)
+    assert not is_valid(big, [obj("cat", 0, 0, 30, 30, 500), obj("car", 0, 0, 10, 10, 100)], KB)  # one animal
+    assert is_valid(big, [obj("cat", 0, 0, 30, 30, 130), obj("dog", 0, 0, 20, 20, 100)], KB)
+    assert not is_valid(big, [obj("cat", 0, 0, 30, 30, 129), obj("dog", 0, 0, 20, 20, 100)], KB)  # pixels close
+    assert not is_valid(big, [obj("cat", 0, 0, 20, 20, 200), obj("dog", 0, 0, 20, 20, 100)], KB)  # boxes equal
+    cow = obj("cow", 0, 0, 60, 60, 900)
+    assert is_valid(small, [obj("cat", 0, 0, 30, 30, 130), obj("dog", 0, 0, 20, 20, 100), cow], KB)
 
 
 # --- held-out templates, phrasings and backgrounds ---------------------------------------------
@@ -291,7 +293,7 @@ def test_reader_reads_generated_split_and_keyword_file(tmp_path):
         np.testing.assert_array_equal(item.mask, s.target_mask)  # mask PNG = drawn target mask
         assert item.keyword == s.keyword and item.queries == [q.text for q in s.queries]
         assert item.image.shape == (240, 320, 3)
-        assert np.abs(item.image.astype(int) - s.scene.image).mean() < 8  # JPEG q92 of the same pixels
+        assert np.abs(item.image.astype(int) - s.scene.image).mean() < 16  # JPEG q92 of the same (noisy) pixels
     rs = tmp_path / "reason_seg" / "ReasonSeg"
     entries = read_keyword_file(rs / "explanatory_key" / "keyword_outputs.json")
     assert sorted(entries) == [f"train_{i:06d}" for i in range(5)] + [f"val_{i:06d}" for i in range(3)]
