@@ -84,6 +84,7 @@ def to_diagnostics(
     untrained: bool,
     last_problem: str,
     stamp: Time,
+    in_model: bool = False,
 ) -> DiagnosticArray:
     """One DiagnosticStatus (OK/WARN/ERROR) describing the node, from a `snapshot()`."""
     if values["new_inference_errors"] and not values["rate_hz"]:
@@ -96,7 +97,8 @@ def to_diagnostics(
         level, message = DiagnosticStatus.OK, f"{state}"
     else:
         level, message = DiagnosticStatus.OK, "segmenting" if query else "waiting for a query"
-    kv = [KeyValue(key="state", value=state), KeyValue(key="query", value=query or "")]
+    kv = [KeyValue(key="state", value=state), KeyValue(key="query", value=query or ""),
+          KeyValue(key="inference_in_progress", value=str(in_model).lower())]
     kv += [KeyValue(key=k, value=str(values[k])) for k in COUNTERS]
     kv += [
         KeyValue(key=k, value=f"{values[k]:.2f}")

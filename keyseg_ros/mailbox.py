@@ -65,6 +65,12 @@ class Mailbox(Generic[FrameT, JobT]):
         with self._cond:
             self._frame = None
 
+    def drain_jobs(self) -> list[JobT]:
+        """Take every job still queued (to answer them when the inference thread stops)."""
+        with self._cond:
+            jobs, self._jobs = list(self._jobs), deque()
+        return jobs
+
     @property
     def closed(self) -> bool:
         return self._closed

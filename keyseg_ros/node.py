@@ -8,6 +8,10 @@ cleanup     the model is released
 Inference runs on its own thread. Callbacks only store the newest frame (older waiting ones are
 dropped and counted) or the new query, so the executor never waits on the model.
 
+Shutdown (SIGINT or SIGTERM, in any state): the signal only sets a flag. The main loop then stops
+the inference thread and joins it, lets waiting `segment` calls answer, and only then destroys the
+node and shuts the ROS context down, so nothing publishes on a dead context. Exit code 0.
+
 Topics (relative, so launch files can remap or namespace them):
   in   image (sensor_msgs/Image) or image/compressed, query (std_msgs/String),
        clear_query (std_msgs/Empty)
@@ -19,18 +23,22 @@ Topics (relative, so launch files can remap or namespace them):
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.context import Context
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Empty, Header, String
 
@@ -39,10 +47,11 @@ from keyseg_ros.diagnostics import NodeStats, to_diagnostics
 from keyseg_ros.mailbox import Mailbox
 from keyseg_ros.msg import SegmentationResult
 from keyseg_core.visualize import overlay as draw_overlay
-from keyseg_ros.params import PARAMS, validation_error
+from keyseg_ros.params import PARAMS, PARAMS_BY_NAME, validation_error
 from keyseg_ros.srv import Segment
 
 THROTTLE_S = 2.0  # at most one warning of each kind per this many seconds
+SHUTDOWN_TIMEOUT_S = 30.0  # longest wait for a frame in the model when the node stops
 
 
 @dataclass
@@ -55,12 +64,100 @@ class Frame:
 
 @dataclass
 class Job:
-    """A `segment` service request waiting for the model; the worker fills the response."""
+    """A `segment` service request waiting for the model.
+
+    The worker fills `response` and sets `done`, unless the waiting callback gave up first
+    (`abandoned`: deactivate or shutdown); `lock` makes the two exclusive, so a response is never
+    changed after the callback returned it.
+    """
 
     image: Image
     query: str
     response: Segment.Response
     done: threading.Event = field(default_factory=threading.Event)
+    abandoned: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def finish(self, success: bool, message: str, result: SegmentationResult | None = None) -> None:
+        with self.lock:
+            if self.abandoned or self.done.is_set():
+                return
+            self.response.success, self.response.message = success, message
+            if result is not None:
+                self.response.result = result
+            self.done.set()
+
+    def abandon(self, message: str) -> None:
+        with self.lock:
+            if self.done.is_set():
+                return
+            self.abandoned = True
+            self.response.success, self.response.message = False, message
+            self.done.set()
+
+
+class SimulatedOutOfMemory(RuntimeError):
+    """Raised by the `test_inference_faults` drill when torch is not importable."""
+
+
+def _out_of_memory_error() -> Exception:
+    """An out-of-memory error as torch raises it on a GPU (parameter `test_inference_faults`)."""
+    message = ("CUDA out of memory. Tried to allocate 2.00 GiB (simulated by the "
+               "test_inference_faults parameter)")
+    try:
+        import torch
+
+        return torch.OutOfMemoryError(message)
+    except (ImportError, AttributeError):
+        return SimulatedOutOfMemory(message)
+
+
+class FailureLog:
+    """Logs a run of failures once: the first with its cause, then one line when it is over.
+
+    Failures of the same kind (exception type) that follow are only counted (diagnostics keep
+    counting them); a different kind is logged as a new run.
+    """
+
+    def __init__(self, logger) -> None:
+        self._logger = logger
+        self._lock = threading.Lock()
+        self._kind: str | None = None
+        self._count = 0
+
+    def failed(self, what: str, exc: BaseException, hint: str = "") -> None:
+        kind = type(exc).__name__
+        with self._lock:
+            self._count += 1
+            if kind == self._kind:
+                return
+            self._kind, self._count = kind, 1
+        self._logger.error(
+            f"{what} failed: {kind}: {exc}{hint}. The node keeps serving; further {kind} errors "
+            "are counted in diagnostics (inference_errors) and logged again once frames succeed")
+
+    def succeeded(self) -> None:
+        with self._lock:
+            if self._kind is None:
+                return
+            kind, count, self._kind, self._count = self._kind, self._count, None, 0
+        self._logger.info(f"inference recovered after {count} failed prediction(s) ({kind})")
+
+
+def _free_accelerator_memory(exc: BaseException) -> str:
+    """After an out-of-memory error, give the CUDA allocator's cached blocks back; a note for the
+    log line saying so ("" when there was nothing to do)."""
+    if "OutOfMemory" not in type(exc).__name__:
+        return ""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+            return " (freed the CUDA allocator's cached memory)"
+    except Exception:  # noqa: BLE001 - best effort; the error itself is already reported
+        pass
+    return ""
 
 
 def query_problem(text: str, max_length: int) -> str | None:
@@ -79,22 +176,38 @@ class KeySegNode(LifecycleNode):
 
     def __init__(self, **kwargs) -> None:
         super().__init__("keyseg_node", **kwargs)
-        # Validation runs for the initial (command line / YAML) values too: a bad one makes
-        # declare_parameter raise, naming the parameter.
-        self.add_on_set_parameters_callback(self._on_set_parameters)
-        for spec in PARAMS:
-            self.declare_parameter(spec.name, spec.default, ParameterDescriptor(
-                description=spec.description + ("" if spec.live else " (applied on configure)")))
         self._stats = NodeStats()
         self._mailbox: Mailbox[Frame, Job] = Mailbox()
         self._query: str | None = None
         self._predictor = None
         self._worker: threading.Thread | None = None
         self._active = False
+        self._stopping = threading.Event()  # the process is shutting down (never cleared)
+        self._halt = threading.Event()  # the inference thread must stop (cleanup or shutdown)
+        self._publish_lock = threading.Lock()  # `_active` changes never interleave with a publish
+        self._calls_lock = threading.Lock()
+        self._calls_waiting = 0  # `segment` callbacks waiting for the inference thread
+        self._faults_left = 0  # test_inference_faults drill
+        self._failures = FailureLog(self.get_logger())
+        self.busy = threading.Event()  # set while a prediction (frame or call) is in the model
         self._subs: list = []
         self._query_topic = self.resolve_topic_name("query")  # for messages; set again on activate
         self._service = None
         self._service_group = MutuallyExclusiveCallbackGroup()
+        # Validation runs for the initial (command line / YAML) values too: a bad one makes
+        # declare_parameter raise, naming the parameter.
+        self._declared = False
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        for spec in PARAMS:
+            self.declare_parameter(spec.name, spec.default, ParameterDescriptor(
+                description=spec.description + ("" if spec.live else " (applied on configure)")))
+        self._declared = True
+        self._faults_left = self._param("test_inference_faults")
+        for spec in PARAMS:
+            if spec.testing and self._param(spec.name) != spec.default:
+                self.get_logger().warning(
+                    f"testing parameter '{spec.name}' = {self._param(spec.name)!r} is set: "
+                    "frames are slowed down or fail on purpose")
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diag_timer = self.create_timer(
             self._param("diagnostics_period"), self._publish_diagnostics)
@@ -110,6 +223,23 @@ class KeySegNode(LifecycleNode):
             if problem:
                 self.get_logger().error(problem)
                 return SetParametersResult(successful=False, reason=problem)
+        if self._declared:  # a change at run time (not the declaration): say what and when
+            for p in params:
+                spec = PARAMS_BY_NAME.get(p.name)
+                old = self.get_parameter(p.name).value if self.has_parameter(p.name) else None
+                if spec is None or old == p.value:
+                    continue
+                if p.name == "test_inference_faults":
+                    self._faults_left = p.value
+                if spec.live:
+                    when = "applies now"
+                elif self._predictor is None:
+                    when = "applies at the next configure"
+                else:
+                    when = "applies after a reload (deactivate, cleanup, configure, activate)"
+                self.get_logger().info(
+                    f"parameter '{p.name}' changed from {old!r} to {p.value!r} by a "
+                    f"set_parameters request: {when}")
         return SetParametersResult(successful=True)
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -133,7 +263,9 @@ class KeySegNode(LifecycleNode):
         self._result_pub = self.create_lifecycle_publisher(SegmentationResult, "result", qos.results())
         self._overlay_pub = self.create_lifecycle_publisher(Image, "overlay", qos.results())
         self._mailbox = Mailbox()
-        self._worker = threading.Thread(target=self._work, name="keyseg_inference", daemon=True)
+        self._halt = threading.Event()
+        self._worker = threading.Thread(target=self._work, args=(self._mailbox, self._halt),
+                                        name="keyseg_inference", daemon=True)
         self._worker.start()
         return TransitionCallbackReturn.SUCCESS
 
@@ -162,31 +294,54 @@ class KeySegNode(LifecycleNode):
         self._subs.append(self.create_subscription(Empty, "clear_query", self._on_clear, qos.queries(self)))
         self._service = self.create_service(
             Segment, "segment", self._on_segment, callback_group=self._service_group)
-        self._active = True
+        result = super().on_activate(state)
+        with self._publish_lock:
+            self._active = True
         self.get_logger().info(
             f"active: waiting for frames on '{self._subs[0].topic_name}' and a query on "
             f"'{self._query_topic}'")
-        return super().on_activate(state)
+        return result
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._active = False
+        with self._publish_lock:
+            self._active = False
         self._stop_serving()
+        self.get_logger().info("deactivated (lifecycle transition): subscriptions and the segment "
+                               "service removed; the model stays loaded")
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_worker()
         for pub in (self._mask_pub, self._keyword_pub, self._result_pub, self._overlay_pub):
             self.destroy_lifecycle_publisher(pub)
+        name = self._predictor.model_name if self._predictor else ""
         self._predictor = None
+        self.get_logger().info(f"cleaned up (lifecycle transition): model '{name}' released")
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.close()
         return TransitionCallbackReturn.SUCCESS
 
+    def begin_shutdown(self) -> None:
+        """First step of stopping the process (idempotent): no more publishing, the inference
+        thread is told to stop, waiting `segment` calls are answered. Does not block."""
+        self._stopping.set()
+        with self._publish_lock:
+            self._active = False
+        self._halt.set()
+        self._mailbox.close()
+
+    def idle(self) -> bool:
+        """True once the inference thread has ended and no `segment` call is still waiting."""
+        worker = self._worker
+        with self._calls_lock:
+            waiting = self._calls_waiting
+        return (worker is None or not worker.is_alive()) and waiting == 0
+
     def close(self) -> None:
         """Stop serving and the inference thread (idempotent); called on any way out."""
-        self._active = False
+        self.begin_shutdown()
         self._stop_serving()
         self._stop_worker()
 
@@ -200,10 +355,15 @@ class KeySegNode(LifecycleNode):
         self._mailbox.clear_frame()
 
     def _stop_worker(self) -> None:
+        self._halt.set()
         self._mailbox.close()
-        if self._worker is not None:
-            self._worker.join(timeout=30.0)
-            self._worker = None
+        worker, self._worker = self._worker, None
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(timeout=SHUTDOWN_TIMEOUT_S)
+            if worker.is_alive():
+                self.get_logger().warning(
+                    f"the inference thread is still in the model after {SHUTDOWN_TIMEOUT_S:g} s; "
+                    "its result will be discarded")
 
     # ---- callbacks (executor threads; never wait on the model) -----------------------------
 
@@ -239,37 +399,83 @@ class KeySegNode(LifecycleNode):
             response.success, response.message = False, problem
             return response
         job = Job(request.image, request.query.strip(), response)
-        self._mailbox.put_job(job)
-        while not job.done.wait(0.1):
-            if self._worker is None or not self._active:
-                response.success, response.message = False, "node is shutting down"
+        with self._calls_lock:
+            self._calls_waiting += 1
+        try:
+            halt = self._halt
+            if self._stopping.is_set() or not self._active:
+                job.abandon("node is shutting down" if self._stopping.is_set() else "node is not active")
                 return response
-        return response
+            self._mailbox.put_job(job)
+            while not job.done.wait(0.05):
+                if self._stopping.is_set() or halt.is_set() or not self._active:
+                    job.abandon("node is shutting down" if self._stopping.is_set()
+                                else "node was deactivated before the request was served")
+            return response
+        finally:
+            with self._calls_lock:
+                self._calls_waiting -= 1
 
     # ---- inference thread ------------------------------------------------------------------
 
-    def _work(self) -> None:
-        """Serve jobs, then the newest frame, at most `max_rate` frames per second."""
-        mailbox, last_start = self._mailbox, 0.0
-        while True:
+    def _work(self, mailbox: Mailbox, halt: threading.Event) -> None:
+        """Serve jobs, then the newest frame, at most `max_rate` frames per second.
+
+        Never raises: an unexpected error in one item is logged (once per kind) and counted.
+        """
+        last_start = 0.0
+        while not halt.is_set():
             max_rate = self._param("max_rate")
             not_before = last_start + 1.0 / max_rate if max_rate > 0 else 0.0
             item = mailbox.get(timeout=0.5, frames_not_before=not_before)
             if item is None:
                 if mailbox.closed:
-                    return
+                    break
                 continue
-            if isinstance(item, Job):
-                self._serve_job(item)
-            else:
-                last_start = time.monotonic()
-                self._serve_frame(item)
+            try:
+                if isinstance(item, Job):
+                    self._serve_job(item, halt)
+                else:
+                    last_start = time.monotonic()
+                    self._serve_frame(item, halt)
+            except Exception as exc:  # noqa: BLE001 - the thread must survive anything
+                if isinstance(item, Job):
+                    item.finish(False, f"failed: {type(exc).__name__}: {exc}")
+                if self._stopping.is_set():
+                    break
+                self._stats.count("inference_errors", f"{type(exc).__name__}: {exc}")
+                self._failures.failed("serving a frame", exc)
+        for job in mailbox.drain_jobs():
+            job.abandon("node is shutting down" if self._stopping.is_set()
+                        else "node was cleaned up before the request was served")
 
-    def _predict(self, rgb, query: str):
-        self._predictor.mask_threshold = self._param("mask_threshold")
-        return self._predictor.predict(rgb, query)
+    def _predict(self, rgb, query: str, halt: threading.Event):
+        if self._faults_left > 0:
+            self._faults_left -= 1
+            raise _out_of_memory_error()
+        self.busy.set()
+        try:
+            self._predictor.mask_threshold = self._param("mask_threshold")
+            prediction = self._predictor.predict(rgb, query)
+            delay = self._param("test_frame_delay")
+            if delay > 0:
+                halt.wait(delay)  # testing only: hold the frame mid-inference; shutdown cuts it short
+            return prediction
+        finally:
+            self.busy.clear()
 
-    def _serve_frame(self, frame: Frame) -> None:
+    def _predict_or_report(self, rgb, query: str, halt: threading.Event):
+        """The prediction, or None after counting and logging (once per run) the error."""
+        try:
+            prediction = self._predict(rgb, query, halt)
+        except Exception as exc:  # noqa: BLE001 - a failing frame must not stop the stream
+            self._stats.count("inference_errors", f"{type(exc).__name__}: {exc}")
+            self._failures.failed("inference", exc, _free_accelerator_memory(exc))
+            return None, exc
+        self._failures.succeeded()
+        return prediction, None
+
+    def _serve_frame(self, frame: Frame, halt: threading.Event) -> None:
         query = self._query
         if query is None:
             self._stats.count("frames_without_query")
@@ -285,17 +491,12 @@ class KeySegNode(LifecycleNode):
             self.get_logger().warning(f"dropped a frame: {exc}", throttle_duration_sec=THROTTLE_S)
             return
         decoded = time.monotonic()
-        try:
-            prediction = self._predict(rgb, query)
-        except Exception as exc:  # noqa: BLE001 - a failing frame must not stop the stream
-            self._stats.count("inference_errors", f"{type(exc).__name__}: {exc}")
-            self.get_logger().warning(f"inference failed: {type(exc).__name__}: {exc}",
-                                      throttle_duration_sec=THROTTLE_S)
+        prediction, _ = self._predict_or_report(rgb, query, halt)
+        if prediction is None:
             return
         node_ms = {"queue_wait": (start - frame.received) * 1e3,
                    "decode_image": (decoded - start) * 1e3}
-        if self._active:
-            self._publish(frame.msg.header, rgb, query, prediction, node_ms)
+        if self._publish(frame.msg.header, rgb, query, prediction, node_ms):
             self._stats.frame_done((time.monotonic() - frame.received) * 1e3,
                                    prediction.timings_ms.get("total", 0.0))
 
@@ -305,43 +506,54 @@ class KeySegNode(LifecycleNode):
             return conversions.compressed_to_rgb(msg, max_size)
         return conversions.image_to_rgb(msg, max_size)
 
-    def _publish(self, header: Header, rgb, query: str, prediction, node_ms: dict) -> None:
+    def _publish(self, header: Header, rgb, query: str, prediction, node_ms: dict) -> bool:
+        """Publish one frame's outputs unless the node stopped serving meanwhile; True if sent.
+
+        Holds `_publish_lock`, so deactivate and shutdown wait for a publish in progress and no
+        publish starts after them (a shut-down context makes publish raise).
+        """
         mask = conversions.mask_to_image(prediction.mask, header)
-        self._mask_pub.publish(mask)
-        self._keyword_pub.publish(String(data=prediction.keyword))
-        self._result_pub.publish(conversions.to_result(
+        result = conversions.to_result(
             prediction, header=header, query=query, mask=mask,
-            model=self._predictor.model_name, node_timings_ms=node_ms))
+            model=self._predictor.model_name, node_timings_ms=node_ms)
+        overlay = None
         if self._param("publish_overlay") and self._overlay_pub.get_subscription_count():
             label = f"{prediction.keyword} ({prediction.score:.2f})" if prediction.keyword else query
-            self._overlay_pub.publish(conversions.rgb_to_image(
-                draw_overlay(rgb, prediction.mask, label), header))
+            overlay = conversions.rgb_to_image(draw_overlay(rgb, prediction.mask, label), header)
+        with self._publish_lock:
+            if not self._active or self._stopping.is_set():
+                return False
+            self._mask_pub.publish(mask)
+            self._keyword_pub.publish(String(data=prediction.keyword))
+            self._result_pub.publish(result)
+            if overlay is not None:
+                self._overlay_pub.publish(overlay)
+        return True
 
-    def _serve_job(self, job: Job) -> None:
-        response = job.response
+    def _serve_job(self, job: Job, halt: threading.Event) -> None:
+        start = time.monotonic()
         try:
-            start = time.monotonic()
             rgb = conversions.image_to_rgb(job.image, self._param("max_image_size"))
-            decoded = time.monotonic()
-            prediction = self._predict(rgb, job.query)
-            mask = conversions.mask_to_image(prediction.mask, job.image.header)
-            response.result = conversions.to_result(
-                prediction, header=job.image.header, query=job.query, mask=mask,
-                model=self._predictor.model_name,
-                node_timings_ms={"decode_image": (decoded - start) * 1e3})
-            response.success, response.message = True, ""
         except conversions.BadImageError as exc:
             self._stats.count("bad_frames", str(exc))
-            response.success, response.message = False, f"bad image: {exc}"
-        except Exception as exc:  # noqa: BLE001 - reported to the caller, node keeps serving
-            self._stats.count("inference_errors", f"{type(exc).__name__}: {exc}")
-            response.success, response.message = False, f"inference failed: {type(exc).__name__}: {exc}"
-        finally:
-            job.done.set()
+            job.finish(False, f"bad image: {exc}")
+            return
+        decoded = time.monotonic()
+        prediction, exc = self._predict_or_report(rgb, job.query, halt)
+        if prediction is None:
+            job.finish(False, f"inference failed: {type(exc).__name__}: {exc}")
+            return
+        mask = conversions.mask_to_image(prediction.mask, job.image.header)
+        job.finish(True, "", conversions.to_result(
+            prediction, header=job.image.header, query=job.query, mask=mask,
+            model=self._predictor.model_name,
+            node_timings_ms={"decode_image": (decoded - start) * 1e3}))
 
     # ---- diagnostics -----------------------------------------------------------------------
 
     def _publish_diagnostics(self) -> None:
+        if self._stopping.is_set():
+            return
         predictor = self._predictor
         self._diag_pub.publish(to_diagnostics(
             self._stats.snapshot(),
@@ -352,34 +564,104 @@ class KeySegNode(LifecycleNode):
             untrained=bool(predictor and predictor.untrained),
             last_problem=self._stats.last_problem,
             stamp=self.get_clock().now().to_msg(),
+            in_model=self.busy.is_set(),
         ))
 
 
-def main(args: list[str] | None = None) -> int:
-    """Run the node until SIGINT; exit 1 if the model cannot load, 2 on a bad parameter."""
-    rclpy.init(args=args)
-    node = None
-    try:
+class _StopSignals:
+    """SIGINT/SIGTERM set a flag instead of tearing the ROS context down at once.
+
+    rclpy's own handler shuts the context down inside the signal handler, while the inference
+    thread may be about to publish ("publisher's context is invalid"). Here the main loop sees the
+    flag and stops things in order. Handlers are installed only from the main thread and are put
+    back afterwards.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.received: str | None = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is None:
+            self.received = signal.Signals(signum).name
+        self.event.set()
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _shut_down(node: KeySegNode | None, executor: MultiThreadedExecutor | None) -> None:
+    """Stop in order: inference thread, waiting service calls, executor, then the node."""
+    if node is None:
+        return
+    node.begin_shutdown()
+    deadline = time.monotonic() + SHUTDOWN_TIMEOUT_S
+    if executor is not None:
+        # Keep spinning so waiting `segment` calls send their answers while the context lives.
+        while not node.idle() and time.monotonic() < deadline:
+            try:
+                executor.spin_once(timeout_sec=0.05)
+            except Exception:  # noqa: BLE001 - a failed callback must not stop the shutdown
+                pass
+    if executor is not None:
+        # Callbacks still running (a `segment` call sending its answer) finish before the node's
+        # entities go away; rclpy's executor.shutdown does not wait for its thread pool.
+        executor.shutdown(timeout_sec=5.0)
+        pool = getattr(executor, "_executor", None)
+        if pool is not None:
+            pool.shutdown(wait=True)
+    node.close()
+
+
+def main(args: list[str] | None = None, *, context: Context | None = None,
+         on_spin: Callable[[KeySegNode], None] | None = None) -> int:
+    """Run the node until SIGINT/SIGTERM: exit 0; 1 if the model cannot load, 2 on a bad parameter.
+
+    `context` (default: rclpy's global one) and `on_spin` (called with the node just before
+    spinning) let tests and embedding code run the node in-process, several times.
+    """
+    context = context or rclpy.get_default_context()
+    node = executor = None
+    with _StopSignals() as stop:
+        rclpy.init(args=args, context=context, signal_handler_options=SignalHandlerOptions.NO)
         try:
-            node = KeySegNode()
-        except ParameterException as exc:  # invalid value or type given on the command line/YAML
-            print(f"keyseg_node: error: {exc}", file=sys.stderr)
-            return 2
-        if node.get_parameter("autostart").value:
-            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-                node.get_logger().fatal("configure failed (see the error above); exiting")
-                return 1
-            node.trigger_activate()
-        executor = MultiThreadedExecutor(num_threads=4)
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.close()
-            node.destroy_node()
-        rclpy.try_shutdown()
+            try:
+                node = KeySegNode(context=context)
+            except ParameterException as exc:  # invalid value or type from the command line/YAML
+                print(f"keyseg_node: error: {exc}", file=sys.stderr)
+                return 2
+            if node.get_parameter("autostart").value and not stop.event.is_set():
+                if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                    node.get_logger().fatal("configure failed (see the error above); exiting")
+                    return 1
+                if not stop.event.is_set():
+                    node.trigger_activate()
+            executor = MultiThreadedExecutor(num_threads=4, context=context)
+            executor.add_node(node)
+            if on_spin is not None:
+                on_spin(node)
+            while not stop.event.is_set() and context.ok():
+                try:
+                    executor.spin_once(timeout_sec=0.1)
+                except Exception as exc:  # noqa: BLE001 - a callback's error must not end the node
+                    node.get_logger().error(f"a callback failed: {type(exc).__name__}: {exc}")
+            if stop.received:
+                node.get_logger().info(f"{stop.received} received: shutting down")
+        finally:
+            _shut_down(node, executor)
+            if node is not None:
+                node.destroy_node()
+            rclpy.try_shutdown(context=context)
     return 0
 
 

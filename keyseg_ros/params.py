@@ -54,15 +54,24 @@ def _any(value: Any) -> str | None:
     return None
 
 
+def _non_negative_int(value: Any) -> str | None:
+    return None if value >= 0 else "must be >= 0"
+
+
 @dataclass(frozen=True)
 class ParamSpec:
-    """One parameter. `live` ones apply at once; the others on the next configure transition."""
+    """One parameter. `live` ones apply at once; the others on the next configure transition.
+
+    `testing` ones exist for the test suite and fault drills (slow or failing frames on purpose);
+    they are left out of config/keyseg.yaml and have no effect at their defaults.
+    """
 
     name: str
     default: Any
     description: str
     check: Callable[[Any], str | None]
     live: bool = False
+    testing: bool = False
 
 
 PARAMS: tuple[ParamSpec, ...] = (
@@ -120,6 +129,16 @@ PARAMS: tuple[ParamSpec, ...] = (
         "autostart", True,
         "Configure and activate at start-up. false: wait for a lifecycle manager "
         "(change_state service) to drive the transitions.", _any),
+    ParamSpec(
+        "test_frame_delay", 0.0,
+        "TESTING ONLY. Seconds to hold every frame and service request after the model ran, "
+        "before publishing (keeps a frame mid-inference for shutdown tests). 0: off.",
+        _non_negative, live=True, testing=True),
+    ParamSpec(
+        "test_inference_faults", 0,
+        "TESTING ONLY. The next N predictions raise a simulated out-of-memory error (fault "
+        "drills: the node must log it once and keep serving). 0: off.",
+        _non_negative_int, live=True, testing=True),
 )
 
 PARAMS_BY_NAME: dict[str, ParamSpec] = {p.name: p for p in PARAMS}

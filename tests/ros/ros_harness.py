@@ -212,14 +212,20 @@ class Probe:
         return self.node.create_publisher(msg_type, topic, qos)
 
     def call(self, srv_type, name: str, request, timeout: float = 30.0):
-        client = self.node.create_client(srv_type, name)
+        client, future = self.call_async(srv_type, name, request, timeout)
         try:
-            assert client.wait_for_service(timeout_sec=timeout), f"service {name} not available"
-            future = client.call_async(request)
             wait_until(future.done, timeout, f"a response from {name}")
             return future.result()
         finally:
             self.node.destroy_client(client)
+
+    def call_async(self, srv_type, name: str, request, timeout: float = 30.0):
+        """(client, future) of a request sent once the service is there; destroy the client after."""
+        client = self.node.create_client(srv_type, name)
+        if not client.wait_for_service(timeout_sec=timeout):
+            self.node.destroy_client(client)
+            raise AssertionError(f"service {name} not available after {timeout} s")
+        return client, client.call_async(request)
 
     def close(self) -> None:
         self._running = False
@@ -272,3 +278,110 @@ def qos_sensor_data():
     from rclpy.qos import QoSProfile, ReliabilityPolicy
 
     return QoSProfile(depth=5, reliability=ReliabilityPolicy.BEST_EFFORT)
+
+
+class Session:
+    """The node process plus the probe's publishers and collectors for its topics."""
+
+    def __init__(self, probe, proc: Process, ns: str) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
+        from keyseg_ros.msg import SegmentationResult
+        from rclpy.qos import qos_profile_sensor_data
+        from sensor_msgs.msg import Image
+        from std_msgs.msg import Empty, String
+
+        self.probe, self.proc, self.ns = probe, proc, ns
+        self.image = probe.publisher(Image, f"{ns}/image", qos_profile_sensor_data)
+        self.query = probe.publisher(String, f"{ns}/query", 10)
+        self.clear = probe.publisher(Empty, f"{ns}/clear_query", 10)
+        self.masks = probe.collect(Image, f"{ns}/mask")
+        self.keywords = probe.collect(String, f"{ns}/keyword")
+        self.results = probe.collect(SegmentationResult, f"{ns}/result")
+        self.overlays = probe.collect(Image, f"{ns}/overlay")
+        self.diagnostics = probe.collect(DiagnosticArray, "/diagnostics")
+
+    def send_query(self, text: str) -> None:
+        from std_msgs.msg import String
+
+        self.query.publish(String(data=text))
+
+    def answer(self, query: str, make=lambda: make_image(64, 48), timeout: float = 30.0,
+               send: bool = True):
+        """Send `query` (unless already sent), then stream frames until one comes back answered
+        for it; returns (frame, result)."""
+        if send:
+            self.send_query(query)
+        sent = {}
+
+        def frame():
+            msg = make()
+            sent[msg.header.stamp.sec] = msg
+            return msg
+
+        def result():
+            return self.results.find(lambda r: r.query == query and r.header.stamp.sec in sent)
+
+        publish_until(self.image, frame, lambda: result() is not None, timeout,
+                        f"a result for query {query!r}", self.proc)
+        found = result()
+        return sent[found.header.stamp.sec], found
+
+    def stats(self) -> dict[str, str]:
+        """Latest diagnostics values of this node ({} before the first)."""
+        name = f"{self.ns}/keyseg_node: segmentation"
+        for array in reversed(list(self.diagnostics.msgs)):
+            for status in array.status:
+                if status.name == name:
+                    return {kv.key: kv.value for kv in status.values}
+        return {}
+
+    def count(self, key: str) -> int:
+        return int(self.stats().get(key, 0))
+
+    def wait_count_above(self, key: str, before: int, publish=None) -> None:
+        """Wait for diagnostics to show counter `key` > before (re-sending via `publish`)."""
+        what = f"diagnostics {key} > {before}"
+        if publish is None:
+            wait_until(lambda: self.count(key) > before, 15, what, self.proc)
+        else:
+            publish_until(*publish, lambda: self.count(key) > before, 15, what, self.proc)
+
+    def wait_subscribed(self, timeout: float = 90.0) -> None:
+        """Until the node's image and query subscriptions match the probe's publishers."""
+        wait_until(lambda: self.image.get_subscription_count() > 0
+                   and self.query.get_subscription_count() > 0, timeout,
+                   "keyseg_node to subscribe", self.proc)
+
+    def set_parameter(self, name: str, value):
+        """SetParameters on the node; returns the SetParametersResult."""
+        from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+        from rcl_interfaces.srv import SetParameters
+
+        if isinstance(value, bool):
+            pv = ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=value)
+        elif isinstance(value, int):
+            pv = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=value)
+        elif isinstance(value, float):
+            pv = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
+        else:
+            pv = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
+        request = SetParameters.Request(parameters=[Parameter(name=name, value=pv)])
+        return self.probe.call(SetParameters, f"{self.ns}/keyseg_node/set_parameters", request).results[0]
+
+    def change_state(self, transition_id: int, timeout: float = 90.0) -> None:
+        """One lifecycle transition through the node's change_state service; must succeed."""
+        from lifecycle_msgs.msg import Transition
+        from lifecycle_msgs.srv import ChangeState
+
+        response = self.probe.call(ChangeState, f"{self.ns}/keyseg_node/change_state",
+                                   ChangeState.Request(transition=Transition(id=transition_id)),
+                                   timeout=timeout)
+        assert response.success, f"transition {transition_id} failed:\n{self.proc.output()[-3000:]}"
+
+
+def start_node(probe, workdir: Path, *params: str, ns: str | None = None) -> Session:
+    """keyseg_node (install space) in a fresh namespace with `-p` params, plus the probe's side."""
+    ns = ns or unique_namespace()
+    proc = Process.start("node", ["--ros-args", "-r", f"__ns:={ns}",
+                                  *[a for p in params for a in ("-p", p)]], workdir)
+    return Session(probe, proc, ns)

@@ -128,8 +128,10 @@ def test_params_yaml_sets_exactly_the_node_parameters(ros_install):
 
     config = yaml.safe_load((ros_install / "share" / "keyseg_ros" / "config" / "keyseg.yaml").read_text())
     params = config["/**/keyseg_node"]["ros__parameters"]
-    assert set(params) == {p.name for p in PARAMS}
-    for spec in PARAMS:
+    # Testing-only parameters (slow or failing frames on purpose) stay out of the user's YAML.
+    user_params = [p for p in PARAMS if not p.testing]
+    assert set(params) == {p.name for p in user_params}
+    for spec in user_params:
         assert type(params[spec.name]) is type(spec.default), spec.name
         assert params[spec.name] == spec.default, spec.name
         assert validation_error(spec.name, params[spec.name]) is None

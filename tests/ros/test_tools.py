@@ -21,16 +21,16 @@ def test_query_tool_publishes_queries_and_clears(probe, workdir):
     clears = probe.collect(Empty, f"{ns}/clear_query")
     proc = h.Process.start("query", ["the red mug", "--namespace", ns], workdir)
     assert proc.wait(60) == 0, proc.output()
-    h.wait_until(lambda: [m.data for m in queries.msgs] == ["the red mug"], 5, "the query")
+    h.wait_until(lambda: [m.data for m in queries.msgs] == ["the red mug"], 30, "the query")
 
     proc = h.Process.start("query", ["--clear", "--namespace", ns], workdir)
     assert proc.wait(60) == 0, proc.output()
-    h.wait_until(lambda: len(clears.msgs) == 1, 5, "the clear")
+    h.wait_until(lambda: len(clears.msgs) == 1, 30, "the clear")
 
     lines = subprocess.run([h.executable("query"), "--namespace", ns], input="pick the apple\n\nthen the pear\n",
                            env=h.child_env(), cwd=workdir, capture_output=True, text=True, timeout=60)
     assert lines.returncode == 0, lines.stderr
-    h.wait_until(lambda: [m.data for m in queries.msgs][1:] == ["pick the apple", "then the pear"], 5,
+    h.wait_until(lambda: [m.data for m in queries.msgs][1:] == ["pick the apple", "then the pear"], 30,
                  "queries read from stdin")
 
 
@@ -61,7 +61,7 @@ def test_image_player_plays_a_folder(probe, workdir, pictures, encoding):
                                             "--count", "6", "--encoding", encoding, "--frame-id", "cam0",
                                             "--wait", "10"], workdir)
     assert proc.wait(60) == 0, proc.output()
-    h.wait_until(lambda: len(frames.msgs) >= 3, 5, "played frames")
+    h.wait_until(lambda: len(frames.msgs) >= 3, 30, "played frames")
     first = frames.msgs[0]
     channels = 1 if encoding == "mono8" else 3
     assert (first.width, first.height, first.encoding, first.step) == (40, 30, encoding, 40 * channels)
@@ -80,7 +80,7 @@ def test_image_player_plays_a_video_as_compressed_frames(probe, workdir, tmp_pat
     proc = h.Process.start("image_player", [str(video), "--topic", topic, "--rate", "30", "--compressed",
                                             "--resize", "64x48", "--wait", "10"], workdir)
     assert proc.wait(60) == 0, proc.output()
-    h.wait_until(lambda: len(received.msgs) >= 2, 5, "compressed frames")
+    h.wait_until(lambda: len(received.msgs) >= 2, 30, "compressed frames")
     with PILImage.open(io.BytesIO(received.msgs[0].data.tobytes())) as img:
         assert (img.format, img.size) == ("JPEG", (64, 48))
 
