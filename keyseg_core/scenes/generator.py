@@ -70,17 +70,25 @@ SAME_KIND_PROBABILITY = 0.35  # scenes seeded with two objects of one kind, so s
 def choose_categories(
     rng: np.random.Generator, pool: Sequence[str], low: int, high: int, kb: Knowledge | None = None
 ) -> list[str]:
-    """n distinct categories; with SAME_KIND_PROBABILITY two of them share a kind (given kb)."""
+    """n distinct categories, no two in conflict; with SAME_KIND_PROBABILITY two share a kind (given kb).
+    May return fewer than n only when conflicts leave too few categories."""
     n = int(rng.integers(low, min(high, len(pool)) + 1))
+    ok = kb.compatible if kb is not None else (lambda c, others: True)
     chosen: list[str] = []
     if kb is not None and n >= 2 and rng.random() < SAME_KIND_PROBABILITY:
         groups = [[c for c in pool if kb.has_kind(c, k)] for k in kb.kinds]
         groups = [g for g in groups if len(g) >= 2]
         if groups:
             group = groups[int(rng.integers(len(groups)))]
-            chosen = [group[i] for i in rng.choice(len(group), size=2, replace=False)]
+            for i in rng.permutation(len(group)):
+                if len(chosen) < 2 and ok(group[i], chosen):
+                    chosen.append(group[i])
     rest = [c for c in pool if c not in chosen]
-    chosen += [rest[i] for i in rng.choice(len(rest), size=n - len(chosen), replace=False)]
+    for i in rng.permutation(len(rest)):
+        if len(chosen) == n:
+            break
+        if ok(rest[i], chosen):
+            chosen.append(rest[i])
     return [chosen[i] for i in rng.permutation(len(chosen))]  # z order independent of the pairing
 
 
@@ -91,6 +99,8 @@ def make_sample(seed: int, split: str, index: int, config: SceneConfig = SceneCo
     background_name, background = sample_background(rng, split, config.width, config.height)
     for _ in range(20):
         categories = choose_categories(rng, config.pool(kb), config.min_objects, config.max_objects, kb)
+        if len(categories) < config.min_objects:
+            continue
         try:
             layout = sample_layout(rng, categories, config.width, config.height, kb)
         except ValueError:

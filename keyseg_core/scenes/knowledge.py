@@ -69,6 +69,11 @@ class Knowledge:
     categories: dict[str, Category]
     kinds: dict[str, Kind]
     facts: dict[str, Fact]
+    conflicts: frozenset[frozenset[str]] = frozenset()  # pairs that never share a scene
+
+    def compatible(self, category: str, others: "list[str] | tuple[str, ...]") -> bool:
+        """False when `category` conflicts with one of `others` (one glyph draws the other)."""
+        return not any(frozenset((category, o)) in self.conflicts for o in others)
 
     def category(self, keyword: str) -> Category:
         return self.categories[keyword]
@@ -218,7 +223,18 @@ def parse_knowledge(data: Any, path: Path = DEFAULT_PATH) -> Knowledge:
             if previous != key:
                 raise _fail(path, key, f"phrasing {p!r} also appears in {previous}; share the fact instead")
         facts[fid] = Fact(fid, fact_type, phrasings, frozenset(members[fid]), frozenset(also))
-    return Knowledge(categories=categories, kinds=kinds, facts=facts)
+    conflicts = set()
+    raw_conflicts = data.get("conflicts") or []
+    if not isinstance(raw_conflicts, list):
+        raise _fail(path, "conflicts", "must be a list of category pairs")
+    for i, pair in enumerate(raw_conflicts):
+        if not isinstance(pair, list) or len(pair) != 2 or pair[0] == pair[1]:
+            raise _fail(path, f"conflicts[{i}]", "must be a pair of two different categories")
+        for c in pair:
+            if c not in categories:
+                raise _fail(path, f"conflicts[{i}]", f"unknown category {c!r}")
+        conflicts.add(frozenset(pair))
+    return Knowledge(categories=categories, kinds=kinds, facts=facts, conflicts=frozenset(conflicts))
 
 
 def load_knowledge(path: str | Path | None = None) -> Knowledge:

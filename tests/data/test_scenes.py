@@ -84,6 +84,7 @@ def test_table_has_required_categories_and_every_glyph_renders():
         (lambda d: d["categories"]["bed"]["properties"].append(["has a mattress", "x y"]), "categories.bed.properties[2]"),
         (lambda d: d["categories"]["bed"]["uses"][0].update(also=["sofa"]), "categories.bed.uses[0].also"),
         (lambda d: d["categories"]["bed"]["properties"].append(["only one"]), "categories.bed.properties[2]"),
+        (lambda d: d["conflicts"].append(["bowl", "unicorn"]), "conflicts[3]"),
     ],
 )
 def test_table_errors_name_the_key(edit, key):
@@ -131,7 +132,10 @@ def test_masks_equal_what_was_drawn(split, index):
 
 
 def test_scene_shape_rules():
+    assert frozenset(("bowl", "spoon")) in KB.conflicts  # the bowl glyph draws a spoon
     for s in many("train", 60):
+        cats = [o.category for o in s.scene.objects]
+        assert all(KB.compatible(c, [o for o in cats if o != c]) for c in cats)
         assert 3 <= len(s.scene.objects) <= 6
         assert s.scene.image.shape == (240, 320, 3)
         for placed in s.scene.layout:
