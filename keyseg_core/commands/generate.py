@@ -14,14 +14,20 @@ HELP = "generate synthetic reasoning-segmentation scenes (OpenMoji on photos/tex
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", required=True, choices=("train", "val", "test"), help="split to write")
     parser.add_argument("--n", type=int, required=True, help="number of images")
-    parser.add_argument("--seed", type=int, default=0, help="run seed; sample i uses (seed, split, i) (default: %(default)s)")
-    parser.add_argument("--out", type=Path, required=True, help="data root to write (reason_seg/ReasonSeg/... under it)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="run seed; sample i uses (seed, split, i) (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, help="data root to write (reason_seg/ReasonSeg/... under it)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace this split if --out already holds it")
     parser.add_argument("--size", default="320x240", help="image size WxH (default: %(default)s)")
     parser.add_argument("--objects", default="3-6", help="objects per image, MIN-MAX (default: %(default)s)")
     parser.add_argument("--categories", help="comma-separated categories to use (default: all)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default: %(default)s)")
-    parser.add_argument("--contact", type=int, default=24, help="samples on the contact sheet, 0 = none (default: %(default)s)")
+    parser.add_argument(
+        "--contact", type=int, default=24, help="samples on the contact sheet, 0 = none (default: %(default)s)"
+    )
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -51,7 +57,8 @@ def parse_categories(text: str | None, known: list[str]) -> tuple[str, ...] | No
     chosen = [c.strip().lower() for c in text.split(",") if c.strip()]
     unknown = [c for c in chosen if c not in known]
     if unknown:
-        raise ValueError(f"unknown categor{'y' if len(unknown) == 1 else 'ies'} {', '.join(map(repr, unknown))}; valid: {', '.join(known)}")
+        noun = "category" if len(unknown) == 1 else "categories"
+        raise ValueError(f"unknown {noun} {', '.join(map(repr, unknown))}; valid: {', '.join(known)}")
     if not chosen:
         raise ValueError("--categories is empty")
     return tuple(dict.fromkeys(chosen))
@@ -72,7 +79,9 @@ def run(args: argparse.Namespace) -> int:
     kb = load_knowledge()
     categories = parse_categories(args.categories, list(kb.categories))
     if categories is not None and len(categories) < low:
-        raise ValueError(f"--categories gives {len(categories)} categories but --objects asks for at least {low} distinct ones")
+        raise ValueError(
+            f"--categories gives {len(categories)} categories but --objects asks for at least {low} distinct ones"
+        )
     config = SceneConfig(width=width, height=height, min_objects=low, max_objects=high, categories=categories)
 
     def progress(done: int) -> None:
@@ -80,7 +89,15 @@ def run(args: argparse.Namespace) -> int:
             print(f"\r{done}/{args.n}", end="", file=sys.stderr, flush=True)
 
     result = generate_split(
-        args.out, args.split, args.n, args.seed, config, workers=args.workers, overwrite=args.overwrite, contact=args.contact, progress=progress
+        args.out,
+        args.split,
+        args.n,
+        args.seed,
+        config,
+        workers=args.workers,
+        overwrite=args.overwrite,
+        contact=args.contact,
+        progress=progress,
     )
     if sys.stderr.isatty():
         print(file=sys.stderr)

@@ -172,7 +172,9 @@ def sample_layout(
         raise ValueError("scene categories must be distinct")
     lo, hi = glyph_size_range(width, height)
     objects = [
-        PlacedObject(c, 0.0, 0.0, float(rng.uniform(lo, hi)), float(rng.uniform(-MAX_ANGLE, MAX_ANGLE)), bool(rng.random() < 0.5))
+        PlacedObject(
+            c, 0.0, 0.0, float(rng.uniform(lo, hi)), float(rng.uniform(-MAX_ANGLE, MAX_ANGLE)), bool(rng.random() < 0.5)
+        )
         for c in categories
     ]
     base: list[Patch] = []
@@ -188,7 +190,10 @@ def sample_layout(
             continue
         # centre offsets keeping each patch inside the image
         centres = [
-            (int(rng.integers(-p.x0, width - p.shape[1] - p.x0 + 1)), int(rng.integers(-p.y0, height - p.shape[0] - p.y0 + 1)))
+            (
+                int(rng.integers(-p.x0, width - p.shape[1] - p.x0 + 1)),
+                int(rng.integers(-p.y0, height - p.shape[0] - p.y0 + 1)),
+            )
             for p in base
         ]
         labels, drawn = paint_labels((height, width), [_shifted(p, dx, dy) for p, (dx, dy) in zip(base, centres)])

@@ -92,7 +92,9 @@ def choose_categories(
     return [chosen[i] for i in rng.permutation(len(chosen))]  # z order independent of the pairing
 
 
-def make_sample(seed: int, split: str, index: int, config: SceneConfig = SceneConfig(), kb: Knowledge | None = None) -> Sample:
+def make_sample(
+    seed: int, split: str, index: int, config: SceneConfig = SceneConfig(), kb: Knowledge | None = None
+) -> Sample:
     """Background, layout, scene and three queries for one index; retries layouts that fail."""
     kb = kb or load_knowledge()
     rng = sample_rng(seed, split, index)
@@ -109,6 +111,9 @@ def make_sample(seed: int, split: str, index: int, config: SceneConfig = SceneCo
         if min(visible_fractions(scene)) >= MIN_VISIBLE:
             break
     else:
-        raise RuntimeError(f"{split} {index}: no valid layout (image too small for the objects?)")
+        raise RuntimeError(
+            f"{split} {index}: no valid scene after 20 tries: the image is too small for "
+            f"{config.min_objects}+ objects, or too few categories can share a scene (see conflicts)"
+        )
     queries = make_queries(scene.objects, kb, rng, test=split == "test", weights=config.weights)
     return Sample(split, index, seed, scene, background_name, queries)

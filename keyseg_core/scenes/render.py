@@ -44,16 +44,20 @@ def _font(size: int) -> ImageFont.FreeTypeFont:
 
 
 def _draw(codepoint: int, font_size: int) -> np.ndarray:
-    """Tight HxWx4 uint8 RGBA crop of one glyph (straight alpha); empty array if nothing drew."""
+    """Tight HxWx4 uint8 RGBA crop of one glyph (straight alpha); empty array if nothing drew.
+
+    The bare code point is tried first, then with U+FE0F (emoji presentation), which some
+    text-default code points need in some font builds (all 60 bundled ones draw without it)."""
     canvas = 2 * font_size
-    image = Image.new("RGBA", (canvas, canvas), (0, 0, 0, 0))
-    # glyphs hang from the baseline: draw well inside a big canvas, then crop to the alpha bbox
-    ImageDraw.Draw(image).text((font_size // 2, font_size // 2), chr(codepoint), font=_font(font_size), embedded_color=True)
-    rgba = np.asarray(image)
-    ys, xs = np.nonzero(rgba[..., 3])
-    if ys.size == 0:
-        return np.zeros((0, 0, 4), np.uint8)
-    return rgba[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    for text in (chr(codepoint), chr(codepoint) + "\ufe0f"):
+        image = Image.new("RGBA", (canvas, canvas), (0, 0, 0, 0))
+        # glyphs hang from the baseline: draw well inside a big canvas, then crop to the alpha bbox
+        ImageDraw.Draw(image).text((font_size // 2, font_size // 2), text, font=_font(font_size), embedded_color=True)
+        rgba = np.asarray(image)
+        ys, xs = np.nonzero(rgba[..., 3])
+        if ys.size:
+            return rgba[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    return np.zeros((0, 0, 4), np.uint8)
 
 
 @lru_cache(maxsize=None)

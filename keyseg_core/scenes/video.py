@@ -13,7 +13,15 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from keyseg_core.scenes.backgrounds import sample_background
-from keyseg_core.scenes.compose import MIN_VISIBLE, ObjectInfo, PlacedObject, Scene, patch_of, render_scene, sample_layout
+from keyseg_core.scenes.compose import (
+    MIN_VISIBLE,
+    ObjectInfo,
+    PlacedObject,
+    Scene,
+    patch_of,
+    render_scene,
+    sample_layout,
+)
 from keyseg_core.scenes.generator import choose_categories, sample_rng
 from keyseg_core.scenes.knowledge import Knowledge, load_knowledge
 from keyseg_core.scenes.queries import DEFAULT_WEIGHTS, Query, is_valid, make_queries
@@ -67,7 +75,8 @@ def _motions(rng: np.random.Generator, layout: list[PlacedObject], kb: Knowledge
         angle = rng.uniform(0, 2 * np.pi)
         v = rng.uniform(0.3, 1.0) * speed
         amp = rng.uniform(0.03, 0.1)
-        out.append(_Motion(v * np.cos(angle), v * np.sin(angle), amp, rng.uniform(30, 90), rng.uniform(0, 2 * np.pi), half_w, half_h))
+        period, phase = rng.uniform(30, 90), rng.uniform(0, 2 * np.pi)
+        out.append(_Motion(v * np.cos(angle), v * np.sin(angle), amp, period, phase, half_w, half_h))
     return out
 
 
@@ -80,7 +89,9 @@ def _bounce(x: float, lo: float, hi: float) -> float:
     return lo + (t if t <= span else 2 * span - t)
 
 
-def _layout_at(t: int, start: list[PlacedObject], motions: list[_Motion], width: int, height: int) -> list[PlacedObject]:
+def _layout_at(
+    t: int, start: list[PlacedObject], motions: list[_Motion], width: int, height: int
+) -> list[PlacedObject]:
     """Closed form (no drift from integrating): linear motion folded back at the borders."""
     frame = []
     for obj, m in zip(start, motions):

@@ -76,7 +76,10 @@ def remove_split(out: str | Path, split: str) -> int:
                 ok = p.is_file() and p.suffix in suffixes and pattern.match(p.stem)
                 (victims if ok else foreign).append(p)
     if foreign:
-        raise ValueError(f"{paths['images'].parent}: {split} holds files keyseg generate did not write, e.g. {foreign[0]}; refusing to overwrite")
+        raise ValueError(
+            f"{paths['images'].parent}: {split} holds files keyseg generate did not write, "
+            f"e.g. {foreign[0]}; refusing to overwrite"
+        )
     for p in victims:
         p.unlink()
     for key in ("manifest", "contact"):
@@ -154,7 +157,9 @@ def update_keyword_file(out: str | Path, split: str, records: Sequence[dict]) ->
     path = split_paths(out, split)["keywords"]
     pattern = _stem_pattern(split)
     kept = [e for e in read_keyword_file(path).values() if not pattern.match(e.stem)] if path.is_file() else []
-    new = [KeywordEntry(r["query"], r["outputs"], f"{r['stem']}.jpg", f"{r['stem']}.json", r["keyword"]) for r in records]
+    new = [
+        KeywordEntry(r["query"], r["outputs"], f"{r['stem']}.jpg", f"{r['stem']}.json", r["keyword"]) for r in records
+    ]
     write_keyword_file(path, kept + new)
     return path
 
@@ -208,7 +213,8 @@ def contact_sheet(
         sheet.paste(Image.fromarray(overlay(image, mask.astype(bool))), (x, y))
         lines = _wrap(query, font, width - 4, 3) + [caption]
         for j, line in enumerate(lines):
-            draw.text((x + 2, y + height + 2 + j * line_h), line, fill=(0, 0, 0) if j < len(lines) - 1 else (160, 0, 0), font=font)
+            colour = (0, 0, 0) if j < len(lines) - 1 else (160, 0, 0)
+            draw.text((x + 2, y + height + 2 + j * line_h), line, fill=colour, font=font)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path)

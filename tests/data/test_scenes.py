@@ -81,7 +81,7 @@ def test_table_has_required_categories_and_every_glyph_renders():
         (lambda d: d["categories"]["bed"].update(kinds=["furnitur"]), "categories.bed.kinds"),
         (lambda d: d["categories"]["chair"]["uses"].append("no such fact"), "categories.chair.uses[2]"),
         (lambda d: d["categories"]["bed"].update(codepoint="XYZ"), "categories.bed.codepoint"),
-        (lambda d: d["categories"]["bed"]["properties"].append(["has a mattress", "x y"]), "categories.bed.properties[2]"),
+        (lambda d: d["categories"]["bed"]["properties"].append(["has a mattress", "x"]), "bed.properties[2]"),
         (lambda d: d["categories"]["bed"]["uses"][0].update(also=["sofa"]), "categories.bed.uses[0].also"),
         (lambda d: d["categories"]["bed"]["properties"].append(["only one"]), "categories.bed.properties[2]"),
         (lambda d: d["conflicts"].append(["bowl", "unicorn"]), "conflicts[3]"),
@@ -192,12 +192,14 @@ def test_every_generated_query_singles_out_its_target():
 
 def test_fact_rule_blocks_shared_and_also_facts():
     wheels = "property:has wheels"
-    assert is_valid(QuerySpec("property", "car", fact=wheels), [obj("car", 0, 0, 9, 9), obj("cat", 50, 0, 59, 9)], KB)
-    assert not is_valid(QuerySpec("property", "car", fact=wheels), [obj("car", 0, 0, 9, 9), obj("bus", 50, 0, 59, 9)], KB)
+    car, has_wheels = obj("car", 0, 0, 9, 9), QuerySpec("property", "car", fact=wheels)
+    assert is_valid(has_wheels, [car, obj("cat", 50, 0, 59, 9)], KB)
+    assert not is_valid(has_wheels, [car, obj("bus", 50, 0, 59, 9)], KB)
     # suitcase is only an `also` of "has wheels": blocks it, and is never its target
-    assert not is_valid(QuerySpec("property", "car", fact=wheels), [obj("car", 0, 0, 9, 9), obj("suitcase", 50, 0, 59, 9)], KB)
+    assert not is_valid(has_wheels, [car, obj("suitcase", 50, 0, 59, 9)], KB)
     assert not is_valid(QuerySpec("property", "suitcase", fact=wheels), [obj("suitcase", 0, 0, 9, 9)], KB)
-    assert not is_valid(QuerySpec("kind", "cat", noun_kind="animal"), [obj("cat", 0, 0, 9, 9), obj("dog", 50, 0, 59, 9)], KB)
+    animal = QuerySpec("kind", "cat", noun_kind="animal")
+    assert not is_valid(animal, [obj("cat", 0, 0, 9, 9), obj("dog", 50, 0, 59, 9)], KB)
 
 
 def test_spatial_rule_needs_clear_margin_and_no_rival():
@@ -255,7 +257,8 @@ def test_held_out_wording_and_backgrounds_only_in_test(tmp_path):
             held["background"] += data["background"] in held_bg
             assert data["background"] in (held_bg if split == "test" else open_bg)
             for text, q in zip(data["text"], data["queries"]):
-                spec = QuerySpec(**{k: q.get(k) for k in ("type", "target", "fact", "noun_kind", "relation", "reference", "direction")})
+                fields = ("type", "target", "fact", "noun_kind", "relation", "reference", "direction")
+                spec = QuerySpec(**{k: q.get(k) for k in fields})
                 template, phrasing = _held_out(q)
                 held["template"] += template
                 held["phrasing"] += phrasing
@@ -389,7 +392,8 @@ def test_cli_generates_and_refuses(tmp_path, capsys):
 def test_cli_categories_restrict_scenes(tmp_path):
     out = tmp_path / "gen"
     cats = "cat,dog,car,bus,apple"
-    assert main(["generate", "--split", "train", "--n", "4", "--out", str(out), "--categories", cats, "--objects", "3-4", "--contact", "0"]) == 0
+    args = ["--categories", cats, "--objects", "3-4", "--contact", "0"]
+    assert main(["generate", "--split", "train", "--n", "4", "--out", str(out), *args]) == 0
     for path in (out / "reason_seg" / "ReasonSeg" / "train").glob("*.json"):
         assert {o["category"] for o in json.loads(path.read_text())["objects"]} <= set(cats.split(","))
 
