@@ -81,13 +81,12 @@ def _photo_crop(name: str, rng: np.random.Generator, width: int, height: int) ->
     return np.ascontiguousarray(out[:, ::-1]) if rng.random() < 0.5 else out
 
 
-def _colours(rng: np.random.Generator, n: int) -> np.ndarray:
-    return rng.integers(0, 256, (n, 3)).astype(np.float32)
-
-
-def _blend(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Per-pixel mix of two colours by t (HxW in [0, 1])."""
-    return a + (b - a) * t[..., None]
+def _palette(rng: np.random.Generator) -> np.ndarray:
+    """256x3 uint8 ramp between two random colours: patterns are drawn as t in [0, 1] and mapped
+    through it (one table lookup instead of float colour arithmetic per pixel)."""
+    c = rng.integers(0, 256, (2, 3)).astype(np.float32)
+    ramp = np.linspace(0.0, 1.0, 256, dtype=np.float32)[:, None]
+    return np.round(c[0] + (c[1] - c[0]) * ramp).astype(np.uint8)
 
 
 @lru_cache(maxsize=8)
@@ -98,42 +97,47 @@ def _grid(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
     return xx, yy
 
 
-def _texture(family: str, rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+def _pattern(family: str, rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """HxW float32 in [0, 1] for the two-colour families."""
     xx, yy = _grid(width, height)
-    c = _colours(rng, 2)
     theta = rng.uniform(0, np.pi)
     cos, sin = np.float32(np.cos(theta)), np.float32(np.sin(theta))
     u = xx * cos + yy * sin
-    v = yy * cos - xx * sin
     if family == "gradient":
-        t = (u - u.min()) / max(1e-6, float(u.max() - u.min()))
-        img = _blend(c[0], c[1], t)
-    elif family == "noise":  # value noise: a small random colour grid, upsampled smoothly
-        gw, gh = int(rng.integers(3, 12)), int(rng.integers(3, 10))
-        small = rng.integers(0, 256, (gh, gw, 3)).astype(np.float32)
-        img = cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
-    elif family == "stripes":
-        period = rng.uniform(10, 60)
-        img = _blend(c[0], c[1], 0.5 + 0.5 * np.sin(2 * np.pi * u / period))
-    elif family == "checker":
-        cell = rng.uniform(12, 48)
-        t = ((np.floor(u / cell) + np.floor(v / cell)) % 2).astype(np.float32)
-        img = _blend(c[0], c[1], t)
-    elif family == "solid":
-        img = np.broadcast_to(c[0], (height, width, 3)).astype(np.float32)
-    elif family == "dots":
-        spacing = rng.uniform(18, 50)
-        radius = spacing * rng.uniform(0.15, 0.35)
+        return (u - u.min()) / max(1e-6, float(u.max() - u.min()))
+    if family == "stripes":
+        return 0.5 + 0.5 * np.sin(u * np.float32(2 * np.pi / rng.uniform(10, 60)))
+    v = yy * cos - xx * sin
+    if family == "checker":
+        cell = np.float32(rng.uniform(12, 48))
+        return ((np.floor(u / cell) + np.floor(v / cell)) % 2).astype(np.float32)
+    if family == "dots":
+        spacing = np.float32(rng.uniform(18, 50))
+        radius = spacing * np.float32(rng.uniform(0.15, 0.35))
         du, dv = (u % spacing) - spacing / 2, (v % spacing) - spacing / 2
-        img = _blend(c[0], c[1], (du * du + dv * dv < radius * radius).astype(np.float32))
-    elif family == "plaid":
+        return (du * du + dv * dv < radius * radius).astype(np.float32)
+    if family == "plaid":
         period = rng.uniform(20, 60)
-        band = 0.5 + 0.25 * (np.sin(2 * np.pi * xx / period) + np.sin(2 * np.pi * yy / (period * 0.8)))
-        img = _blend(c[0], c[1], band)
+        wx, wy = np.float32(2 * np.pi / period), np.float32(2 * np.pi / (period * 0.8))
+        return 0.5 + 0.25 * (np.sin(xx * wx) + np.sin(yy * wy))
+    raise ValueError(f"unknown texture family {family!r}")
+
+
+def _texture(family: str, rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    palette = _palette(rng)
+    if family == "noise":  # value noise: a small random colour grid, upsampled smoothly
+        gw, gh = int(rng.integers(3, 12)), int(rng.integers(3, 10))
+        small = rng.integers(0, 256, (gh, gw, 3)).astype(np.uint8)
+        img = cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
+    elif family == "solid":
+        img = np.broadcast_to(palette[0], (height, width, 3))
     else:
-        raise ValueError(f"unknown texture family {family!r}")
-    noise = rng.standard_normal((height, width, 1), dtype=np.float32) * np.float32(rng.uniform(2, 12))
-    return np.clip(img + noise, 0, 255).astype(np.uint8)
+        t = _pattern(family, rng, width, height)
+        img = palette[(t * np.float32(255) + np.float32(0.5)).astype(np.uint8)]
+    # grey pixel noise, uniform in +-amplitude (cheap to draw; saturating add)
+    amplitude = int(rng.integers(3, 21))
+    noise = rng.integers(-amplitude, amplitude + 1, (height, width), dtype=np.int16)
+    return cv2.add(np.ascontiguousarray(img), cv2.merge([noise, noise, noise]), dtype=cv2.CV_8U)
 
 
 def make_background(name: str, rng: np.random.Generator, width: int, height: int) -> np.ndarray:

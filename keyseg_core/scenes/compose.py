@@ -137,9 +137,14 @@ def object_infos(labels: np.ndarray, categories: Sequence[str], drawn: Sequence[
     return infos
 
 
-def render_scene(background: np.ndarray, layout: Sequence[PlacedObject], kb: Knowledge) -> Scene:
-    """The scene for an explicit layout (the single place where pixels and labels are made)."""
-    image, labels, drawn = paint(background, [patch_of(o, kb) for o in layout])
+def render_scene(
+    background: np.ndarray, layout: Sequence[PlacedObject], kb: Knowledge, patches: Sequence[Patch] | None = None
+) -> Scene:
+    """The scene for an explicit layout (the single place where pixels and labels are made).
+    `patches` may pass the layout's already warped glyphs (search_layout returns them)."""
+    if patches is None:
+        patches = [patch_of(o, kb) for o in layout]
+    image, labels, drawn = paint(background, patches)
     return Scene(image, labels, object_infos(labels, [o.category for o in layout], drawn), list(layout))
 
 
@@ -164,10 +169,24 @@ def sample_layout(
     *,
     attempts: int = 60,
 ) -> list[PlacedObject]:
+    """search_layout() without the patches."""
+    return search_layout(rng, categories, width, height, kb, attempts=attempts)[0]
+
+
+def search_layout(
+    rng: np.random.Generator,
+    categories: Sequence[str],
+    width: int,
+    height: int,
+    kb: Knowledge,
+    *,
+    attempts: int = 60,
+) -> tuple[list[PlacedObject], list[Patch]]:
     """Random layout of the given (distinct) categories, every glyph fully inside the image and every
     object >= MIN_VISIBLE visible. Glyphs are warped once at integer centres and then only shifted,
     so each position attempt costs one label painting. Sizes shrink by 15 % after every 15 failed
-    attempts (never below the minimum); a ValueError says when no layout was found."""
+    attempts (never below the minimum); a ValueError says when no layout was found. Returns the
+    layout and its placed patches (identical to patch_of() at the final integer centres)."""
     if len(set(categories)) != len(categories):
         raise ValueError("scene categories must be distinct")
     lo, hi = glyph_size_range(width, height)
@@ -196,8 +215,9 @@ def sample_layout(
             )
             for p in base
         ]
-        labels, drawn = paint_labels((height, width), [_shifted(p, dx, dy) for p, (dx, dy) in zip(base, centres)])
+        placed = [_shifted(p, dx, dy) for p, (dx, dy) in zip(base, centres)]
+        labels, drawn = paint_labels((height, width), placed)
         counts = np.bincount(labels.ravel(), minlength=len(objects) + 1)[1:]
         if all(d > 0 and v >= MIN_VISIBLE * d for v, d in zip(counts, drawn)):
-            return [replace(o, cx=float(dx), cy=float(dy)) for o, (dx, dy) in zip(objects, centres)]
+            return [replace(o, cx=float(dx), cy=float(dy)) for o, (dx, dy) in zip(objects, centres)], placed
     raise ValueError(f"no layout with every object >= {MIN_VISIBLE:.0%} visible after {attempts} attempts")

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from keyseg_core.scenes.backgrounds import sample_background
-from keyseg_core.scenes.compose import MIN_VISIBLE, Scene, render_scene, sample_layout, visible_fractions
+from keyseg_core.scenes.compose import MIN_VISIBLE, Scene, render_scene, search_layout, visible_fractions
 from keyseg_core.scenes.knowledge import Knowledge, load_knowledge
 from keyseg_core.scenes.queries import DEFAULT_WEIGHTS, Query, make_queries
 
@@ -104,10 +104,10 @@ def make_sample(
         if len(categories) < config.min_objects:
             continue
         try:
-            layout = sample_layout(rng, categories, config.width, config.height, kb)
+            layout, patches = search_layout(rng, categories, config.width, config.height, kb)
         except ValueError:
             continue
-        scene = render_scene(background, layout, kb)
+        scene = render_scene(background, layout, kb, patches)
         if min(visible_fractions(scene)) >= MIN_VISIBLE:
             break
     else:

@@ -60,13 +60,23 @@ def _draw(codepoint: int, font_size: int) -> np.ndarray:
     return np.zeros((0, 0, 4), np.uint8)
 
 
+def _premultiply(rgba: np.ndarray) -> np.ndarray:
+    """Premultiplied copy, so resampling does not pull transparent pixels' colour into the edges."""
+    out = rgba.astype(np.uint16)
+    out[..., :3] = (out[..., :3] * out[..., 3:] + 127) // 255
+    return out.astype(np.uint8)
+
+
 @lru_cache(maxsize=None)
-def _extent_ratio(codepoint: int) -> float:
-    """Longest side of the glyph's ink divided by the font size."""
+def _master(codepoint: int) -> np.ndarray:
+    """Premultiplied tight raster at the reference font size (~290 px): smaller sizes are area-
+    averaged from it, which is much cheaper than a FreeType render per size."""
     rgba = _draw(codepoint, _REFERENCE_FONT_SIZE)
     if rgba.size == 0:
         raise ValueError(f"OpenMoji font has no glyph for U+{codepoint:04X}")
-    return max(rgba.shape[:2]) / _REFERENCE_FONT_SIZE
+    out = _premultiply(rgba)
+    out.setflags(write=False)
+    return out
 
 
 @dataclass(frozen=True)
@@ -84,14 +94,21 @@ def bucket(size: float) -> int:
 
 @lru_cache(maxsize=4096)
 def glyph(codepoint: int, size: int) -> Glyph:
-    """The glyph rendered so its longest side is about `size` px (cached per codepoint and size)."""
-    font_size = max(4, int(round(size / _extent_ratio(codepoint))))
-    rgba = _draw(codepoint, font_size).astype(np.uint16)
-    if rgba.size == 0:
+    """The glyph with its longest side about `size` px (cached per codepoint and size): area-averaged
+    from the master raster, or rendered by FreeType when larger than the master."""
+    master = _master(codepoint)
+    longest = max(master.shape[:2])
+    if size <= longest:
+        scale = size / longest
+        h, w = master.shape[:2]
+        dsize = (max(1, int(round(w * scale))), max(1, int(round(h * scale))))
+        rgba = cv2.resize(master, dsize, interpolation=cv2.INTER_AREA)
+    else:
+        font_size = max(4, int(round(size * _REFERENCE_FONT_SIZE / longest)))
+        rgba = _premultiply(_draw(codepoint, font_size))
+    if not rgba[..., 3].any():
         raise ValueError(f"OpenMoji glyph U+{codepoint:04X} rendered empty at {size} px")
-    # premultiply so bilinear warping does not pull the transparent pixels' colour into the edges
-    rgba[..., :3] = (rgba[..., :3] * rgba[..., 3:] + 127) // 255
-    out = np.pad(rgba.astype(np.uint8), ((2, 2), (2, 2), (0, 0)))
+    out = np.pad(rgba, ((2, 2), (2, 2), (0, 0)))
     out.setflags(write=False)
     return Glyph(out, max(rgba.shape[:2]))
 
