@@ -62,6 +62,7 @@ class Category:
     kinds: tuple[str, ...]
     uses: tuple[str, ...]  # fact ids
     properties: tuple[str, ...]
+    plural: bool = False  # a plural noun (glasses, scissors): "Where are the glasses?"
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,7 @@ def parse_knowledge(data: Any, path: Path = DEFAULT_PATH) -> Knowledge:
             raise _fail(path, ckey, "keyword must be a lower-case trimmed string")
         if not isinstance(body, dict):
             raise _fail(path, ckey, "must be a mapping")
-        unknown = set(body) - {"codepoint", "kinds", "uses", "properties", "name"}
+        unknown = set(body) - {"codepoint", "kinds", "uses", "properties", "name", "plural"}
         if unknown:
             raise _fail(path, ckey, f"unknown field(s) {sorted(unknown)}")
         cat_kinds = body.get("kinds")
@@ -198,6 +199,8 @@ def parse_knowledge(data: Any, path: Path = DEFAULT_PATH) -> Knowledge:
         name = body.get("name", keyword)
         if not isinstance(name, str) or not name.strip():
             raise _fail(path, f"{ckey}.name", "must be a non-empty string")
+        if not isinstance(body.get("plural", False), bool):
+            raise _fail(path, f"{ckey}.plural", "must be true or false")
         categories[keyword] = Category(
             keyword=keyword,
             name=name,
@@ -205,6 +208,7 @@ def parse_knowledge(data: Any, path: Path = DEFAULT_PATH) -> Knowledge:
             kinds=tuple(cat_kinds),
             uses=tuple(ids["uses"]),
             properties=tuple(ids["properties"]),
+            plural=body.get("plural", False),
         )
 
     unused = sorted(set(shared) - set(bodies))

@@ -38,11 +38,12 @@ SIZE_WORDS = {
 HELD_OUT_TEMPLATES = 2  # the last two templates of each type are test-only
 TEST_HELD_OUT_PROBABILITY = 0.5  # test picks a held-out template (phrasing) this often
 
-# (template, is_sentence). Placeholders: name, use, prop, noun, plural, rel, ref, sup, cmp.
+# (template, is_sentence). Placeholders: name, is (is/are for the name), use, prop, noun, plural, rel,
+# ref, sup, cmp.
 TEMPLATES: dict[str, tuple[tuple[str, bool], ...]] = {
     "name": (
         ("the {name}", False),
-        ("Where is the {name}?", True),
+        ("Where {is} the {name}?", True),
         ("Segment the {name}.", True),
         ("Please segment the {name} in this image.", True),
         ("Show me the {name}.", True),
@@ -268,6 +269,7 @@ def render_query(spec: QuerySpec, kb: Knowledge, rng: np.random.Generator, test:
     noun = kb.kinds[spec.noun_kind] if spec.noun_kind else None
     fields = {
         "name": kb.category(spec.target).name,
+        "is": "are" if kb.category(spec.target).plural else "is",
         "noun": noun.noun if noun else "object",
         "plural": noun.plural if noun else "objects",
     }
@@ -289,14 +291,15 @@ def explanation(query: Query, kb: Knowledge) -> str:
     noun = kb.kinds[spec.noun_kind].noun if spec.noun_kind else "object"
     if spec.type in ("use", "property"):
         words = kb.facts[spec.fact].phrasings[query.phrasing or 0]
-        return f"The {name} is used for {words}." if spec.type == "use" else f"The {name} {words}."
+        what = f"object used for {words}" if spec.type == "use" else f"{noun} that {words}"
+        return f"The {what} is the {name}."
     if spec.type == "kind":
-        return f"The {name} is the only {noun} in the picture."
+        return f"The only {noun} in the picture is the {name}."
     if spec.type == "spatial":
-        return f"The {name} is the {noun} {RELATIONS[spec.relation]} the {kb.category(spec.reference).name}."
+        return f"The {noun} {RELATIONS[spec.relation]} the {kb.category(spec.reference).name} is the {name}."
     if spec.type == "size":
-        return f"The {name} is the {SIZE_WORDS[spec.direction][query.phrasing or 0][0]} {noun} in the picture."
-    return f"The {name} is in the picture."
+        return f"The {SIZE_WORDS[spec.direction][query.phrasing or 0][0]} {noun} in the picture is the {name}."
+    return f"The picture shows the {name}."
 
 
 def _weighted_type(rng: np.random.Generator, weights: dict[str, float], allowed: set[str]) -> str | None:
