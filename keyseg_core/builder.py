@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import torch
 
-from .config import BackboneConfig, FusionConfig, KeySegConfig, SamConfigSpec
+from .config import BackboneConfig, FusionConfig, KeySegConfig, LoraSettings, SamConfigSpec, TrainableConfig
 from .fusion import FusionModule
 from .keyword_head import KeywordHead
 from .mllm import apply_lora, build_mllm, load_tokenizer, num_image_tokens
@@ -43,6 +43,29 @@ def _tiny() -> KeySegConfig:
         backbone=BackboneConfig(llm="random", tokenizer=OFFLINE_LLM, vision="random"),
         sam=SamConfigSpec(size="tiny", image_size=128),
         fusion=FusionConfig(num_heads=4),
+    )
+
+
+def _keyseg_tiny() -> KeySegConfig:
+    """KeySeg-Tiny, the shipped default: the first 6 layers of the real SmolLM2-135M-Instruct (LoRA on
+    its attention), a small CLIP-shaped tower and a small SAM trained from scratch (no pretrained
+    weights exist offline for either, so they train and ship), [SEG] + [KEY] + CA + SA fusion."""
+    return KeySegConfig(
+        name="keyseg-tiny",
+        backbone=BackboneConfig(
+            llm=OFFLINE_LLM, llm_layers=6, vision="random", vision_feature_layer=-1,
+            vision_config=dict(hidden_size=192, intermediate_size=768, num_hidden_layers=4, num_attention_heads=3,
+                               image_size=128, patch_size=16),
+        ),
+        sam=SamConfigSpec(
+            size="tiny", image_size=320,
+            vision_config=dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, global_attn_indexes=[1, 3],
+                               window_size=10, output_channels=128, mlp_dim=512, num_pos_feats=64),
+            mask_decoder_config=dict(mlp_dim=512, num_attention_heads=4, iou_head_hidden_dim=128),
+        ),
+        fusion=FusionConfig(num_heads=4),
+        lora=LoraSettings(r=16, alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]),
+        trainable=TrainableConfig(vision_tower=True, projector=True, sam_image_encoder=True, sam_prompt_encoder=True),
     )
 
 
@@ -81,6 +104,7 @@ def _llava7b_sam_h_random() -> KeySegConfig:
 
 MODEL_REGISTRY: dict[str, Callable[[], KeySegConfig]] = {
     "tiny": _tiny,
+    "keyseg-tiny": _keyseg_tiny,
     "smollm2-sam-b": _smollm2_sam_b,
     "llava7b-sam-h": _llava7b_sam_h,
     "llava7b-sam-h-random": _llava7b_sam_h_random,
