@@ -27,7 +27,7 @@ from keyseg_core.metrics import IoUAccumulator, intersection_union
 from keyseg_core.visualize import overlay
 
 CSV_FIELDS = ["index", "id", "iou", "intersection", "union", "gt_pixels", "pred_pixels", "query",
-              "keyword", "predicted_keyword", "keyword_rank"]
+              "query_type", "keyword", "predicted_keyword", "keyword_rank"]
 
 
 class KeywordAccuracy:
@@ -88,6 +88,7 @@ def evaluate(predictor, dataset: Any, output_dir: Path, settings: EvalSettings, 
         skips.examples[reason] = list(examples)
     accumulator = IoUAccumulator()
     keywords = KeywordAccuracy()
+    groups: dict[str, tuple[IoUAccumulator, KeywordAccuracy]] = {}  # per query type, where the data has one
     worst: list[tuple[float, int, dict]] = []  # max-heap by IoU via negation, K lowest kept
     total = len(dataset) if settings.limit is None else min(settings.limit, len(dataset))
     start = time.perf_counter()
@@ -112,10 +113,16 @@ def evaluate(predictor, dataset: Any, output_dir: Path, settings: EvalSettings, 
             for (index, sample), pred in zip(items, predictions):
                 inter, union = intersection_union(pred.mask, sample.mask)
                 iou = accumulator.update(pred.mask, sample.mask)
-                rank = keywords.update(sample.keyword, [c.text for c in pred.keyword_topk])
+                ranked = [c.text for c in pred.keyword_topk]
+                rank = keywords.update(sample.keyword, ranked)
+                if sample.query_type:
+                    group = groups.setdefault(sample.query_type, (IoUAccumulator(), KeywordAccuracy()))
+                    group[0].update(pred.mask, sample.mask)
+                    group[1].update(sample.keyword, ranked)
                 writer.writerow({"index": index, "id": sample.id, "iou": f"{iou:.6f}", "intersection": inter,
                                  "union": union, "gt_pixels": int((sample.mask == 1).sum()),
                                  "pred_pixels": int(pred.mask.sum()), "query": sample.queries[0],
+                                 "query_type": sample.query_type or "",
                                  "keyword": sample.keyword or "", "predicted_keyword": pred.keyword,
                                  "keyword_rank": rank or ""})
                 entry = (-iou, -index, {"id": sample.id, "iou": iou, "image": sample.image,
@@ -132,6 +139,8 @@ def evaluate(predictor, dataset: Any, output_dir: Path, settings: EvalSettings, 
         **info,
         **accumulator.summary(),
         **keywords.summary(),
+        **({"by_query_type": {name: {**iou.summary(), **kw.summary()} for name, (iou, kw) in sorted(groups.items())}}
+           if groups else {}),
         "query_index": 0,
         "seconds": round(time.perf_counter() - start, 3),
         "skipped": {"total": skips.total, "by_reason": dict(skips.counts), "examples": skips.examples},

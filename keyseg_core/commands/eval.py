@@ -63,4 +63,7 @@ def run(args: argparse.Namespace) -> int:
                f" ({report['keyword_count']} items with a keyword)") if "keyword_count" in report else ""
     print(f"{name}: gIoU {report['giou']:.4f}  cIoU {report['ciou']:.4f}  over {report['count']} items{keyword}"
           f"  (skipped {report['skipped']['total']})  -> {output / 'report.json'}")
+    for kind, row in report.get("by_query_type", {}).items():
+        keyword = f"  keyword top-1 {row['keyword_top1']:.4f}" if "keyword_top1" in row else ""
+        print(f"  {kind:>10}: gIoU {row['giou']:.4f}  cIoU {row['ciou']:.4f}{keyword}  ({row['count']} items)")
     return 0

@@ -41,6 +41,7 @@ class ReasonSegAnnotation:
     shapes: list[Shape]
     keyword: str | None  # optional per-image `keyword` field
     mask: str | None = None  # optional per-image `mask`: PNG path relative to the JSON's folder
+    query_type: str | None = None  # optional per-image `query_type` (generated scenes)
 
 
 def reasonseg_dir(root: str | Path) -> Path:
@@ -69,6 +70,7 @@ def parse_annotation(data: object, path: Path, stem: str) -> ReasonSegAnnotation
         shapes=parse_shapes(data.get("shapes"), path, stem),
         keyword=keyword.strip().lower() if isinstance(keyword, str) and keyword.strip() else None,
         mask=mask,
+        query_type=data["query_type"] if isinstance(data.get("query_type"), str) else None,
     )
 
 
@@ -234,4 +236,5 @@ class ReasonSegDataset:
             explanation=self.explanatory.get(record.stem, ("", ""))[1] or None,
             image_path=str(record.image_path),
             annotation_path=str(record.json_path),
+            query_type=ann.query_type,
         )

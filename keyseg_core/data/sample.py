@@ -19,6 +19,8 @@ class SegSample:
         one sentence, or all sentences of a ref with unit="ref"; COCO: the category name).
         Evaluation uses queries[0].
     keyword: the target concept for the [KEY] token (Reason-Seg-Key, COCO category), or None.
+    query_type: what kind of reasoning queries[0] asks for, where the data says (generated scenes:
+        name, use, property, kind, spatial, size); evaluation reports each type separately.
     """
 
     id: str
@@ -31,3 +33,4 @@ class SegSample:
     explanation: str | None = None
     image_path: str | None = None
     annotation_path: str | None = None
+    query_type: str | None = None

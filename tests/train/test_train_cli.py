@@ -49,8 +49,10 @@ def work(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("train")
     write_reasonseg(work / "data", "train", {"lamp": {"box": (4, 4, 14, 12), "text": ["what gives light here?"]}},
                     keywords={"lamp": "lamp"})
-    write_reasonseg(work / "data", "val", {"a": {"box": (4, 4, 14, 12), "text": ["first query", "second"]},
-                                           "b": {"box": (10, 8, 28, 20), "ignore": (12, 10, 14, 12)}})
+    write_reasonseg(work / "data", "val", {"a": {"box": (4, 4, 14, 12), "text": ["first query", "second"],
+                                                 "extra": {"query_type": "use", "keyword": "lamp"}},
+                                           "b": {"box": (10, 8, 28, 20), "ignore": (12, 10, 14, 12),
+                                                 "extra": {"query_type": "name"}}})
     config = write_config(work / "train.yaml", work / "data", work / "run", max_steps=STEPS,
                           optimizer={"lr": 1e-2}, schedule={"warmup_steps": 1, "decay": "constant"})
     ok(keyseg("train", "--config", str(config), "--no-progress", cwd=work))
@@ -139,6 +141,11 @@ def test_eval_writes_report_csv_overlays_matching_metrics(work):
         inters.append(inter)
         unions.append(union)
     assert report["giou"] == pytest.approx(np.mean(ious)) and report["ciou"] == pytest.approx(sum(inters) / sum(unions))
+    # a keyword only on item a: accuracy over that one item; each query type scored on its own
+    assert report["keyword_count"] == 1 and report["keyword_top1"] == float(rows[0]["predicted_keyword"] == "lamp")
+    by_type = report["by_query_type"]
+    assert sorted(by_type) == ["name", "use"] and by_type["use"]["giou"] == pytest.approx(ious[0])
+    assert by_type["name"]["count"] == 1 and "keyword_count" not in by_type["name"]
     worst = [Path(p) for p in report["worst_overlays"]]
     assert len(worst) == 1 and worst[0].is_file()
     assert rows[int(np.argmin(ious))]["id"].replace("/", "_") in worst[0].name

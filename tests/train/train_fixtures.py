@@ -18,7 +18,8 @@ def write_reasonseg(root: Path, split: str, items: dict[str, dict], keywords: di
                     size: tuple[int, int] = (24, 32)) -> Path:
     """<root>/reason_seg/ReasonSeg/<split>/<stem>.jpg + .json per item; optional keyword_outputs.json.
 
-    items: stem -> {"box": (x0, y0, x1, y1), "text": [...], "ignore": (x0, y0, x1, y1) optional}.
+    items: stem -> {"box": (x0, y0, x1, y1), "text": [...], "ignore": (x0, y0, x1, y1) optional,
+    "extra": {more JSON keys} optional}.
     Images are a bright rectangle on noise at the target, so a model can learn where to look.
     """
     folder = root / "reason_seg" / "ReasonSeg" / split
@@ -32,7 +33,8 @@ def write_reasonseg(root: Path, split: str, items: dict[str, dict], keywords: di
         shapes = [{"label": "target", "shape_type": "polygon", "points": square(*item["box"])}]
         if "ignore" in item:
             shapes.append({"label": "ignore", "shape_type": "polygon", "points": square(*item["ignore"])})
-        data = {"text": item.get("text", [f"which thing is the {stem}?"]), "is_sentence": True, "shapes": shapes}
+        data = {"text": item.get("text", [f"which thing is the {stem}?"]), "is_sentence": True, "shapes": shapes,
+                **item.get("extra", {})}
         (folder / f"{stem}.json").write_text(json.dumps(data), encoding="utf-8")
     if keywords:
         path = root / "reason_seg" / "ReasonSeg" / "explanatory_key" / "keyword_outputs.json"
