@@ -101,6 +101,61 @@ FUSION_PRESETS: dict[str, dict[str, bool]] = {
     "sa_only": dict(use_key=True, cross_attn=False, self_attn=True, residual=False),
     "ca_sa_no_residual": dict(use_key=True, cross_attn=True, self_attn=True, residual=False),
 }
+LOSS_PRESETS: dict[str, dict[str, float]] = {
+    "paper": dict(ce=1.0, bce=1.0, dice=1.0, keyword=1.0),
+    "lisa": dict(ce=1.0, bce=2.0, dice=0.5, keyword=1.0),
+}
+# section -> (its presets, the row whose values unset switches take when no preset is named)
+PRESET_SECTIONS: dict[str, tuple[dict[str, dict[str, Any]], str]] = {
+    "fusion": (FUSION_PRESETS, "keyseg"),
+    "loss": (LOSS_PRESETS, "paper"),
+}
+
+
+def resolve_preset(section: str, config: Any) -> None:
+    """Fill a section's unset switches from its preset (or the default row), in place.
+
+    The rule for every config: a switch set explicitly wins over the default row; a switch set in the
+    same mapping as a preset must agree with it, else the error names both keys (nothing is silently
+    overridden). Merging config layers (`layer_section`) applies the same rule across files.
+    """
+    presets, default = PRESET_SECTIONS[section]
+    if config.preset is not None and config.preset not in presets:
+        raise ValueError(f"preset: '{config.preset}' is not one of {sorted(presets)}")
+    row = presets[config.preset or default]
+    for key, value in row.items():
+        mine = getattr(config, key)
+        if mine is None:
+            setattr(config, key, value)
+        elif config.preset is not None and mine != value:
+            raise ValueError(
+                f"{key}: {mine!r} conflicts with {section}.preset '{config.preset}', which sets "
+                f"{section}.{key} = {value!r}; set {section}.{key} or {section}.preset, not both "
+                f"(or {section}.preset: null to keep your value)"
+            )
+
+
+def layer_section(section: str, base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Put a later config layer's `fusion`/`loss` mapping over an earlier one's; the later layer's keys win.
+
+    A preset in the later layer replaces the earlier layer's switches. A switch set there without a
+    preset first spells the earlier layer's preset out as explicit values (so its other values stay),
+    then changes that switch: `{preset: lisa}` under `{bce: 3.0}` gives lisa's weights with bce 3.0.
+    """
+    presets, default = PRESET_SECTIONS[section]
+    switches = presets[default].keys()
+    out = dict(base)
+    if override.get("preset") is not None:
+        for key in switches:
+            out.pop(key, None)
+    elif "preset" in override or any(key in override for key in switches):
+        name = out.get("preset")
+        if name in presets:
+            for key, value in presets[name].items():
+                out.setdefault(key, value)
+        out["preset"] = None
+    out.update(override)
+    return out
 
 
 @dataclass
@@ -108,14 +163,15 @@ class FusionConfig:
     """Fusion module switches: S_hat = MLP(SelfAttn(CrossAttn(S, K) + S)); each row of Tables 3-4 is a preset."""
 
     preset: str | None = _help(
-        f"named ablation row ({', '.join(FUSION_PRESETS)}); when set it overrides the four switches",
-        default="keyseg",
+        f"named ablation row ({', '.join(FUSION_PRESETS)}); switches left unset take its values, a switch "
+        "set next to it must agree with it. null: unset switches take the keyseg row",
+        default=None,
     )
-    use_key: bool = _help("put [KEY] in the answer and train the keyword loss", default=True)
-    cross_attn: bool = _help("CrossAttn(Q=S, K=V=[KEY] embeddings of the same sample)", default=True)
-    self_attn: bool = _help("SelfAttn of the refined [SEG] over itself + the output sequence", default=True)
-    residual: bool = _help("add S back after the cross-attention (CrossAttn(S, K) + S)", default=True)
-    num_heads: int = _help("attention heads in both attentions", default=8)
+    use_key: bool | None = _help("put [KEY] in the answer and train the keyword loss (null: from the preset)", default=None)
+    cross_attn: bool | None = _help("CrossAttn(Q=S, K=V=[KEY] embeddings of the same sample)", default=None)
+    self_attn: bool | None = _help("SelfAttn of the refined [SEG] over itself + the output sequence", default=None)
+    residual: bool | None = _help("add S back after the cross-attention (CrossAttn(S, K) + S)", default=None)
+    num_heads: int = _help("attention heads in both attentions (the attention width must divide by it)", default=8)
     space: Literal["prompt", "llm"] = _help(
         "where the attentions run: 'prompt' projects S, K and the sequence into SAM's prompt width first "
         "(the paper's shared latent space); 'llm' attends in the LLM width and the MLP projects last "
@@ -124,11 +180,7 @@ class FusionConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.preset is not None:
-            if self.preset not in FUSION_PRESETS:
-                raise ValueError(f"preset: '{self.preset}' is not one of {sorted(FUSION_PRESETS)}")
-            for key, value in FUSION_PRESETS[self.preset].items():
-                setattr(self, key, value)
+        resolve_preset("fusion", self)
         if self.cross_attn and not self.use_key:
             raise ValueError("cross_attn needs use_key (no [KEY] to attend to)")
         if self.residual and not self.cross_attn:
@@ -156,28 +208,22 @@ class KeywordConfig:
             raise ValueError(f"top_k: {self.top_k} must be >= 1")
 
 
-LOSS_PRESETS: dict[str, dict[str, float]] = {
-    "paper": dict(ce=1.0, bce=1.0, dice=1.0, keyword=1.0),
-    "lisa": dict(ce=1.0, bce=2.0, dice=0.5, keyword=1.0),
-}
-
-
 @dataclass
 class LossConfig:
     """Weights of L = w_ce L_CE + w_bce L_BCE + w_dice L_DICE + w_kw L_keyword."""
 
-    preset: str | None = _help(f"named weights ({', '.join(LOSS_PRESETS)}); overrides the four weights", default="paper")
-    ce: float = _help("language-modelling cross-entropy weight", default=1.0)
-    bce: float = _help("mask binary cross-entropy weight", default=1.0)
-    dice: float = _help("mask Dice weight", default=1.0)
-    keyword: float = _help("keyword alignment loss weight", default=1.0)
+    preset: str | None = _help(
+        f"named weights ({', '.join(LOSS_PRESETS)}); weights left unset take its values, a weight set next to "
+        "it must agree with it. null: unset weights take the paper row (all 1)",
+        default=None,
+    )
+    ce: float | None = _help("language-modelling cross-entropy weight (null: from the preset)", default=None)
+    bce: float | None = _help("mask binary cross-entropy weight", default=None)
+    dice: float | None = _help("mask Dice weight", default=None)
+    keyword: float | None = _help("keyword alignment loss weight", default=None)
 
     def __post_init__(self) -> None:
-        if self.preset is not None:
-            if self.preset not in LOSS_PRESETS:
-                raise ValueError(f"preset: '{self.preset}' is not one of {sorted(LOSS_PRESETS)}")
-            for key, value in LOSS_PRESETS[self.preset].items():
-                setattr(self, key, value)
+        resolve_preset("loss", self)
         for name in ("ce", "bce", "dice", "keyword"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: weight {getattr(self, name)} must be >= 0")

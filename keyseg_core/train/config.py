@@ -18,12 +18,11 @@ from typing import Any, Literal
 import yaml
 
 from keyseg_core.builder import registry_config
-from keyseg_core.config import KEY_TOKEN, SEG_TOKEN, KeySegConfig, build_dataclass
+from keyseg_core.config import KEY_TOKEN, PRESET_SECTIONS, SEG_TOKEN, KeySegConfig, build_dataclass, layer_section
 from keyseg_core.data.registry import DATASETS
 
 KEYWORD_POLICIES = ("require", "optional", "category", "none")
 BACKENDS = ("ddp", "deepspeed-zero2", "deepspeed-zero3", "fsdp")
-SWITCH_SECTIONS = {"fusion": ("use_key", "cross_attn", "self_attn", "residual"), "loss": ("ce", "bce", "dice", "keyword")}
 
 
 def _help(text: str, **kw: Any) -> Any:
@@ -108,7 +107,8 @@ class TrainConfig:
     model: str | dict[str, Any] = _help("registry name (tiny, smollm2-sam-b, llava7b-sam-h, ...) or a KeySegConfig mapping")
     data: list[DataSource] = _help("the training mixture; sampled by `ratio`")
     model_overrides: dict[str, Any] = _help(
-        "deep-merged into the model config, e.g. {fusion: {preset: seg_only}, loss: {preset: lisa}}", default_factory=dict
+        "deep-merged into the model config, e.g. {fusion: {preset: seg_only}, loss: {preset: lisa}}; a switch set "
+        "here wins over the model's preset, whose other values stay", default_factory=dict
     )
     init_checkpoint: str | None = _help("start from this keyseg checkpoint's trainable weights (same model config)", default=None)
     max_steps: int = _help("optimizer steps in the whole run (LISA: 10 epochs x 500)", default=5000)
@@ -158,7 +158,7 @@ class TrainConfig:
             base = registry_config(self.model).to_dict()
         else:
             base = copy.deepcopy(self.model)
-        merged = _merge_model(base, self.model_overrides)
+        merged = deep_merge(base, self.model_overrides)
         try:
             config = KeySegConfig.from_dict(merged)
         except (TypeError, ValueError) as exc:
@@ -214,50 +214,51 @@ def load_mapping(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """Mappings merge key by key; anything else (lists included) is replaced."""
+    """Mappings merge key by key; anything else (lists included) is replaced. A `fusion` or `loss`
+    mapping follows the preset rule of `keyseg_core.config.layer_section` (the later layer wins)."""
     out = copy.deepcopy(base)
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
+            if key in PRESET_SECTIONS:
+                out[key] = layer_section(key, out[key], copy.deepcopy(value))
+            else:
+                out[key] = deep_merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
     return out
 
 
-def _merge_model(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """deep_merge, except that setting a fusion/loss switch without a preset drops the base preset,
-    which would otherwise silently win over the switch."""
-    overrides = copy.deepcopy(overrides)
-    for section, switches in SWITCH_SECTIONS.items():
-        part = overrides.get(section)
-        if isinstance(part, dict) and "preset" not in part and any(k in part for k in switches):
-            part["preset"] = None
-    return deep_merge(base, overrides)
-
-
 def apply_override(data: dict[str, Any], item: str) -> None:
-    """'a.b.c=value' (value parsed as YAML; list items by index: 'data.0.ratio=2') into `data` in place."""
+    """'a.b.c=value' (value parsed as YAML; list items by index: 'data.0.ratio=2') into `data` in place.
+
+    A value set inside a `fusion` or `loss` mapping is one more config layer (`layer_section`):
+    `--set model_overrides.loss.bce=3` keeps the file's preset's other weights.
+    """
     dotted, sep, raw = item.partition("=")
     if not sep or not dotted.strip():
         raise ValueError(f"--set '{item}': expected key.path=value")
     value = yaml.safe_load(raw)
-    node: Any = data
     parts = dotted.strip().split(".")
-    for i, part in enumerate(parts):
-        last = i == len(parts) - 1
+    *path, last = parts
+    node: Any = data
+    for i, part in enumerate(path):
         if isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):
                 raise ValueError(f"--set '{item}': '{'.'.join(parts[:i])}' has no item {part}")
-            if last:
-                node[int(part)] = value
-            else:
-                node = node[int(part)]
+            node = node[int(part)]
         elif isinstance(node, dict):
-            if last:
-                node[part] = value
-            else:
-                node = node.setdefault(part, {})
+            if part in PRESET_SECTIONS and i == len(path) - 1:
+                section = node.get(part) if isinstance(node.get(part), dict) else {}
+                node[part] = layer_section(part, section, {last: value})
+                return
+            node = node.setdefault(part, {})
         else:
             raise ValueError(f"--set '{item}': '{'.'.join(parts[:i])}' is not a mapping or list")
-
-
+    if isinstance(node, list):
+        if not last.isdigit() or int(last) >= len(node):
+            raise ValueError(f"--set '{item}': '{'.'.join(path)}' has no item {last}")
+        node[int(last)] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        raise ValueError(f"--set '{item}': '{'.'.join(path)}' is not a mapping or list")
