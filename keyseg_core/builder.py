@@ -30,6 +30,9 @@ CLIP_L_336 = dict(
     hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
     image_size=336, patch_size=14, projection_dim=768,
 )
+# Heads of the fusion attentions in SAM's 256-wide prompt space: 32-wide heads, as SAM's own mask
+# decoder uses (8 x 32 = 256). 32 heads there would leave 8 dimensions per head.
+PROMPT_SPACE_HEADS = 8
 CLIP_B_16 = dict(
     hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
     image_size=224, patch_size=16, projection_dim=512,
@@ -85,7 +88,7 @@ def _llava7b_sam_h() -> KeySegConfig:
         name="llava7b-sam-h",
         backbone=BackboneConfig(mllm="llava-hf/llava-1.5-7b-hf"),
         sam=SamConfigSpec(size="vit_h"),
-        fusion=FusionConfig(num_heads=32),
+        fusion=FusionConfig(num_heads=PROMPT_SPACE_HEADS),
     )
 
 
@@ -98,7 +101,7 @@ def _llava7b_sam_h_random() -> KeySegConfig:
             vision="random", vision_config=dict(CLIP_L_336),
         ),
         sam=SamConfigSpec(size="vit_h"),
-        fusion=FusionConfig(num_heads=32),
+        fusion=FusionConfig(num_heads=PROMPT_SPACE_HEADS),
     )
 
 

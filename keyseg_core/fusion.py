@@ -36,6 +36,9 @@ class FusionModule(nn.Module):
         self.config = config
         in_prompt_space = config.space == "prompt"
         width = prompt_dim if in_prompt_space else hidden_size
+        if (config.cross_attn or config.self_attn) and width % config.num_heads:
+            raise ValueError(f"fusion.num_heads: {config.num_heads} does not divide the attention width {width} "
+                             f"(fusion.space '{config.space}')")
         self.proj_seg = _two_layer(hidden_size, prompt_dim) if in_prompt_space else None  # P_s
         self.proj_key = _two_layer(hidden_size, prompt_dim) if in_prompt_space and config.cross_attn else None  # P_k
         self.cross_attn = nn.MultiheadAttention(width, config.num_heads, batch_first=True) if config.cross_attn else None
