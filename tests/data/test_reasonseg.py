@@ -62,7 +62,7 @@ def test_polygon_partly_outside_is_clipped(reasonseg):
     [
         ({"label": "target", "points": []}, "no_points"),
         ({"label": "target"}, "no_points"),
-        ({"label": "target", "points": [[1, 1], [5, 5]]}, "few_points"),
+        ({"label": "target", "points": [[1, 1], [1e12, 5], [2, 2]]}, "bad_points"),
         ({"label": "target", "points": [[1, "x"], [5, 5], [2, 2]]}, "bad_points"),
         (poly("target", 100, 100, 120, 120), "empty_target"),
     ],
