@@ -112,7 +112,6 @@ MODEL_REGISTRY: dict[str, Callable[[], KeySegConfig]] = {
     "llava7b-sam-h": _llava7b_sam_h,
     "llava7b-sam-h-random": _llava7b_sam_h_random,
 }
-DEFAULT_MODEL = "smollm2-sam-b"
 
 
 def registry_config(name: str) -> KeySegConfig:

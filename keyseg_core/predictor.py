@@ -20,13 +20,14 @@ import numpy as np
 import torch
 
 from .backends import check_backend, use_backend
-from .builder import DEFAULT_MODEL, build_model, registry_config
+from .builder import build_model, registry_config
 from .checkpoint import CONFIG_FILE, META_FILE, load_checkpoint
 from .config import KEY_TOKEN, SEG_TOKEN, KeySegConfig
 from .keyword_head import decode_keywords
 from .model import KeySegModel
 from .prediction import STAGES, Prediction, mask_box
 from .processor import KeySegProcessor, validate_image
+from .shipped import shipped_checkpoint
 from .vocabulary import COCO_CATEGORIES
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -90,7 +91,8 @@ class Predictor:
         cls, model: str | None = None, *, device: str = "cpu", dtype: str = "float32", mode: str = "prefill",
         mask_threshold: float = 0.0, backend: str = "torch",
     ) -> Predictor:
-        """Load a checkpoint dir, a hub id of one, 'config:<registry name>', a config file, or the default.
+        """Load a checkpoint dir, a hub id of one, 'config:<registry name>', a config file, or (None) the
+        shipped KeySeg-Tiny, checked against its checksums.
 
         Registry configs and config files build untrained (random/base) weights; the result says so.
         backend: 'torch', or 'onnxruntime' to run SAM's exported graphs (exported and cached on first use).
@@ -101,7 +103,7 @@ class Predictor:
         torch_device = torch.device(device)
         if torch_device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError(f"device '{device}' requested but CUDA is not available")
-        name = model or CONFIG_PREFIX + DEFAULT_MODEL
+        name = model or str(shipped_checkpoint())
         untrained = True
         if name.startswith(CONFIG_PREFIX):
             net, proc = build_model(registry_config(name[len(CONFIG_PREFIX):]), DTYPES[dtype], torch_device)

@@ -11,7 +11,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", default=None,
         help="checkpoint dir, hub id of one, config:<name> (tiny, smollm2-sam-b, llava7b-sam-h, "
-             "llava7b-sam-h-random) or a config file; default: the project default model",
+             "keyseg-tiny, llava7b-sam-h-random) or a config file; default: the shipped, trained KeySeg-Tiny",
     )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])

@@ -11,15 +11,16 @@ from typing import Any
 
 import torch
 
-from ..builder import DEFAULT_MODEL, registry_config
+from ..builder import registry_config
 from ..config import KeySegConfig
 from ..predictor import CONFIG_PREFIX, Predictor
 from ..sam import SamSegmenter, build_sam
+from ..shipped import shipped_checkpoint
 
 
 def load_segmenter(model: str | None) -> tuple[SamSegmenter, dict[str, Any]]:
-    """(segmenter, manifest info) for a checkpoint dir, hub id, 'config:<name>', config file, or the default."""
-    name = model or CONFIG_PREFIX + DEFAULT_MODEL
+    """(segmenter, manifest info) for a checkpoint dir, hub id, 'config:<name>', config file, or the shipped model."""
+    name = model or str(shipped_checkpoint())
     config = None
     if name.startswith(CONFIG_PREFIX):
         config = registry_config(name[len(CONFIG_PREFIX):])
