@@ -55,11 +55,18 @@ class BackboneConfig:
         "None keeps all", default=None,
     )
     vision_feature_layer: int = _help("vision layer fed to the projector (LLaVA-1.5: -2)", default=-2)
+    image_preprocess: Literal["pad", "crop"] = _help(
+        "CLIP input: 'pad' = pad to a square with the mean colour, then resize (LLaVA-1.5); 'crop' = "
+        "resize the short side, centre-crop (CLIP's own processor, as LISA and LLaVA-v1 use it)",
+        default="pad",
+    )
     seed: int = _help("seed for every randomly initialised part (recorded so loading reproduces it)", default=0)
 
     def __post_init__(self) -> None:
         if self.mllm is None and self.llm == "random" and self.tokenizer is None:
             raise ValueError("tokenizer: a 'random' llm needs a tokenizer source")
+        if self.image_preprocess not in ("pad", "crop"):
+            raise ValueError(f"image_preprocess: '{self.image_preprocess}' is not 'pad' or 'crop'")
         if self.llm_layers is not None and self.llm_layers < 1:
             raise ValueError(f"llm_layers: {self.llm_layers} must be >= 1 (or null for all layers)")
 
@@ -265,6 +272,10 @@ class TemplateConfig:
         "the readable answer the predictor returns; {keyword} is the decoded keyword", default="Sure, it is the {keyword}."
     )
     reply_no_key: str = _help("readable answer when fusion.use_key is false", default="Sure, here it is.")
+    turn: str = _help(
+        "a later user turn of a multi-turn conversation (VQA data), after the previous answer and EOS; "
+        "must contain {query}", default="USER: {query} ASSISTANT:"
+    )
     token_position: Literal["predicting", "at"] = _help(
         "which hidden state is a token's embedding: 'predicting' = the position whose next-token "
         "prediction is the token (LISA's convention), 'at' = the token's own position",
@@ -275,6 +286,8 @@ class TemplateConfig:
     def __post_init__(self) -> None:
         if IMAGE_TOKEN not in self.prompt or "{query}" not in self.prompt:
             raise ValueError("prompt: must contain '<image>' and '{query}'")
+        if "{query}" not in self.turn or IMAGE_TOKEN in self.turn:
+            raise ValueError("turn: must contain '{query}' and no '<image>'")
         if SEG_TOKEN not in self.answer or SEG_TOKEN not in self.answer_no_key:
             raise ValueError("answer / answer_no_key: must contain [SEG]")
         if self.token_position not in ("predicting", "at"):
