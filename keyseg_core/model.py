@@ -77,7 +77,11 @@ class KeySegModel(nn.Module):
     # ---- the forward path, in named steps ----
 
     def run(self, batch: KeySegBatch, timer: Timer = _no_timer) -> KeySegOutput:
-        """Inference/training forward without losses; each stage is reported to `timer`."""
+        """Inference/training forward without losses; each stage is reported to `timer`.
+
+        Samples without a [SEG] (VQA conversations) go through the MLLM only: SAM encodes just the
+        images that have a prompt, and their mask entries are empty (0, H, W).
+        """
         with timer("vision_tower"):
             image_features = self.encode_images(batch.clip_pixels)  # (B, n_img, d)
         with timer("llm_prefill"):
@@ -85,21 +89,30 @@ class KeySegModel(nn.Module):
         with timer("fusion"):
             seg, seg_b = self.gather(hidden, batch.input_ids, self.token_ids.seg)  # (N_seg, d)
             key, key_b = self.gather(hidden, batch.input_ids, self.token_ids.key)  # (N_key, d)
-            prompts = self.fusion(seg, seg_b, key, key_b, hidden, batch.attention_mask)  # (N_seg, C)
+            prompts = (self.fusion(seg, seg_b, key, key_b, hidden, batch.attention_mask) if len(seg_b)
+                       else seg.new_zeros((0, self.sam.prompt_dim)))  # (N_seg, C)
             keyword_logits = self.keyword_head(key, self.vocab_embeddings())  # (N_key, V)
+        segmented = torch.unique(seg_b).tolist()  # samples with at least one [SEG]
         with timer("sam_encoder"), torch.set_grad_enabled(torch.is_grad_enabled() and self.config.trainable.sam_image_encoder):
-            image_embeddings = self.sam.encode(batch.sam_pixels)  # (B, C, h, w); frozen unless trained
+            pixels = batch.sam_pixels if len(segmented) == len(batch.original_hw) else batch.sam_pixels[segmented]
+            image_embeddings = self.sam.encode(pixels) if segmented else None  # (B_seg, C, h, w)
         with timer("mask_decoder"):
-            low_res, ious = self.decode_masks(image_embeddings, prompts.to(image_embeddings.dtype), seg_b)
+            low_res, ious = self.decode_masks(image_embeddings, prompts, seg_b, segmented, len(batch.original_hw))
         with timer("postprocess"):
             masks = [
                 postprocess_masks(m, batch.resized_hw[i], batch.original_hw[i], self.sam.image_size)
+                if m.shape[0] else m.new_zeros((0, *batch.original_hw[i]))
                 for i, m in enumerate(low_res)
             ]
         return KeySegOutput(masks, ious, keyword_logits, key_b, seg_b, hidden)
 
     def forward(self, batch: KeySegBatch) -> KeySegOutput:
-        """Training forward: `run` plus L = w_ce CE + w_bce BCE + w_dice Dice + w_kw L_kw."""
+        """Training forward: `run` plus L = w_ce CE + w_bce BCE + w_dice Dice + w_kw L_kw.
+
+        Each term is a mean over what the batch has, as in LISA: CE over every labelled token (VQA
+        answers included), BCE and Dice over the masks of the samples with a [SEG], the keyword loss
+        over the [KEY]s. A term with nothing to average is 0 and gives no gradient.
+        """
         if batch.labels is None or batch.gt_masks is None:
             raise ValueError("KeySegModel.forward needs labels and gt_masks; use run() for inference")
         out = self.run(batch)
@@ -148,6 +161,8 @@ class KeySegModel(nn.Module):
         """
         targets = labels[:, 1:]
         b, t = torch.nonzero(targets != IGNORE_INDEX, as_tuple=True)
+        if b.numel() == 0:
+            return hidden.sum() * 0.0
         logits = self.lm_logits(hidden[:, :-1][b, t])  # (N_labelled, V)
         return F.cross_entropy(logits.float(), targets[b, t])
 
@@ -164,20 +179,20 @@ class KeySegModel(nn.Module):
         return hidden[b, t], b
 
     def decode_masks(
-        self, image_embeddings: torch.Tensor, prompts: torch.Tensor, seg_batch: torch.Tensor
+        self, image_embeddings: torch.Tensor | None, prompts: torch.Tensor, seg_batch: torch.Tensor,
+        segmented: list[int], batch_size: int,
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Per sample: its image embedding and its [SEG] prompts -> (n_seg, h, w) low-res logits, (n_seg,) IoU."""
-        masks, ious = [], []
-        for i in range(image_embeddings.shape[0]):
-            p = prompts[seg_batch == i]
-            if p.shape[0] == 0:
-                h = image_embeddings.shape[-1] * 4
-                masks.append(image_embeddings.new_zeros((0, h, h)))
-                ious.append(image_embeddings.new_zeros((0,)))
-                continue
-            m, iou = self.sam.decode(image_embeddings[i : i + 1], p)
-            masks.append(m)
-            ious.append(iou)
+        """Per sample: its [SEG] prompts against its image embedding -> (n_seg, h, w) low-res logits and
+        (n_seg,) IoU predictions; (0, h, w) and (0,) for a sample without [SEG].
+
+        `image_embeddings` holds the images of `segmented` samples only, in that order.
+        """
+        side = self.sam.image_size // 4
+        masks = [prompts.new_zeros((0, side, side)) for _ in range(batch_size)]
+        ious = [prompts.new_zeros((0,)) for _ in range(batch_size)]
+        for row, i in enumerate(segmented):
+            embedding = image_embeddings[row : row + 1]
+            masks[i], ious[i] = self.sam.decode(embedding, prompts[seg_batch == i].to(embedding.dtype))
         return masks, ious
 
     # ---- bookkeeping ----

@@ -2,9 +2,12 @@
 
 One processor serves training and inference, so the prompt, the image-token expansion and the
 answer template are identical in both. Conversation: `template.prompt` with <image> expanded to the
-vision tower's patch count, then the answer (which carries [SEG]/[KEY]), then EOS. Labels cover the
-answer and EOS only. Keyword targets are the token ids of " " + keyword (the form the word takes
-mid-sentence, e.g. "... is the bed").
+vision tower's patch count, then the answer (which carries [SEG]/[KEY]), then EOS; a multi-turn
+sample (VQA) continues with `template.turn` and its next answer + EOS for each later turn. Labels
+cover the answers and their EOS only. Keyword targets are the token ids of " " + keyword (the form
+the word takes mid-sentence, e.g. "... is the bed"). A training sample without a mask (VQA) has no
+[SEG]; its gt_masks entry is an empty (0, H, W) tensor and it is cut to `template.max_length` as
+LISA cuts long conversations.
 """
 
 from __future__ import annotations
@@ -87,6 +90,12 @@ def validate_image(image: np.ndarray, where: str = "image") -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
+def _normalise_clip(image: Image.Image) -> torch.Tensor:
+    x = np.asarray(image, dtype=np.float32) / 255.0
+    t = torch.from_numpy(x).permute(2, 0, 1)  # HxWx3 -> 3xHxW
+    return (t - torch.tensor(CLIP_MEAN)[:, None, None]) / torch.tensor(CLIP_STD)[:, None, None]
+
+
 def preprocess_clip(image: np.ndarray, size: int) -> torch.Tensor:
     """LLaVA-1.5 'pad' preprocessing: pad to square with the mean colour, resize (bicubic), normalise."""
     h, w = image.shape[:2]
@@ -94,9 +103,18 @@ def preprocess_clip(image: np.ndarray, size: int) -> torch.Tensor:
     fill = tuple(int(round(m * 255)) for m in CLIP_MEAN)
     canvas = Image.new("RGB", (side, side), fill)
     canvas.paste(Image.fromarray(image), ((side - w) // 2, (side - h) // 2))
-    x = np.asarray(canvas.resize((size, size), Image.BICUBIC), dtype=np.float32) / 255.0
-    t = torch.from_numpy(x).permute(2, 0, 1)  # HxWx3 -> 3xHxW
-    return (t - torch.tensor(CLIP_MEAN)[:, None, None]) / torch.tensor(CLIP_STD)[:, None, None]
+    return _normalise_clip(canvas.resize((size, size), Image.BICUBIC))
+
+
+def preprocess_clip_crop(image: np.ndarray, size: int) -> torch.Tensor:
+    """CLIP's own preprocessing (LISA, LLaVA-v1): short side to `size` (bicubic), centre crop, normalise."""
+    h, w = image.shape[:2]
+    short, long = (w, h) if w <= h else (h, w)
+    new_long = int(size * long / short)
+    new_w, new_h = (size, new_long) if w <= h else (new_long, size)
+    resized = Image.fromarray(image).resize((new_w, new_h), Image.BICUBIC)
+    top, left = (new_h - size) // 2, (new_w - size) // 2
+    return _normalise_clip(resized.crop((left, top, left + size, top + size)))
 
 
 class KeySegProcessor:
@@ -109,6 +127,12 @@ class KeySegProcessor:
         self.num_image_tokens = num_image_tokens
         self.sam_size = sam_size
         self.ids = special_token_ids(tokenizer)
+
+    def preprocess_clip(self, image: np.ndarray) -> torch.Tensor:
+        """(3, s, s) CLIP input by the backbone's `image_preprocess`."""
+        if self.config.backbone.image_preprocess == "crop":
+            return preprocess_clip_crop(image, self.clip_size)
+        return preprocess_clip(image, self.clip_size)
 
     def prompt_ids(self, query: str) -> list[int]:
         """Token ids of the user turn, with <image> expanded to one id per visual token."""
@@ -124,6 +148,29 @@ class KeySegProcessor:
     def answer_ids(self, answer: str) -> list[int]:
         return self.tokenizer(answer, add_special_tokens=False).input_ids
 
+    def _text_ids(self, text: str, i: int) -> list[int]:
+        """Ids of an answer or a later turn; the image placeholder belongs in the first prompt only."""
+        ids = self.answer_ids(text)
+        if self.ids.image in ids:
+            raise ValueError(f"sample {i}: '<image>' may appear only in the first prompt")
+        return ids
+
+    def _conversation(self, query: str, answer: str, follow_ups: list[tuple[str, str]], add_eos: bool,
+                      i: int) -> tuple[list[int], list[int]]:
+        """(input ids, labels) of one sample: prompt, answer (+ EOS), then each later turn and answer."""
+        eos = [self.ids.eos] if add_eos else []
+        ids = self.prompt_ids(query)
+        labels = [IGNORE_INDEX] * len(ids)
+        turns = [(None, answer)] + [(self.config.template.turn.format(query=q.strip()), " " + a.strip())
+                                    for q, a in follow_ups]
+        for turn, reply in turns:
+            if turn is not None:
+                asked = self._text_ids(turn, i)
+                ids, labels = ids + asked, labels + [IGNORE_INDEX] * len(asked)
+            said = self._text_ids(reply, i) + eos
+            ids, labels = ids + said, labels + said
+        return ids, labels
+
     def keyword_ids(self, keyword: str) -> list[int]:
         """Token ids of a keyword as it appears mid-sentence (leading space)."""
         if not keyword or not keyword.strip():
@@ -136,8 +183,9 @@ class KeySegProcessor:
         queries: list[str],
         answers: list[str] | None = None,
         keywords: list[list[str]] | None = None,
-        masks: list[np.ndarray] | None = None,
+        masks: list[np.ndarray | None] | None = None,
         add_eos: bool | None = None,
+        follow_ups: list[list[tuple[str, str]]] | None = None,
     ) -> KeySegBatch:
         """Build a batch.
 
@@ -146,27 +194,32 @@ class KeySegProcessor:
             queries: one query per image.
             answers: answer text per sample (default: the config's template, which is what inference forces).
             keywords: per sample, one keyword per [KEY] in its answer (training only).
-            masks: per sample (n_seg, H, W) or (H, W) uint8 ground truth with 255 = ignore (training only).
-            add_eos: append EOS after the answer (default: when training, i.e. masks or keywords given).
+            masks: per sample (n_seg, H, W) or (H, W) uint8 ground truth with 255 = ignore, or None for
+                a sample without [SEG] such as a VQA conversation (training only).
+            add_eos: append EOS after each answer (default: when training, i.e. masks or keywords given).
+            follow_ups: per sample, later (question, answer) turns of a multi-turn conversation.
         """
         if len(images) != len(queries):
             raise ValueError(f"{len(images)} images but {len(queries)} queries")
         answers = answers or [self.config.answer] * len(images)
         training = masks is not None or keywords is not None
         add_eos = training if add_eos is None else add_eos
+        limit = self.config.template.max_length
         seqs, labels, prompt_lengths = [], [], []
         for i, (query, answer) in enumerate(zip(queries, answers)):
-            p = self.prompt_ids(query)
-            a = self.answer_ids(answer) + ([self.ids.eos] if add_eos else [])
-            if len(p) + len(a) > self.config.template.max_length:
-                raise ValueError(
-                    f"sample {i}: {len(p) + len(a)} tokens (query {len(p) - self.num_image_tokens} + "
-                    f"image {self.num_image_tokens} + answer {len(a)}) exceed the context of "
-                    f"{self.config.template.max_length} tokens"
-                )
-            seqs.append(p + a)
-            labels.append([IGNORE_INDEX] * len(p) + a)
-            prompt_lengths.append(len(p))
+            seq, lab = self._conversation(query, answer, follow_ups[i] if follow_ups else [], add_eos, i)
+            prompt = len(self.prompt_ids(query))
+            if len(seq) > limit:
+                if not (training and masks is not None and masks[i] is None and prompt < limit):
+                    raise ValueError(
+                        f"sample {i}: {len(seq)} tokens (query {prompt - self.num_image_tokens} + "
+                        f"image {self.num_image_tokens} + answer {len(seq) - prompt}) exceed the context of "
+                        f"{limit} tokens"
+                    )
+                seq, lab = seq[:limit], lab[:limit]  # a conversation without [SEG]: cut, as LISA does
+            seqs.append(seq)
+            labels.append(lab)
+            prompt_lengths.append(prompt)
         length = max(len(s) for s in seqs)
         input_ids = torch.full((len(seqs), length), self.ids.pad, dtype=torch.long)
         label_t = torch.full((len(seqs), length), IGNORE_INDEX, dtype=torch.long)
@@ -180,7 +233,7 @@ class KeySegProcessor:
         batch = KeySegBatch(
             input_ids=input_ids,
             attention_mask=attention,
-            clip_pixels=torch.stack([preprocess_clip(img, self.clip_size) for img in images]),
+            clip_pixels=torch.stack([self.preprocess_clip(img) for img in images]),
             sam_pixels=torch.stack([s.pixels for s in sam_inputs]),
             resized_hw=[s.resized_hw for s in sam_inputs],
             original_hw=[s.original_hw for s in sam_inputs],
@@ -193,10 +246,14 @@ class KeySegProcessor:
             batch.keyword_ids = [self._keyword_targets(kws, seqs[i], i) for i, kws in enumerate(keywords)]
         return batch
 
-    def _mask_tensor(self, mask: np.ndarray, seq: list[int], image: np.ndarray, i: int) -> torch.Tensor:
+    def _mask_tensor(self, mask: np.ndarray | None, seq: list[int], image: np.ndarray, i: int) -> torch.Tensor:
+        n_seg = seq.count(self.ids.seg)
+        if mask is None:
+            if n_seg:
+                raise ValueError(f"sample {i}: {n_seg} [SEG] token(s) in the answer but no mask")
+            return torch.zeros((0, *image.shape[:2]), dtype=torch.uint8)
         m = torch.as_tensor(np.asarray(mask, dtype=np.uint8))
         m = m[None] if m.ndim == 2 else m
-        n_seg = seq.count(self.ids.seg)
         if m.ndim != 3 or m.shape[1:] != image.shape[:2]:
             raise ValueError(f"sample {i}: mask shape {tuple(m.shape)} does not match image {image.shape[:2]}")
         if m.shape[0] != n_seg:
