@@ -8,8 +8,9 @@ from typing import Any
 from keyseg_core.data.coco import CocoInstancesDataset
 from keyseg_core.data.reasonseg import ReasonSegDataset
 from keyseg_core.data.refer import DEFAULT_SPLIT_BY, RefDataset
+from keyseg_core.data.vqa import VqaDataset
 
-DATASETS = ("reasonseg", "refcoco", "refcoco+", "refcocog", "coco")
+DATASETS = ("reasonseg", "refcoco", "refcoco+", "refcocog", "coco", "vqa")
 
 
 def parse_eval_name(name: str) -> tuple[str, str, str]:
@@ -27,6 +28,8 @@ def open_dataset(name: str, root: str | Path, split: str | None = None, **kwargs
 
     coco: `root` holds `annotations/instances_<split>.json` and `<split>/` images (COCO 2017
     layout) unless `instances=` / `image_dir=` are given.
+    vqa: LISA's layout, `root/llava_dataset/<split>.json` (e.g. llava_instruct_150k) with images in
+    `root/coco/train2017/`, unless `json=` / `image_dir=` are given (any LLaVA-Instruct file + folder).
     """
     if "|" in name:
         name, split_by, parsed_split = parse_eval_name(name)
@@ -45,4 +48,8 @@ def open_dataset(name: str, root: str | Path, split: str | None = None, **kwargs
         instances = kwargs.pop("instances", root / "annotations" / f"instances_{split}.json")
         image_dir = kwargs.pop("image_dir", root / split)
         return CocoInstancesDataset(instances, image_dir, **kwargs)
+    if name == "vqa":
+        json_path = kwargs.pop("json", root / "llava_dataset" / f"{split}.json")
+        image_dir = kwargs.pop("image_dir", root / "coco" / "train2017")
+        return VqaDataset(json_path, image_dir, **kwargs)
     return RefDataset(root, name, split, **kwargs)
