@@ -45,6 +45,12 @@ class DataSource:
         default="require",
     )
     keywords: str | None = _help("ReasonSeg only: keyword file (default: ReasonSeg/explanatory_key/keyword_outputs.json)", default=None)
+    questions: Literal["plain", "lisa"] = _help(
+        "'plain' = the reader's query as the question and the model's answer templates; 'lisa' = LISA's "
+        "question lists (short for classes, refer sentences and ReasonSeg phrases, long for ReasonSeg "
+        "sentences) and, for samples without [KEY], LISA's answer list. Not used by vqa sources",
+        default="plain",
+    )
     options: dict[str, Any] = _help("extra reader arguments (unit, split_by, refs_path, image_dir, ...)", default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -59,6 +65,11 @@ class DataSource:
             raise ValueError("keyword: 'category' needs COCO-based data; ReasonSeg has no categories")
         if self.keywords is not None and base != "reasonseg":
             raise ValueError("keywords: a keyword file applies to ReasonSeg only")
+        if base == "vqa" and self.keyword in ("category", "optional"):
+            raise ValueError(f"keyword: '{self.keyword}' does not apply to vqa data, which has no [SEG] or [KEY]; "
+                             "use 'none'")
+        if self.questions not in ("plain", "lisa"):
+            raise ValueError(f"questions: '{self.questions}' is not 'plain' or 'lisa'")
 
     @property
     def key(self) -> str:

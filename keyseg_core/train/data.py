@@ -1,9 +1,10 @@
 """Training data: open the configured sources, mix them by ratio, and turn samples into batches.
 
 Every sample is addressed by a global position (0, 1, 2, ...); position p of a run reads mixture
-epoch p // length, item p % length, and picks its query paraphrase with a generator seeded by
-(seed, p). The data position of a run is therefore one integer (samples consumed), which is all
-a resume needs, whatever the worker count.
+epoch p // length, item p % length, and picks its query paraphrase (and, with `questions: lisa`,
+LISA's question and answer phrasing) with a generator seeded by (seed, p). The data position of a
+run is therefore one integer (samples consumed), which is all a resume needs, whatever the worker
+count. VQA items (LLaVA-Instruct conversations) carry no mask: they train the language model only.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import torch
 from keyseg_core.config import KEY_TOKEN, KeySegConfig
 from keyseg_core.data import DatasetError, MixtureDataset, SegSample, SkipReport, open_dataset
 from keyseg_core.data.refer import RefDataset
+from keyseg_core.data.templates import KIND_OF_READER, lisa_answer, lisa_question
+from keyseg_core.data.vqa import VqaDataset, VqaSample
 from keyseg_core.processor import KeySegBatch, KeySegProcessor
 
 from .config import DataSource, TrainConfig
@@ -25,13 +28,19 @@ from .config import DataSource, TrainConfig
 
 @dataclass
 class TrainSample:
-    """What the collator needs from one sample: the reader's item plus its resolved query and keyword."""
+    """What the collator needs from one sample: the reader's item plus its resolved query and keyword.
+
+    `answer` replaces the model's no-[KEY] answer template (LISA's answer list); a VQA item has its
+    first answer there and its later turns in `follow_ups`, and no mask.
+    """
 
     position: int
     source: str
-    sample: SegSample
+    sample: SegSample | VqaSample
     query: str
     keyword: str | None
+    answer: str | None = None
+    follow_ups: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -57,8 +66,8 @@ def open_sources(config: TrainConfig, model_config: KeySegConfig, skip_bad: bool
     datasets, skips = {}, {}
     for i, source in enumerate(config.data):
         kwargs = dict(source.options, skip_bad=skip_bad)
-        needs_keyword = model_config.fusion.use_key and source.keyword == "require"
         base = source.name.split("|")[0]
+        needs_keyword = model_config.fusion.use_key and source.keyword == "require" and base != "vqa"
         if base == "reasonseg":
             if source.keywords is not None:
                 kwargs["keywords"] = source.keywords
@@ -88,7 +97,7 @@ def training_keywords(opened: OpenedData, sources: list[DataSource], use_key: bo
         return []
     for source in sources:
         dataset = opened.datasets[source.key]
-        if source.keyword == "none":
+        if source.keyword == "none" or isinstance(dataset, VqaDataset):
             continue
         if source.keyword == "category" or hasattr(dataset, "coco"):
             found.update(str(name) for name in dataset.coco.categories.values())
@@ -113,6 +122,8 @@ class TrainStream(torch.utils.data.Dataset):
 
     def __init__(self, opened: OpenedData, sources: list[DataSource], length: int | None, seed: int, use_key: bool) -> None:
         self.policies = {s.key: s.keyword for s in sources}
+        self.lisa_kind = {s.key: KIND_OF_READER[s.name.split("|")[0]] for s in sources
+                          if s.questions == "lisa" and s.name.split("|")[0] in KIND_OF_READER}
         ratios = {s.key: s.ratio for s in sources}
         self.length = length or sum(len(d) for d in opened.datasets.values())
         self.mixture = MixtureDataset(opened.datasets, ratios, self.length, seed=seed)
@@ -132,8 +143,16 @@ class TrainStream(torch.utils.data.Dataset):
         dataset = self.mixture.datasets[name]
         sample = dataset[index]
         rng = np.random.default_rng([self.seed, position])
+        if isinstance(sample, VqaSample):
+            (query, answer), *later = sample.turns
+            return TrainSample(position, name, sample, query, None, " " + answer, later)
         query = sample.queries[int(rng.integers(len(sample.queries)))]
-        return TrainSample(position, name, sample, query, self._keyword(name, dataset, index, sample))
+        keyword = self._keyword(name, dataset, index, sample)
+        kind = self.lisa_kind.get(name)
+        if kind is None:
+            return TrainSample(position, name, sample, query, keyword)
+        query = lisa_question(kind, query, sample.is_sentence, rng)
+        return TrainSample(position, name, sample, query, keyword, None if keyword else lisa_answer(rng))
 
     def _keyword(self, name: str, dataset: Any, index: int, sample: SegSample) -> str | None:
         policy = self.policies[name]
@@ -157,13 +176,14 @@ class Collator:
 
     def __call__(self, items: list[TrainSample]) -> TrainBatch:
         template = self.config.template
-        answers = [template.answer if it.keyword else template.answer_no_key for it in items]
+        answers = [template.answer if it.keyword else it.answer or template.answer_no_key for it in items]
         batch = self.processor(
             [it.sample.image for it in items],
             [it.query for it in items],
             answers=answers,
             keywords=[[it.keyword] * self.n_key if it.keyword else [] for it in items],
-            masks=[it.sample.mask for it in items],
+            masks=[None if isinstance(it.sample, VqaSample) else it.sample.mask for it in items],
+            follow_ups=[it.follow_ups for it in items],
         )
         return TrainBatch(batch, [it.source for it in items], [it.position for it in items])
 
