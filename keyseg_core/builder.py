@@ -125,17 +125,19 @@ def build_model(
 ) -> tuple[KeySegModel, KeySegProcessor]:
     """Assemble a KeySegModel from its config; frozen/trainable split as in the paper and LISA.
 
-    Parts are initialised on the CPU from the config's seeds and then moved, so a random part comes
-    out bit-identical whatever the target device: a checkpoint trained on a GPU loads on a CPU.
+    Lean: pretrained weights are read once, straight into `dtype` on `device`, and no part exists
+    twice. Random parts are initialised on the CPU from the config's seeds and then moved, so a random
+    part comes out bit-identical whatever the target device: a checkpoint trained on a GPU loads on a CPU.
     """
     # Subnormal floats (tiny gradients, AdamW's second moments) run 10-50x slower on x86 CPUs and
     # made CPU training steps swing from 1 s to 30 s; flushing them to zero changes no result we use.
     torch.set_flush_denormal(True)
     tokenizer = load_tokenizer(config.backbone)
     ids = special_token_ids(tokenizer)
-    llava = build_mllm(config.backbone, tokenizer, dtype=dtype)
+    llava = build_mllm(config.backbone, tokenizer, dtype=dtype, device=device)
     hidden = llava.config.text_config.hidden_size
-    mllm = apply_lora(llava, config.lora, [ids.seg, ids.key])  # freezes all but LoRA + new rows
+    # freezes all but LoRA + new rows
+    mllm = apply_lora(llava, config.lora, [ids.seg, ids.key], seed=config.backbone.seed + 4)
     torch.manual_seed(config.backbone.seed + 2)
     sam = SamSegmenter(build_sam(config.sam), config.sam.image_size)
     fusion = FusionModule(hidden, sam.prompt_dim, config.fusion)

@@ -6,7 +6,9 @@ A checkpoint directory holds:
   meta.json            format version, parameter counts, and a fingerprint of the frozen weights
 Frozen weights come from the named bases (or their seeds). The fingerprint makes a load fail loudly
 when the bases differ from those the checkpoint was saved with, instead of silently giving other
-outputs. Saving writes a temporary directory and renames it, so an interrupted save loses nothing.
+outputs; it does not depend on the dtype (version 2), so a checkpoint trained in float32 loads
+straight into bfloat16 on a GPU without a float32 copy. Saving writes a temporary directory and
+renames it, so an interrupted save loses nothing.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from .model import KeySegModel
 from .processor import KeySegProcessor
 
 FORMAT_VERSION = 1
+FINGERPRINT_VERSION = 2
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "trainable.safetensors"
 META_FILE = "meta.json"
@@ -36,16 +39,30 @@ def trainable_state_dict(model: KeySegModel) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def frozen_fingerprint(model: KeySegModel) -> str:
+def frozen_fingerprint(model: KeySegModel, version: int = FINGERPRINT_VERSION) -> str:
     """sha256 over names, shapes and float64 sums of the frozen parameters (cheap, order-stable).
 
-    Sums are rounded to 8 significant digits: a GPU and a CPU add the same weights in different
-    orders, and the last digits of a float64 sum may differ between them.
+    Version 2 sums the values rounded to bfloat16 and keeps 7 significant digits, so float32,
+    bfloat16 and float16 builds of the same bases agree; the rows of keyseg's own tokens ([SEG],
+    [KEY], <image>: derived from the base table, and trained) are left out of the embedding tables.
+    Version 1 (older checkpoints) summed the float32 values to 8 digits.
     """
+    skip = sorted({model.token_ids.seg, model.token_ids.key, model.token_ids.image})
+    vocab = model.llava.get_input_embeddings().weight.shape[0]
     h = hashlib.sha256()
     for name, p in model.named_parameters():
-        if not p.requires_grad:
-            h.update(f"{name}:{tuple(p.shape)}:{p.detach().double().sum().item():.8e};".encode())
+        if p.requires_grad:
+            continue
+        x = p.detach()
+        if version == 1:
+            h.update(f"{name}:{tuple(p.shape)}:{x.double().sum().item():.8e};".encode())
+            continue
+        if x.ndim == 2 and x.shape[0] == vocab:
+            keep = torch.ones(vocab, dtype=torch.bool, device=x.device)
+            keep[skip] = False
+            x = x[keep]
+        total = x.to(torch.bfloat16).sum(dtype=torch.float64).item()
+        h.update(f"{name}:{tuple(p.shape)}:{total:.6e};".encode())
     return h.hexdigest()
 
 
@@ -64,6 +81,7 @@ def save_checkpoint(model: KeySegModel, path: str | Path, *, overwrite: bool = F
             "format_version": FORMAT_VERSION,
             "trainable_parameters": sum(t.numel() for t in state.values()),
             "frozen_fingerprint": frozen_fingerprint(model),
+            "fingerprint_version": FINGERPRINT_VERSION,
             "torch_version": torch.__version__,
             **(extra or {}),
         }
@@ -80,24 +98,8 @@ def save_checkpoint(model: KeySegModel, path: str | Path, *, overwrite: bool = F
     return path
 
 
-def load_checkpoint(
-    path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", check_frozen: bool = True
-) -> tuple[KeySegModel, KeySegProcessor]:
-    """Rebuild the model from config.json and load its trainable weights (safetensors only)."""
-    path = Path(path)
-    if not (path / CONFIG_FILE).is_file():
-        raise FileNotFoundError(f"{path}: not a keyseg checkpoint ({CONFIG_FILE} is missing)")
-    config = KeySegConfig.from_file(path / CONFIG_FILE)
-    model, processor = build_model(config, dtype=torch.float32, device="cpu")
-    load_weights_into(model, path, check_frozen=check_frozen)
-    return model.to(device=device, dtype=dtype), processor
-
-
-def load_weights_into(model: KeySegModel, path: str | Path, check_frozen: bool = True) -> dict:
-    """Load a checkpoint's trainable weights into an already-built model; returns its meta.json.
-
-    With `check_frozen`, the model's frozen weights must match the fingerprint saved with them.
-    """
+def read_meta(path: str | Path) -> dict:
+    """A checkpoint's meta.json, checked for its format version."""
     path = Path(path)
     for name in (WEIGHTS_FILE, META_FILE):
         if not (path / name).is_file():
@@ -105,22 +107,54 @@ def load_weights_into(model: KeySegModel, path: str | Path, check_frozen: bool =
     meta = json.loads((path / META_FILE).read_text())
     if meta.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path / META_FILE}: format_version {meta.get('format_version')} is not {FORMAT_VERSION}")
-    if check_frozen and meta.get("frozen_fingerprint") != frozen_fingerprint(model):
+    return meta
+
+
+def load_checkpoint(
+    path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", check_frozen: bool = True
+) -> tuple[KeySegModel, KeySegProcessor]:
+    """Rebuild the model from config.json in `dtype` on `device` and load its trainable weights.
+
+    Only a checkpoint from before dtype-independent fingerprints, loaded with the check in another
+    dtype, is built in float32 on the CPU first (its fingerprint is over float32 sums).
+    """
+    path = Path(path)
+    if not (path / CONFIG_FILE).is_file():
+        raise FileNotFoundError(f"{path}: not a keyseg checkpoint ({CONFIG_FILE} is missing)")
+    config = KeySegConfig.from_file(path / CONFIG_FILE)
+    legacy = check_frozen and read_meta(path).get("fingerprint_version", 1) == 1 and dtype != torch.float32
+    model, processor = build_model(config, dtype=torch.float32 if legacy else dtype, device="cpu" if legacy else device)
+    load_weights_into(model, path, check_frozen=check_frozen)
+    return model.to(device=device, dtype=dtype), processor
+
+
+def load_weights_into(model: KeySegModel, path: str | Path, check_frozen: bool = True, partial: bool = False) -> dict:
+    """Load a checkpoint's trainable weights into an already-built model; returns its meta.json.
+
+    With `check_frozen`, the model's frozen weights must match the fingerprint saved with them.
+    With `partial` (starting a new model from another's weights), trainable parts the checkpoint
+    lacks keep their fresh values and are listed under meta["fresh"]; anything else must match.
+    """
+    path = Path(path)
+    meta = read_meta(path)
+    version = meta.get("fingerprint_version", 1)
+    if check_frozen and meta.get("frozen_fingerprint") != frozen_fingerprint(model, version):
         raise ValueError(
             f"{path}: the frozen base weights differ from those this checkpoint was saved with "
             f"(saved with torch {meta.get('torch_version')}, now {torch.__version__}); check the base "
             "model sources in config.json"
         )
-    load_trainable(model, load_file(str(path / WEIGHTS_FILE)), str(path / WEIGHTS_FILE))
+    meta["fresh"] = load_trainable(model, load_file(str(path / WEIGHTS_FILE)), str(path / WEIGHTS_FILE), partial)
     return meta
 
 
-def load_trainable(model: KeySegModel, state: dict[str, torch.Tensor], where: str) -> None:
-    """Copy trainable weights in; any missing, unexpected or mis-shaped key is an error naming it."""
+def load_trainable(model: KeySegModel, state: dict[str, torch.Tensor], where: str, partial: bool = False) -> list[str]:
+    """Copy trainable weights in; an unexpected or mis-shaped key, or (unless `partial`) a missing one,
+    is an error naming it. Returns the trainable names the state did not hold."""
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     missing = sorted(set(params) - set(state))
     unexpected = sorted(set(state) - set(params))
-    if missing or unexpected:
+    if unexpected or (missing and not partial):
         raise ValueError(
             f"{where}: keys do not match the model: missing {missing[:5]}{' ...' if len(missing) > 5 else ''}, "
             f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}"
@@ -130,3 +164,4 @@ def load_trainable(model: KeySegModel, state: dict[str, torch.Tensor], where: st
             if params[name].shape != tensor.shape:
                 raise ValueError(f"{where}: {name} has shape {tuple(tensor.shape)}, model expects {tuple(params[name].shape)}")
             params[name].copy_(tensor)
+    return missing
