@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import yaml
 
-from keyseg_core.builder import registry_config
+from keyseg_core.builder import MODEL_REGISTRY, registry_config
 from keyseg_core.config import KEY_TOKEN, PRESET_SECTIONS, SEG_TOKEN, KeySegConfig, build_dataclass, layer_section
 from keyseg_core.data.registry import DATASETS
 
@@ -115,13 +115,18 @@ class ScheduleConfig:
 class TrainConfig:
     """Everything one training run needs; saved as train_config.json in the output directory."""
 
-    model: str | dict[str, Any] = _help("registry name (tiny, smollm2-sam-b, llava7b-sam-h, ...) or a KeySegConfig mapping")
+    model: str | dict[str, Any] = _help(
+        "registry name (tiny, smollm2-sam-b, llava7b-sam-h, ...), a keyseg checkpoint folder or a config "
+        "file whose KeySegConfig to start from (e.g. a `keyseg convert-lisa` output), or a KeySegConfig mapping")
     data: list[DataSource] = _help("the training mixture; sampled by `ratio`")
     model_overrides: dict[str, Any] = _help(
         "deep-merged into the model config, e.g. {fusion: {preset: seg_only}, loss: {preset: lisa}}; a switch set "
         "here wins over the model's preset, whose other values stay", default_factory=dict
     )
-    init_checkpoint: str | None = _help("start from this keyseg checkpoint's trainable weights (same model config)", default=None)
+    init_checkpoint: str | None = _help(
+        "start from this keyseg checkpoint's trainable weights; its frozen bases must match (fingerprint). "
+        "Trainable parts it lacks (e.g. [KEY], fusion attentions, keyword head when starting KeySeg from a "
+        "converted LISA) start fresh and are listed", default=None)
     max_steps: int = _help("optimizer steps in the whole run (LISA: 10 epochs x 500)", default=5000)
     samples_per_epoch: int | None = _help("mixture length before the plan is redrawn; default: sum of the data set sizes", default=None)
     batch_size: int = _help("samples per device per micro-step (LISA: 2)", default=2)
@@ -166,7 +171,7 @@ class TrainConfig:
     def model_config(self) -> KeySegConfig:
         """The KeySegConfig this run trains: registry/mapping, then `model_overrides`."""
         if isinstance(self.model, str):
-            base = registry_config(self.model).to_dict()
+            base = _named_model(self.model).to_dict()
         else:
             base = copy.deepcopy(self.model)
         merged = deep_merge(base, self.model_overrides)
@@ -201,6 +206,19 @@ class TrainConfig:
             return cls.from_dict(data)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{path}: {exc}") from exc
+
+
+def _named_model(name: str) -> KeySegConfig:
+    """A registry name, or the config of a checkpoint folder (its config.json) or of a config file."""
+    if name in MODEL_REGISTRY:
+        return registry_config(name)
+    path = Path(name)
+    if (path / "config.json").is_file():
+        return KeySegConfig.from_file(path / "config.json")
+    if path.is_file():
+        return KeySegConfig.from_file(path)
+    raise ValueError(f"model: '{name}' is not a registry name ({', '.join(MODEL_REGISTRY)}), "
+                     "a checkpoint folder or a config file")
 
 
 def load_mapping(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:

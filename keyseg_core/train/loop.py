@@ -130,9 +130,13 @@ def train(config: TrainConfig, *, resume: bool = False, stop_at: int | None = No
         load_weights_into(model, start / ckpt.MODEL_DIR, check_frozen=False)  # this run's own bases
     elif config.init_checkpoint:
         try:
-            load_weights_into(model, config.init_checkpoint)
+            fresh = load_weights_into(model, config.init_checkpoint, partial=True)["fresh"]
         except (FileNotFoundError, ValueError) as exc:
             raise type(exc)(f"init_checkpoint: {exc}") from exc
+        if fresh:
+            parts = sorted({name.split(".")[0] for name in fresh})
+            accelerator.print(f"init_checkpoint: {len(fresh)} trainable tensor(s) not in {config.init_checkpoint} "
+                              f"start fresh ({', '.join(parts)})")
     stream = TrainStream(opened, config.data, config.samples_per_epoch, config.seed, model_config.fusion.use_key)
     optimizer = make_optimizer(model, config)
     model, optimizer = accelerator.prepare(LossModule(model), optimizer)
