@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--namespace", help="drive a keyseg_node already running in this "
                                             "namespace instead of starting one")
     parser.add_argument("--pid", type=int, help="with --namespace: the node's process id, for its memory")
+    parser.add_argument("--timeout", type=float, default=300.0, metavar="S",
+                        help="longest wait for the node to start and answer its first frame "
+                             "(default: 300)")
     parser.add_argument("--json", type=Path, metavar="OUT", help="also write the report as JSON")
     return parser
 
@@ -191,6 +194,17 @@ class Soak:
         with self.lock:
             return sum(k in self.arrived for k in keys)
 
+    def failing(self) -> bool:
+        """The node reports inference errors and has answered nothing."""
+        with self.lock:
+            errors = int(float(self.counters.get("inference_errors", 0)))
+            return errors >= 3 and not self.arrived
+
+    def problem(self) -> str:
+        with self.lock:
+            last = self.counters.get("last_problem", "")
+        return f" (the node's last problem: {last})" if last else ""
+
     def fresh_counters(self, proc: subprocess.Popen | None) -> dict[str, int]:
         """The node's counters from a diagnostics message sent after this call."""
         with self.lock:
@@ -239,17 +253,20 @@ def _wait(condition, timeout: float, what: str, proc: subprocess.Popen | None) -
 def run(opts: argparse.Namespace, node, proc: subprocess.Popen | None, ns: str, pid: int | None) -> dict:
     width, height = (int(v) for v in opts.size.lower().split("x"))
     soak = Soak(node, ns)
-    _wait(soak.matched, 300, "keyseg_node's subscriptions and result publisher", proc)
+    _wait(soak.matched, opts.timeout, "keyseg_node's subscriptions and result publisher", proc)
     frames, run_id = _frames(width, height), int(time.time()) % 100_000
     period = 1.0 / opts.rate
 
     # Warm-up: the model's first calls, allocator pools, DDS buffers; memory "at start" follows it.
-    soak.set_query("warm up")
     warm_keys = []
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + opts.timeout
     while len(warm_keys) < opts.warmup or not soak.answered(warm_keys):
         if time.monotonic() > deadline or (proc is not None and proc.poll() is not None):
-            raise RuntimeError("keyseg_node answered no frame during the warm-up")
+            raise RuntimeError(f"keyseg_node answered no frame during the warm-up{soak.problem()}")
+        if soak.failing():
+            raise RuntimeError(f"keyseg_node's predictions fail{soak.problem()}")
+        if len(warm_keys) % max(1, int(2 * opts.rate)) == 0:
+            soak.set_query("warm up")  # again every ~2 s: a query lost while discovery settles
         key = (run_id, 1_000_000_000 - 1 - len(warm_keys))
         soak.publish(frames[len(warm_keys) % len(frames)], key, "warm up")
         warm_keys.append(key)
