@@ -110,6 +110,26 @@ def read_meta(path: str | Path) -> dict:
     return meta
 
 
+def resolve_relative(config: KeySegConfig, folder: str | Path) -> KeySegConfig:
+    """Base sources written as './...' are relative to the checkpoint folder (a converted LISA keeps
+    its bases beside its weights, so the folder can be moved); resolved in place and returned."""
+    def resolve(value: str | None) -> str | None:
+        return str(Path(folder) / value) if isinstance(value, str) and value.startswith("./") else value
+
+    b = config.backbone
+    b.mllm, b.llm, b.vision, b.tokenizer = resolve(b.mllm), resolve(b.llm), resolve(b.vision), resolve(b.tokenizer)
+    config.sam.weights = resolve(config.sam.weights)
+    return config
+
+
+def checkpoint_config(path: str | Path) -> KeySegConfig:
+    """A checkpoint folder's KeySegConfig with its relative base paths resolved."""
+    path = Path(path)
+    if not (path / CONFIG_FILE).is_file():
+        raise FileNotFoundError(f"{path}: not a keyseg checkpoint ({CONFIG_FILE} is missing)")
+    return resolve_relative(KeySegConfig.from_file(path / CONFIG_FILE), path)
+
+
 def load_checkpoint(
     path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", check_frozen: bool = True
 ) -> tuple[KeySegModel, KeySegProcessor]:
@@ -119,9 +139,7 @@ def load_checkpoint(
     dtype, is built in float32 on the CPU first (its fingerprint is over float32 sums).
     """
     path = Path(path)
-    if not (path / CONFIG_FILE).is_file():
-        raise FileNotFoundError(f"{path}: not a keyseg checkpoint ({CONFIG_FILE} is missing)")
-    config = KeySegConfig.from_file(path / CONFIG_FILE)
+    config = checkpoint_config(path)
     legacy = check_frozen and read_meta(path).get("fingerprint_version", 1) == 1 and dtype != torch.float32
     model, processor = build_model(config, dtype=torch.float32 if legacy else dtype, device="cpu" if legacy else device)
     load_weights_into(model, path, check_frozen=check_frozen)

@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("bench", "per-stage latency and peak memory of a model config"),
     "info": ("info", "print a model's parameter summary (trainable/total) and config"),
     "convert-sam": ("convert_sam", "convert an original segment-anything checkpoint to safetensors"),
+    "convert-lisa": ("convert_lisa", "convert a LISA checkpoint (LISA-7B-v1, LISA-13B-llama2) to a keyseg checkpoint"),
     "prepare-offline": ("prepare_offline", "convert the offline SmolLM2 GGUF into the keyseg cache"),
     "keywords": ("keywords", "build Reason-Seg-Key: extract and normalise a keyword per ReasonSeg training image"),
     "train": ("train", "train KeySeg from a YAML config (resumable; DDP/DeepSpeed/FSDP via accelerate)"),

@@ -212,9 +212,11 @@ def _named_model(name: str) -> KeySegConfig:
     """A registry name, or the config of a checkpoint folder (its config.json) or of a config file."""
     if name in MODEL_REGISTRY:
         return registry_config(name)
+    from keyseg_core.checkpoint import checkpoint_config
+
     path = Path(name)
     if (path / "config.json").is_file():
-        return KeySegConfig.from_file(path / "config.json")
+        return checkpoint_config(path)
     if path.is_file():
         return KeySegConfig.from_file(path)
     raise ValueError(f"model: '{name}' is not a registry name ({', '.join(MODEL_REGISTRY)}), "
