@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -35,8 +36,17 @@ WEIGHTS_FILE = "trainable.safetensors"
 META_FILE = "meta.json"
 
 
+# module prefixes wrappers insert in parameter names (FSDP's layer units, activation checkpointing,
+# torch.compile); a checkpoint names parameters as the plain model does
+WRAPPER_PREFIXES = re.compile(r"(_fsdp_wrapped_module|_checkpoint_wrapped_module|_orig_mod)\.")
+
+
+def plain_name(name: str) -> str:
+    return WRAPPER_PREFIXES.sub("", name)
+
+
 def trainable_state_dict(model: KeySegModel) -> dict[str, torch.Tensor]:
-    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    return {plain_name(n): p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
 def frozen_fingerprint(model: KeySegModel, version: int = FINGERPRINT_VERSION) -> str:
@@ -53,7 +63,7 @@ def frozen_fingerprint(model: KeySegModel, version: int = FINGERPRINT_VERSION) -
     for name, p in model.named_parameters():
         if p.requires_grad:
             continue
-        x = p.detach()
+        name, x = plain_name(name), p.detach()
         if version == 1:
             h.update(f"{name}:{tuple(p.shape)}:{x.double().sum().item():.8e};".encode())
             continue
@@ -169,7 +179,7 @@ def load_weights_into(model: KeySegModel, path: str | Path, check_frozen: bool =
 def load_trainable(model: KeySegModel, state: dict[str, torch.Tensor], where: str, partial: bool = False) -> list[str]:
     """Copy trainable weights in; an unexpected or mis-shaped key, or (unless `partial`) a missing one,
     is an error naming it. Returns the trainable names the state did not hold."""
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    params = {plain_name(n): p for n, p in model.named_parameters() if p.requires_grad}
     missing = sorted(set(params) - set(state))
     unexpected = sorted(set(state) - set(params))
     if unexpected or (missing and not partial):

@@ -12,6 +12,9 @@ each candidate keyword by the same quantity, so training and decoding agree.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -30,7 +33,22 @@ class KeywordHead(nn.Module):
     def forward(self, key: torch.Tensor, vocab_embeddings: torch.Tensor) -> torch.Tensor:
         """(N_key, d) [KEY] embeddings, (V, d) table -> (N_key, V) logits."""
         projected = self.proj(key)
-        return projected @ vocab_embeddings.detach().to(projected.dtype).T / self.tau
+        with whole_table(vocab_embeddings) as table:
+            return projected @ table.to(projected.dtype).T / self.tau
+
+
+@contextlib.contextmanager
+def whole_table(weight: torch.Tensor) -> Iterator[torch.Tensor]:
+    """The embedding table in full, detached. The head reads it outside the embedding's own forward,
+    where DeepSpeed ZeRO-3 keeps only this rank's partition (an empty tensor): gather it for the read
+    and keep a copy for the backward of the logits."""
+    if not hasattr(weight, "ds_id"):  # not partitioned by ZeRO-3
+        yield weight.detach()
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters([weight], modifier_rank=None):
+        yield weight.detach().clone()
 
 
 def keyword_loss(logits: torch.Tensor, targets: list[list[int]]) -> torch.Tensor:

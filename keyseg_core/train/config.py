@@ -166,7 +166,16 @@ class TrainConfig:
             raise ValueError(f"max_grad_norm: {self.max_grad_norm} must be >= 0")
         if self.num_workers < 0:
             raise ValueError(f"num_workers: {self.num_workers} must be >= 0")
-        self.model_config()  # validates the model section and the overrides now, not at step 0
+        model = self.model_config()  # validates the model section and the overrides now, not at step 0
+        if self.distributed == "deepspeed-zero3":
+            # ZeRO-3 gathers a module's weights when every rank runs it; a rank whose batch skips SAM
+            # (VQA) or the cross-attention (no [KEY]) would leave the others waiting
+            skipping = [d.key for d in self.data if d.name == "vqa"
+                        or (model.fusion.cross_attn and d.keyword in ("optional", "none"))]
+            if skipping:
+                raise ValueError(f"distributed: 'deepspeed-zero3' needs every sample to run SAM and the fusion "
+                                 f"module, but data {skipping} has samples that skip them; use fsdp (which keeps "
+                                 "those parts whole) or deepspeed-zero2")
 
     def model_config(self) -> KeySegConfig:
         """The KeySegConfig this run trains: registry/mapping, then `model_overrides`."""

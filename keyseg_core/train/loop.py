@@ -25,7 +25,19 @@ from keyseg_core.processor import KeySegBatch
 from . import state as ckpt
 from .config import TrainConfig
 from .data import Collator, TrainStream, make_loader, open_sources, training_keywords
-from .engine import full_parameters, is_sharded, load_engine_state, make_accelerator, save_engine_state
+from .engine import (
+    clip_gradients,
+    full_parameters,
+    input_dtype,
+    is_fsdp,
+    is_sharded,
+    load_engine_state,
+    make_accelerator,
+    params_partitioned,
+    prepare,
+    resolve_precision,
+    save_engine_state,
+)
 from .logger import MetricsLogger
 
 LOSS_KEYS = ("ce", "bce", "dice", "keyword")
@@ -138,9 +150,9 @@ def train(config: TrainConfig, *, resume: bool = False, stop_at: int | None = No
             accelerator.print(f"init_checkpoint: {len(fresh)} trainable tensor(s) not in {config.init_checkpoint} "
                               f"start fresh ({', '.join(parts)})")
     stream = TrainStream(opened, config.data, config.samples_per_epoch, config.seed, model_config.fusion.use_key)
-    optimizer = make_optimizer(model, config)
-    model, optimizer = accelerator.prepare(LossModule(model), optimizer)
-    sharded = is_sharded(accelerator)
+    model, optimizer = prepare(accelerator, config, LossModule(model), lambda module: make_optimizer(module, config))
+    sharded = is_sharded(accelerator, model)
+    dtype = input_dtype(accelerator, config)  # pixels in the dtype the model computes in
     if start:
         if sharded:
             load_engine_state(accelerator, model, optimizer, start / ckpt.ENGINE_DIR)
@@ -191,15 +203,14 @@ def train(config: TrainConfig, *, resume: bool = False, stop_at: int | None = No
         t0 = time.perf_counter()
         sums = torch.zeros(len(LOSS_KEYS) + 1, device=accelerator.device)
         for _ in range(config.grad_accum):
-            batch = next(loader).batch.to(accelerator.device)
+            batch = next(loader).batch.to(accelerator.device, dtype)
             with accelerator.accumulate(model):
                 losses = model(batch)
                 accelerator.backward(losses["loss"])
             sums += torch.stack([losses[k].detach().float() for k in ("loss",) + LOSS_KEYS])
         grad_norm = float("nan")
         if config.max_grad_norm > 0 and accelerator.sync_gradients:
-            norm = accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
-            grad_norm = float(norm) if norm is not None else float("nan")
+            grad_norm = clip_gradients(accelerator, model, trainable, config.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         state.step += 1
@@ -219,7 +230,9 @@ def train(config: TrainConfig, *, resume: bool = False, stop_at: int | None = No
     logger.close()
 
     # ---- the end: final weights and a summary every rank agrees on ----
-    digests = gather_object([weights_digest(accelerator.unwrap_model(model).model)])
+    # replicas must agree; a sharded engine holds one copy of each weight, so there is nothing to compare
+    digests = None if params_partitioned(accelerator, model) else gather_object(
+        [weights_digest(accelerator.unwrap_model(model).model)])
     if state.step == config.max_steps:
         with full_parameters(accelerator, model) as inner:
             if main:
@@ -227,7 +240,8 @@ def train(config: TrainConfig, *, resume: bool = False, stop_at: int | None = No
                                 extra={"train_steps": state.step, "samples_seen": state.consumed})
     summary = {
         "step": state.step, "max_steps": config.max_steps, "samples_seen": state.consumed, "world_size": world,
-        "engine": str(accelerator.distributed_type), "precision": accelerator.mixed_precision,
+        "engine": "FSDP (torch)" if is_fsdp(model) else str(accelerator.distributed_type),
+        "precision": resolve_precision(config.precision),
         "device": str(accelerator.device), "resumed_from": str(start) if start else None,
         "mean_step_time_s": sum(step_times) / len(step_times) if step_times else None,
         "last": last, "skipped": opened.skip_counts(), "rank_weight_digests": digests,
