@@ -3,6 +3,7 @@ hand-built reference of LISA's computation from the raw LISA tensors; KeySeg tra
 bad checkpoints are named."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,6 +32,7 @@ from keyseg_core.sam_convert import convert_sam_state_dict
 from keyseg_core.train.config import TrainConfig
 
 D, CLIP_SIZE = 64, 56  # LLM width; CLIP side (4 x 4 patches of 14)
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def tiny_lisa_state(vocab: int) -> dict[str, torch.Tensor]:
@@ -142,11 +144,10 @@ def test_converted_model_computes_lisas_mask(lisa):
 
 def test_keyseg_training_starts_from_converted_lisa(lisa):
     _, state, _, out, _ = lisa
-    config = TrainConfig.from_dict({"model": str(out), "init_checkpoint": str(out),
-                                    "model_overrides": {"fusion": {"preset": "keyseg"}},
-                                    "data": [{"name": "reasonseg", "root": "/unused"}]})
+    shipped = CONFIGS / "keyseg_from_lisa.yaml"  # the shipped recipe, pointed at the tiny conversion
+    config = TrainConfig.from_file(shipped, [f"model={out}", f"init_checkpoint={out}"])
     model_config = config.model_config()
-    assert model_config.fusion.use_key and model_config.fusion.space == "llm"
+    assert model_config.fusion.use_key and model_config.fusion.space == "llm" and model_config.loss.bce == 2.0
     model, _ = build_model(model_config)
     fresh = load_weights_into(model, out, partial=True)["fresh"]  # frozen bases match: same fingerprint
     assert fresh and {n.split(".")[1] for n in fresh} == {"cross_attn", "self_attn"}

@@ -79,6 +79,8 @@ def test_schedule_warmup_then_linear_decay():
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: str(p.relative_to(CONFIGS)))
 def test_shipped_configs_validate(path):
+    if path.name == "keyseg_from_lisa.yaml":
+        pytest.skip("names a converted LISA folder; validated against one in tests/core/test_lisa_convert.py")
     config = TrainConfig.from_file(path)
     assert config.model_config().loss.bce >= 0
 
