@@ -202,6 +202,7 @@ def keyseg_config(layout: str, raw: dict, sam: SamConfigSpec, hidden: int) -> Ke
         backbone=BackboneConfig(mllm="./bases/llava", image_preprocess="crop",
                                 vision_feature_layer=int(raw.get("mm_vision_select_layer", -2))),
         sam=SamConfigSpec(weights="./bases/sam.safetensors", size=sam.size, image_size=sam.image_size),
+        # heads only matter once a KeySeg preset adds attentions in the LLM space: 128 wide, LLaMA's width
         fusion=FusionConfig(preset="seg_only", space="llm", num_heads=max(1, hidden // 128)),
         loss=LossConfig(preset="lisa"),
         template=TemplateConfig(prompt=PROMPT if start_end else PROMPT_NO_START_END, answer_no_key=ANSWER),
@@ -242,8 +243,9 @@ def convert_lisa(source: str | Path, out: str | Path, vision_tower: str | None =
         _check_shapes(fcs, given, "model.text_hidden_fcs")
         model.fusion.mlp.load_state_dict({k: v.to(dtype) for k, v in given.items()})
         model.config = config  # the saved config names the bases relative to the folder
+        # train_steps marks the weights as trained (by LISA, not by keyseg), so predict/eval do not warn
         save_checkpoint(model, stage / "model", extra={"converted_from": str(source), "layout": layout,
-                                                       "vision_tower": vision_tower})
+                                                       "vision_tower": vision_tower, "train_steps": "LISA"})
         for item in (stage / "model").iterdir():
             item.rename(stage / item.name)
         (stage / "model").rmdir()

@@ -8,7 +8,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, LlavaConfig, LlavaForConditionalGeneration
 from transformers.models.llama import modeling_llama
 
-from keyseg_core.builder import OFFLINE_LLM, build_model, registry_config
+from keyseg_core.builder import OFFLINE_LLM, build_model
 from keyseg_core.checkpoint import META_FILE, frozen_fingerprint, load_checkpoint, save_checkpoint
 from keyseg_core.config import BackboneConfig, KeySegConfig, SamConfigSpec
 from keyseg_core.mllm import RANDOM_VISION_DEFAULTS
@@ -88,10 +88,3 @@ def test_fingerprint_is_dtype_independent_and_bf16_load_is_direct(tmp_path, tiny
     (saved / META_FILE).write_text(json.dumps(meta))
     loaded, _ = load_checkpoint(saved, dtype=torch.bfloat16)
     assert {p.dtype for p in loaded.parameters()} == {torch.bfloat16}
-
-
-def test_registry_random_model_unchanged_by_lean_path():
-    """tiny (random LM) is drawn exactly as before: the whole LLaVA from seed + 1 on the CPU."""
-    config = registry_config("tiny")
-    model, _ = build_model(config)
-    assert model.llava.model.language_model.embed_tokens.weight.device.type == "cpu"

@@ -138,8 +138,9 @@ def test_converted_model_computes_lisas_mask(lisa):
     assert (want > 0).any() and (want <= 0).any()  # a mask with both sides, so the comparison has teeth
     from keyseg_core.predictor import Predictor
 
-    pred = Predictor.from_pretrained(str(out)).predict(image, "what is the red thing?")  # `keyseg predict --model`
-    assert np.array_equal(pred.mask, (want[0] > 0).numpy())
+    predictor = Predictor.from_pretrained(str(out))  # what `keyseg predict --model <converted>` runs
+    assert not predictor.untrained  # LISA trained it
+    assert np.array_equal(predictor.predict(image, "what is the red thing?").mask, (want[0] > 0).numpy())
 
 
 def test_keyseg_training_starts_from_converted_lisa(lisa):
