@@ -156,11 +156,13 @@ class KeySegProcessor:
         return ids
 
     def _conversation(self, query: str, answer: str, follow_ups: list[tuple[str, str]], add_eos: bool,
-                      i: int) -> tuple[list[int], list[int]]:
-        """(input ids, labels) of one sample: prompt, answer (+ EOS), then each later turn and answer."""
+                      i: int) -> tuple[list[int], list[int], int]:
+        """(input ids, labels, prompt length) of one sample: prompt, answer (+ EOS), then each later
+        turn and its answer."""
         eos = [self.ids.eos] if add_eos else []
         ids = self.prompt_ids(query)
-        labels = [IGNORE_INDEX] * len(ids)
+        prompt = len(ids)
+        labels = [IGNORE_INDEX] * prompt
         turns = [(None, answer)] + [(self.config.template.turn.format(query=q.strip()), " " + a.strip())
                                     for q, a in follow_ups]
         for turn, reply in turns:
@@ -169,7 +171,7 @@ class KeySegProcessor:
                 ids, labels = ids + asked, labels + [IGNORE_INDEX] * len(asked)
             said = self._text_ids(reply, i) + eos
             ids, labels = ids + said, labels + said
-        return ids, labels
+        return ids, labels, prompt
 
     def keyword_ids(self, keyword: str) -> list[int]:
         """Token ids of a keyword as it appears mid-sentence (leading space)."""
@@ -207,8 +209,7 @@ class KeySegProcessor:
         limit = self.config.template.max_length
         seqs, labels, prompt_lengths = [], [], []
         for i, (query, answer) in enumerate(zip(queries, answers)):
-            seq, lab = self._conversation(query, answer, follow_ups[i] if follow_ups else [], add_eos, i)
-            prompt = len(self.prompt_ids(query))
+            seq, lab, prompt = self._conversation(query, answer, follow_ups[i] if follow_ups else [], add_eos, i)
             if len(seq) > limit:
                 if not (training and masks is not None and masks[i] is None and prompt < limit):
                     raise ValueError(
