@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("export", "export SAM's encoder and mask head to ONNX, checked against torch in onnxruntime"),
     "eval": ("eval", "gIoU/cIoU of a checkpoint on ReasonSeg or a refCOCO split; JSON, CSV, worst-case overlays"),
     "generate": ("generate", "write synthetic reasoning-segmentation scenes (OpenMoji glyphs) as a ReasonSeg split"),
+    "demo": ("demo", "keyseg_node live over ROS 2: reasoning queries on generated scenes; table, overlays, contact sheet"),
 }
 
 
