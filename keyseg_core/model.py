@@ -43,6 +43,23 @@ class KeySegOutput:
     losses: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+@dataclass
+class Reasoned:
+    """What the LLM-bound half of the forward pass hands to SAM: S_hat per [SEG], keyword logits."""
+
+    prompts: torch.Tensor  # (N_seg, C) fused prompts S_hat
+    seg_batch: torch.Tensor  # (N_seg,) sample of each [SEG]
+    keyword_logits: torch.Tensor  # (N_key, V)
+    key_batch: torch.Tensor  # (N_key,) sample of each [KEY]
+    hidden: torch.Tensor  # (B, L, d) last hidden states
+
+
+def image_features(llava_model: nn.Module, clip_pixels: torch.Tensor) -> torch.Tensor:
+    """A LlavaModel's vision tower + projector: (B, 3, s, s) -> (B, n_img, d) visual tokens."""
+    feats = llava_model.get_image_features(pixel_values=clip_pixels).pooler_output
+    return torch.stack(list(feats)) if isinstance(feats, (list, tuple)) else feats
+
+
 class KeySegModel(nn.Module):
     """The KeySeg network. Parts are built by `builder.build_model` and injected here."""
 
@@ -79,32 +96,63 @@ class KeySegModel(nn.Module):
     def run(self, batch: KeySegBatch, timer: Timer = _no_timer) -> KeySegOutput:
         """Inference/training forward without losses; each stage is reported to `timer`.
 
-        Samples without a [SEG] (VQA conversations) go through the MLLM only: SAM encodes just the
-        images that have a prompt, and their mask entries are empty (0, H, W).
+        The two halves run on different clocks at inference (a question changes once in many
+        seconds, frames arrive at camera rate): `reason` (vision tower, LLM, fusion: image + query
+        -> S_hat, keyword logits) and `segment` (SAM: image + S_hat -> masks). Samples without a
+        [SEG] (VQA conversations) go through the MLLM only: SAM encodes just the images that have a
+        prompt, and their mask entries are empty (0, H, W).
+        """
+        reasoned = self.reason(batch, timer)
+        masks, ious = self.segment(batch.sam_pixels, reasoned.prompts, reasoned.seg_batch, batch.resized_hw,
+                                   batch.original_hw, timer)
+        return KeySegOutput(masks, ious, reasoned.keyword_logits, reasoned.key_batch, reasoned.seg_batch,
+                            reasoned.hidden)
+
+    def reason(self, batch: KeySegBatch, timer: Timer = _no_timer,
+               image_features: torch.Tensor | None = None) -> Reasoned:
+        """Vision tower, LLM prefill and fusion: the LLM-bound half of `run`.
+
+        `image_features` (B, n_img, d), when given, replace the vision tower's output (an exported or
+        compiled tower computed them, or a cache holds them).
         """
         with timer("vision_tower"):
-            image_features = self.encode_images(batch.clip_pixels)  # (B, n_img, d)
+            if image_features is None:
+                image_features = self.encode_images(batch.clip_pixels)  # (B, n_img, d)
         with timer("llm_prefill"):
             hidden = self.run_llm(batch.input_ids, batch.attention_mask, image_features)  # (B, L, d)
         with timer("fusion"):
-            seg, seg_b = self.gather(hidden, batch.input_ids, self.token_ids.seg)  # (N_seg, d)
-            key, key_b = self.gather(hidden, batch.input_ids, self.token_ids.key)  # (N_key, d)
-            prompts = (self.fusion(seg, seg_b, key, key_b, hidden, batch.attention_mask) if len(seg_b)
-                       else seg.new_zeros((0, self.sam.prompt_dim)))  # (N_seg, C)
-            keyword_logits = self.keyword_head(key, self.vocab_embeddings())  # (N_key, V)
-        segmented = torch.unique(seg_b).tolist()  # samples with at least one [SEG]
+            return self.fuse(hidden, batch.input_ids, batch.attention_mask)
+
+    def fuse(self, hidden: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Reasoned:
+        """[SEG]/[KEY] embeddings of the LLM's last hidden states -> S_hat prompts and keyword logits."""
+        seg, seg_b = self.gather(hidden, input_ids, self.token_ids.seg)  # (N_seg, d)
+        key, key_b = self.gather(hidden, input_ids, self.token_ids.key)  # (N_key, d)
+        prompts = (self.fusion(seg, seg_b, key, key_b, hidden, attention_mask) if len(seg_b)
+                   else seg.new_zeros((0, self.sam.prompt_dim)))  # (N_seg, C)
+        keyword_logits = self.keyword_head(key, self.vocab_embeddings())  # (N_key, V)
+        return Reasoned(prompts, seg_b, keyword_logits, key_b, hidden)
+
+    def segment(
+        self, sam_pixels: torch.Tensor, prompts: torch.Tensor, seg_batch: torch.Tensor,
+        resized_hw: list[tuple[int, int]], original_hw: list[tuple[int, int]], timer: Timer = _no_timer,
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """SAM image encoder, mask decoder and postprocessing: the SAM-bound half of `run`.
+
+        Per sample: (n_seg, H, W) mask logits at the original size and (n_seg,) IoU predictions.
+        """
+        segmented = torch.unique(seg_batch).tolist()  # samples with at least one [SEG]
         with timer("sam_encoder"), torch.set_grad_enabled(torch.is_grad_enabled() and self.config.trainable.sam_image_encoder):
-            pixels = batch.sam_pixels if len(segmented) == len(batch.original_hw) else batch.sam_pixels[segmented]
+            pixels = sam_pixels if len(segmented) == len(original_hw) else sam_pixels[segmented]
             image_embeddings = self.sam.encode(pixels) if segmented else None  # (B_seg, C, h, w)
         with timer("mask_decoder"):
-            low_res, ious = self.decode_masks(image_embeddings, prompts, seg_b, segmented, len(batch.original_hw))
+            low_res, ious = self.decode_masks(image_embeddings, prompts, seg_batch, segmented, len(original_hw))
         with timer("postprocess"):
             masks = [
-                postprocess_masks(m, batch.resized_hw[i], batch.original_hw[i], self.sam.image_size)
-                if m.shape[0] else m.new_zeros((0, *batch.original_hw[i]))
+                postprocess_masks(m, resized_hw[i], original_hw[i], self.sam.image_size)
+                if m.shape[0] else m.new_zeros((0, *original_hw[i]))
                 for i, m in enumerate(low_res)
             ]
-        return KeySegOutput(masks, ious, keyword_logits, key_b, seg_b, hidden)
+        return masks, ious
 
     def forward(self, batch: KeySegBatch) -> KeySegOutput:
         """Training forward: `run` plus L = w_ce CE + w_bce BCE + w_dice Dice + w_kw L_kw.
@@ -135,8 +183,7 @@ class KeySegModel(nn.Module):
 
     def encode_images(self, clip_pixels: torch.Tensor) -> torch.Tensor:
         """CLIP tower + projector: (B, 3, s, s) -> (B, n_img, d). Both frozen."""
-        feats = self.llava.model.get_image_features(pixel_values=clip_pixels).pooler_output
-        return torch.stack(list(feats)) if isinstance(feats, (list, tuple)) else feats
+        return image_features(self.llava.model, clip_pixels)
 
     def run_llm(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, image_features: torch.Tensor) -> torch.Tensor:
         """Embed tokens, put visual features at the <image> positions, run the LM: (B, L) -> (B, L, d)."""
