@@ -27,12 +27,10 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import json
 import os
 import queue
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -52,6 +50,7 @@ MAX_QUERIES = 24
 SAMPLE_SEARCH = 400  # generated scenes searched for a query of the wanted type
 STOP_TIMEOUT_S = 30.0  # per process, after SIGINT, before SIGKILL
 FRAME_PREFIX = "keyseg_demo_scene_"
+WRITTEN_BY = "keyseg demo"  # summary.json's mark: a later run may replace this folder's demo files
 GREEN = np.array([40, 220, 60], np.uint8)
 
 
@@ -365,7 +364,8 @@ class Collector:
 
     def matching(self, item: Item) -> list:
         with self.lock:
-            return [(t, m) for t, m in self.results if m.query == item.query and m.header.frame_id == item.frame_id]
+            return [(t, m) for t, m in self.results
+                    if m.query == item.query and m.header.frame_id == item.frame_id]
 
     def mask_agrees(self, result) -> bool:
         """The `mask` topic delivered the same mask as `result` for the same frame."""
@@ -439,7 +439,8 @@ class Demo:
         deadline = time.monotonic() + timeout
         while not condition():
             for proc, what in watch:
-                if proc is not None and proc is self.node and not proc.alive() and "node_ready_s" not in self.timings:
+                starting = "node_ready_s" not in self.timings
+                if proc is not None and proc is self.node and not proc.alive() and starting:
                     raise _node_start_failure(proc)
                 _fail_on_exit(proc, what)
             if time.monotonic() > deadline:
@@ -484,7 +485,8 @@ class Demo:
                     "ROS_AUTOMATIC_DISCOVERY_RANGE and the Fast DDS profile (docs/ros.md)")
             if "loaded" not in log:
                 return DemoError(f"node start timed out: keyseg_node has not loaded its model after "
-                                 f"{self.opts.timeout:g} s (a slow machine? raise --timeout); log: {self.node.log}")
+                                 f"{self.opts.timeout:g} s (a slow machine? raise --timeout); "
+                                 f"log: {self.node.log}")
             return DemoError(f"node start timed out: keyseg_node loaded its model but did not become "
                              f"active within {self.opts.timeout:g} s; its log ({self.node.log}):\n"
                              f"{self.node.output()}")
@@ -530,7 +532,8 @@ class Demo:
         self.model, self.untrained = response.result.model, response.result.untrained
         self.timings["warmup_s"] = time.monotonic() - t0
         state = "UNTRAINED (random) weights" if self.untrained else "trained"
-        self.say(f"keyseg_node: model {self.model} ({state}); warm-up prediction {self.timings['warmup_s']:.1f} s")
+        self.say(f"keyseg_node: model {self.model} ({state}); warm-up prediction "
+                 f"{self.timings['warmup_s']:.1f} s")
         if self.untrained:
             self.say("WARNING: the model has untrained weights: its keywords and masks are meaningless and "
                      "IoU will be near 0. Leave out --model to use the shipped KeySeg-Tiny.")
@@ -549,7 +552,8 @@ class Demo:
                 _fail_on_exit(tool, f"sending query {item.index}")
                 if time.monotonic() > deadline:
                     raise DemoError(f"the query tool did not deliver query {item.index} within "
-                                    f"{self.opts.timeout:g} s; its log ({tool.log}):\n{tool.output()}") from None
+                                    f"{self.opts.timeout:g} s; its log ({tool.log}):\n"
+                                    f"{tool.output()}") from None
                 continue
             if line.startswith(expected):
                 item.query_sent = time.time()
@@ -723,7 +727,8 @@ def format_table(rows: list[dict]) -> str:
     def cut(text: str, width: int) -> str:
         return text if len(text) <= width else text[: width - 3] + "..."
 
-    head = f"{'#':>2}  {'type':<8}  {'query':<52}  {'expected':<12}  {'published':<16}  {'IoU':>5}  {'latency':>8}"
+    head = (f"{'#':>2}  {'type':<8}  {'query':<52}  {'expected':<12}  {'published':<16}  {'IoU':>5}  "
+            f"{'latency':>8}")
     lines = [head, "-" * len(head)]
     for r in rows:
         published = r["published_keyword"] + ("" if r["correct"] else " (x)")
@@ -734,14 +739,18 @@ def format_table(rows: list[dict]) -> str:
 
 
 def _clear_previous(out: Path) -> None:
-    """Remove what an earlier demo run wrote into `out` (only the demo's own file names)."""
-    if not (out / "summary.json").is_file():
+    """Remove what an earlier demo run wrote into `out`: only when its summary.json says it is the
+    demo's, and only the demo's own file names."""
+    try:
+        previous = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return
-    for path in out.glob("q[0-9][0-9]_*_overlay.png"):
-        path.unlink()
-    for name in ("scenes", "logs"):
-        if (out / name).is_dir():
-            shutil.rmtree(out / name)
+    if not isinstance(previous, dict) or previous.get("written_by") != WRITTEN_BY:
+        return
+    for pattern in ("q[0-9][0-9]_*_overlay.png", "scenes/q[0-9][0-9].jpg", "logs/*.log", "summary.csv",
+                    "contact_sheet.png", "summary.json"):
+        for path in out.glob(pattern):
+            path.unlink()
 
 
 # ---- main ------------------------------------------------------------------------------------
@@ -787,7 +796,8 @@ def _use_shipped_profile() -> None:
     except Exception:  # noqa: BLE001 - without the index the environment's settings stay
         return
     if profile.is_file():
-        os.environ["FASTRTPS_DEFAULT_PROFILES_FILE"] = os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
+        for name in ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE"):
+            os.environ[name] = str(profile)
 
 
 def run(opts: argparse.Namespace, ros_args: list[str] | None = None) -> int:
@@ -832,7 +842,10 @@ def run(opts: argparse.Namespace, ros_args: list[str] | None = None) -> int:
             demo = Demo(opts, ros_node, collector, procs)
             demo.start_processes()
             t_scenes = time.monotonic()
-            items = make_items(opts.queries, opts.seed, out / "scenes")
+            try:
+                items = make_items(opts.queries, opts.seed, out / "scenes")
+            except (RuntimeError, ValueError, OSError) as exc:
+                raise DemoError(f"cannot make the demo's scenes: {exc}") from exc
             print(f"scenes: {len(items)} generated in {time.monotonic() - t_scenes:.1f} s "
                   f"({out / 'scenes'})", flush=True)
             demo.wait_ready(start)
@@ -868,6 +881,7 @@ def run(opts: argparse.Namespace, ros_args: list[str] | None = None) -> int:
     rows = [score(item, demo.collector) for item in items]
     latencies = [r["latency_ms"] for r in rows]
     summary = {
+        "written_by": WRITTEN_BY,
         "model": demo.model, "untrained": bool(demo.untrained), "device": opts.device,
         "split": SPLIT, "seed": opts.seed, "scene_size": list(SCENE_SIZE), "rate_hz": opts.rate,
         "hold": opts.hold, "namespace": ns, "attached": bool(opts.attach),

@@ -41,7 +41,8 @@ def _arguments(share: str) -> list[DeclareLaunchArgument]:
         DeclareLaunchArgument("model", default_value="",
                               description="checkpoint folder, hub id or config:<name>; empty: the params "
                                           "file's (keyseg_core's default, the shipped KeySeg-Tiny)"),
-        DeclareLaunchArgument("device", default_value="", description="cpu, cuda or cuda:N; empty: params file"),
+        DeclareLaunchArgument("device", default_value="",
+                              description="cpu, cuda or cuda:N; empty: params file"),
         DeclareLaunchArgument("params_file", default_value=os.path.join(config, "keyseg.yaml"),
                               description="keyseg_node parameters (YAML)"),
         DeclareLaunchArgument("namespace", default_value="keyseg", description="namespace of keyseg_node"),
@@ -54,7 +55,8 @@ def _arguments(share: str) -> list[DeclareLaunchArgument]:
                               description="output folder (overlays, contact sheet, summary, logs)"),
         DeclareLaunchArgument("seed", default_value="0", description="scene generator seed"),
         DeclareLaunchArgument("timeout", default_value="120.0",
-                              description="longest wait, in seconds, for the node and for each query's answers"),
+                              description="longest wait, in seconds, for the node and for each "
+                                          "query's answers"),
         DeclareLaunchArgument("fastdds_profile", default_value=os.path.join(config, "fastdds.xml"),
                               description="Fast DDS profile for every process started here; empty: keep "
                                           "the environment's"),

@@ -71,7 +71,9 @@ def _check_arguments(args: argparse.Namespace) -> None:
 
 def _site_packages(prefix: Path) -> Path | None:
     """The folder under an install space that holds the keyseg_ros Python package."""
-    for pattern in ("lib/python3*/site-packages", "local/lib/python3*/dist-packages", "lib/python3*/dist-packages"):
+    patterns = ("lib/python3*/site-packages", "local/lib/python3*/dist-packages",
+                "lib/python3*/dist-packages")
+    for pattern in patterns:
         for folder in sorted(prefix.glob(pattern)):
             if (folder / "keyseg_ros" / "__init__.py").is_file():
                 return folder
@@ -126,13 +128,15 @@ def check_prerequisites(args: argparse.Namespace) -> tuple[Path, Path]:
         from keyseg_core.shipped import SHIPPED_DIR, SHIPPED_NAME
 
         if not (SHIPPED_DIR / "config.json").is_file():
-            raise RuntimeError(f"the shipped {SHIPPED_NAME} model is not in {SHIPPED_DIR} (reinstall keyseg), "
-                               "or name one with --model (config:tiny runs the pipeline with random weights)")
+            raise RuntimeError(f"the shipped {SHIPPED_NAME} model is not in {SHIPPED_DIR} (reinstall "
+                               "keyseg), or name one with --model (config:tiny runs the pipeline with "
+                               "random weights)")
     prefix, site = find_install(args.ros_install)
     stale = stale_modules(site)
     if stale:
-        print(f"keyseg demo: warning: {', '.join(stale)} in {site / 'keyseg_ros'} differ from this checkout's "
-              f"keyseg_ros/: the install space is older than the sources; rebuild with `{BUILD_HINT}`",
+        print(f"keyseg demo: warning: {', '.join(stale)} in {site / 'keyseg_ros'} differ from this "
+              f"checkout's keyseg_ros/: the install space is older than the sources; rebuild with "
+              f"`{BUILD_HINT}`",
               file=sys.stderr)
     return prefix, site
 

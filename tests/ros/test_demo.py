@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
 import signal
 import subprocess
@@ -173,7 +172,7 @@ def test_missing_rclpy_or_shipped_model_is_named(monkeypatch):
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "rclpy" else real_find_spec(name, *a))
-    with pytest.raises(RuntimeError, match=r"rclpy \(ROS 2\) is not importable: run `bash scripts/install.sh`"):
+    with pytest.raises(RuntimeError, match=r"rclpy \(ROS 2\) is not importable: run `bash scripts/install"):
         demo.check_prerequisites(args)
     monkeypatch.setattr(importlib.util, "find_spec", real_find_spec)
     monkeypatch.setattr("keyseg_core.shipped.SHIPPED_DIR", Path("/nonexistent/keyseg-tiny"))
@@ -201,8 +200,8 @@ def launch_file(monkeypatch, ros_install):
     """The installed demo.launch.py, imported against recording stand-ins of launch/launch_ros."""
     stubs = {
         "launch": {"LaunchDescription": Recorded},
-        "launch.actions": {n: Recorded for n in ("DeclareLaunchArgument", "OpaqueFunction", "SetEnvironmentVariable",
-                                                 "RegisterEventHandler", "EmitEvent")},
+        "launch.actions": {n: Recorded for n in ("DeclareLaunchArgument", "OpaqueFunction", "EmitEvent",
+                                                 "SetEnvironmentVariable", "RegisterEventHandler")},
         "launch.event_handlers": {"OnProcessExit": Recorded},
         "launch.events": {"Shutdown": Recorded},
         "launch.substitutions": {"LaunchConfiguration": LaunchConfiguration},
@@ -267,7 +266,8 @@ def test_demo_launch_file_starts_the_node_and_the_attached_demo(launch_file, ros
         output = demo_proc.output()
         assert "Traceback" not in output and "keyseg_node: waiting for the node running in" in output
         summary = json.loads((out / "summary.json").read_text())
-        assert summary["attached"] and len(summary["queries"]) == 1 and summary["queries"][0]["published_keyword"]
+        assert summary["attached"] and len(summary["queries"]) == 1
+        assert summary["queries"][0]["published_keyword"]
         assert [p["name"] for p in summary["processes"]] == ["query", "image_player_q01_use"]
     finally:
         if demo_proc is not None and demo_proc.proc.poll() is None:
