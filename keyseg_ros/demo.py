@@ -367,6 +367,11 @@ class Collector:
             return [(t, m) for t, m in self.results
                     if m.query == item.query and m.header.frame_id == item.frame_id]
 
+    def answered_frames_of(self, item: Item) -> bool:
+        """A result (for any query) on a frame of `item`'s scene has arrived."""
+        with self.lock:
+            return any(m.header.frame_id == item.frame_id for _, m in self.results)
+
     def mask_agrees(self, result) -> bool:
         """The `mask` topic delivered the same mask as `result` for the same frame."""
         key = (result.header.frame_id, result.header.stamp.sec, result.header.stamp.nanosec)
@@ -429,6 +434,7 @@ class Demo:
         self.node: Proc | None = None
         self.query_tool: Proc | None = None
         self.model, self.untrained = opts.model or "", None
+        self.asked = False  # a query was sent
         self.timings: dict[str, float] = {}
 
     def say(self, text: str) -> None:
@@ -560,14 +566,31 @@ class Demo:
                 return
 
     def ask(self, item: Item) -> None:
-        """Query, camera, answers: hold the query until --hold frames of its scene are answered."""
-        self.send_query(item)
+        """Camera, query, answers: hold the query until --hold frames of its scene are answered.
+
+        From the second query on, the camera shows the new scene first, and the query goes out only
+        once the node has answered a frame of it (still for the previous query). So no frame of the
+        previous scene is left in the node when the query changes: the node's reasoning for the
+        new query (once per query in its streaming mode) sees the new scene.
+        """
+        first = not self.asked
+        if first:  # no query yet: the node would only count the frames as frames without a query
+            self.send_query(item)
         player = self.procs.start(
             f"image_player_{item.stem}", "keyseg_ros.image_player",
             [str(item.scene_path), "--topic", f"{self.ns}/image", "--rate", f"{self.opts.rate:g}", "--loop",
              "--frame-id", item.frame_id, "--wait", f"{self.opts.timeout:g}",
              "--ros-args", "-r", f"__node:=keyseg_demo_camera_{item.index:02d}"])
+        self.asked = True
         try:
+            if not first:
+                self._wait(lambda: self.collector.answered_frames_of(item), self.opts.timeout,
+                           lambda: DemoError(f"keyseg_node answered no frame of scene {item.index} within "
+                                             f"{self.opts.timeout:g} s{self.collector.problem()}"),
+                           watch=((self.node, f"answering scene {item.index}"),
+                                  (player, f"playing scene {item.index}")))
+                self.send_query(item)
+
             def no_answer() -> DemoError:
                 got = len(self.collector.matching(item))
                 return DemoError(f"query {item.index} ({item.query!r}) got {got} of {self.opts.hold} answers "
@@ -724,17 +747,19 @@ def write_outputs(out: Path, items: list[Item], rows: list[dict], summary: dict)
 
 
 def format_table(rows: list[dict]) -> str:
+    """latency: frame published -> result received (median over the held frames); answer: query
+    sent -> its first answer."""
     def cut(text: str, width: int) -> str:
         return text if len(text) <= width else text[: width - 3] + "..."
 
     head = (f"{'#':>2}  {'type':<8}  {'query':<52}  {'expected':<12}  {'published':<16}  {'IoU':>5}  "
-            f"{'latency':>8}")
+            f"{'latency':>8}  {'answer':>6}")
     lines = [head, "-" * len(head)]
     for r in rows:
         published = r["published_keyword"] + ("" if r["correct"] else " (x)")
         lines.append(f"{r['index']:>2}  {r['query_type']:<8}  {cut(r['query'], 52):<52}  "
                      f"{cut(r['expected_keyword'], 12):<12}  {cut(published, 16):<16}  {r['iou']:>5.2f}  "
-                     f"{r['latency_ms']:>5.0f} ms")
+                     f"{r['latency_ms']:>5.0f} ms  {r['first_answer_s']:>4.1f} s")
     return "\n".join(lines)
 
 
@@ -889,6 +914,7 @@ def run(opts: argparse.Namespace, ros_args: list[str] | None = None) -> int:
         "keyword_accuracy": round(sum(r["correct"] for r in rows) / len(rows), 4),
         "mean_iou": round(float(np.mean([r["iou"] for r in rows])), 4),
         "median_latency_ms": round(float(np.median(latencies)), 1),
+        "median_first_answer_s": round(float(np.median([r["first_answer_s"] for r in rows])), 2),
         "topics": demo.collector.counts(),
         "node_ready_s": round(demo.timings.get("node_ready_s", 0.0), 2),
         "warmup_s": round(demo.timings.get("warmup_s", 0.0), 2),
@@ -900,7 +926,8 @@ def run(opts: argparse.Namespace, ros_args: list[str] | None = None) -> int:
     print(format_table(rows))
     print()
     print(f"keywords right {summary['keywords_right']}/{len(rows)}, mean IoU {summary['mean_iou']:.2f}, "
-          f"median latency {summary['median_latency_ms']:.0f} ms (frame sent to result received); "
+          f"median latency {summary['median_latency_ms']:.0f} ms (frame sent to result received), first "
+          f"answer {summary['median_first_answer_s']:.1f} s after the query; "
           f"model {summary['model']}" + (" (UNTRAINED weights)" if summary["untrained"] else ""))
     print(f"wrote {paths['contact_sheet']}, {paths['summary_json']}, {paths['summary_csv']} and "
           f"{len(rows)} overlays ({summary['wall_s']:.0f} s)")

@@ -31,7 +31,7 @@ from keyseg_core.shipped import SHIPPED_DIR  # noqa: E402
 MODEL = None if (SHIPPED_DIR / "config.json").is_file() else "config:tiny"
 MODEL_ARGS = [] if MODEL is None else ["--model", MODEL]
 QUERY_TYPES = ["use", "property", "spatial"]  # the demo's first three query types
-TABLE_ROW = re.compile(r"^\s*(\d+)\s{2}(\w+)\s{2}.*\s(\d+) ms$")
+TABLE_ROW = re.compile(r"^\s*(\d+)\s{2}(\w+)\s{2}.*\s(\d+) ms\s+(\d+\.\d) s$")
 
 
 def _demo_command(*args: str) -> list[str]:
