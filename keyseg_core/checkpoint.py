@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -76,8 +77,13 @@ def frozen_fingerprint(model: KeySegModel, version: int = FINGERPRINT_VERSION) -
     return h.hexdigest()
 
 
-def save_checkpoint(model: KeySegModel, path: str | Path, *, overwrite: bool = False, extra: dict | None = None) -> Path:
-    """Write a checkpoint directory atomically. Refuses to replace an existing one unless `overwrite`."""
+def save_checkpoint(model: KeySegModel, path: str | Path, *, overwrite: bool = False, extra: dict | None = None,
+                    keep: Callable[[str], bool] | None = None) -> Path:
+    """Write a checkpoint directory atomically. Refuses to replace an existing one unless `overwrite`.
+
+    keep: save only the trainable tensors whose name it accepts (a partial checkpoint, e.g. stage-1
+    bases that a later run loads with `init_checkpoint`).
+    """
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
@@ -85,7 +91,7 @@ def save_checkpoint(model: KeySegModel, path: str | Path, *, overwrite: bool = F
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         model.config.to_json(tmp / CONFIG_FILE)
-        state = trainable_state_dict(model)
+        state = {n: t for n, t in trainable_state_dict(model).items() if keep is None or keep(n)}
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "keyseg", "version": str(FORMAT_VERSION)})
         meta = {
             "format_version": FORMAT_VERSION,

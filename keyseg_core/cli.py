@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert-lisa": ("convert_lisa", "convert a LISA checkpoint (LISA-7B-v1, LISA-13B-llama2) to a keyseg checkpoint"),
     "prepare-offline": ("prepare_offline", "convert the offline SmolLM2 GGUF into the keyseg cache"),
     "keywords": ("keywords", "build Reason-Seg-Key: extract and normalise a keyword per ReasonSeg training image"),
+    "pretrain": ("pretrain", "stage 1: pretrain a small model's vision tower and SAM on generated scenes"),
     "train": ("train", "train KeySeg from a YAML config (resumable; DDP/DeepSpeed/FSDP via accelerate)"),
     "export": ("export", "export SAM's encoder and mask head to ONNX, checked against torch in onnxruntime"),
     "eval": ("eval", "gIoU/cIoU of a checkpoint on ReasonSeg or a refCOCO split; JSON, CSV, worst-case overlays"),

@@ -24,15 +24,17 @@ def _tensorboard_writer(folder: Path, backend: str):
 class MetricsLogger:
     """Writes one row per optimizer step; a no-op on non-main ranks."""
 
-    def __init__(self, output_dir: Path, backend: str, resume_step: int, enabled: bool) -> None:
+    def __init__(self, output_dir: Path, backend: str, resume_step: int, enabled: bool,
+                 fields: list[str] | None = None) -> None:
         self.enabled = enabled
+        self.fields = fields or FIELDS
         self.csv_path = output_dir / "metrics.csv"
         self.tb = None
         if not enabled:
             return
         kept = self._rows_up_to(resume_step) if resume_step else []
         with open(self.csv_path, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, FIELDS)
+            writer = csv.DictWriter(f, self.fields)
             writer.writeheader()
             writer.writerows(kept)
         self.tb = None if backend == "csv" else _tensorboard_writer(output_dir / "tensorboard", backend)
@@ -47,7 +49,7 @@ class MetricsLogger:
         if not self.enabled:
             return
         with open(self.csv_path, "a", newline="", encoding="utf-8") as f:
-            csv.DictWriter(f, FIELDS).writerow({k: row.get(k, "") for k in FIELDS})
+            csv.DictWriter(f, self.fields).writerow({k: row.get(k, "") for k in self.fields})
         if self.tb is not None:
             for key, value in row.items():
                 if key != "step" and isinstance(value, float) and math.isfinite(value):

@@ -1,0 +1,88 @@
+"""`keyseg pretrain` (stage 1): losses fall on generated scenes, resume is exact, the result starts stage 2."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from keyseg_core import cli
+from keyseg_core.train.bases import category_map, cell_targets
+
+TRAINABLE = {"trainable": {"vision_tower": True, "sam_image_encoder": True, "sam_prompt_encoder": True}}
+
+
+def write_bases_config(path, output_dir, **overrides):
+    config = {
+        "model": "tiny", "model_overrides": TRAINABLE, "scene_size": [128, 96], "objects": [2, 3],
+        "max_steps": 4, "batch_size": 2, "optimizer": {"lr": 3e-3}, "schedule": {"warmup_steps": 1},
+        "output_dir": str(output_dir), "save_every": 2, "keep_last": 2, "log_every": 1,
+    }
+    config.update(overrides)
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("bases")
+    config = write_bases_config(work / "bases.yaml", work / "run")
+    assert cli.main(["pretrain", "--config", str(config), "--no-progress"]) == 0
+    return work
+
+
+def test_metrics_and_final_checkpoint_hold_only_stage_one_parts(run):
+    rows = (run / "run" / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 5 and "iou_point" in rows[0] and "vision_category" in rows[0]
+    state = load_file(str(run / "run" / "final" / "trainable.safetensors"))
+    assert state and all("vision_tower." in k or k.startswith("sam.") for k in state)
+    assert any(k.startswith("sam.sam.vision_encoder.") for k in state)
+    assert not any("multi_modal_projector" in k or "lora" in k or k.startswith("fusion.") for k in state)
+    assert json.loads((run / "run" / "final" / "meta.json").read_text())["pretrain_steps"] == 4
+
+
+def test_interrupted_plus_resume_equals_uninterrupted(run):
+    config = write_bases_config(run / "resumed.yaml", run / "resumed")
+    assert cli.main(["pretrain", "--config", str(config), "--stop-at", "2", "--no-progress"]) == 0
+    assert cli.main(["pretrain", "--config", str(config), "--no-progress"]) == 2  # refuses without --resume
+    assert cli.main(["pretrain", "--config", str(config), "--resume", "--no-progress"]) == 0
+    a = load_file(str(run / "run" / "final" / "trainable.safetensors"))
+    b = load_file(str(run / "resumed" / "final" / "trainable.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_stage_two_starts_from_the_bases(run, tmp_path):
+    from train_fixtures import write_config, write_reasonseg
+
+    write_reasonseg(tmp_path / "data", "train", {"lamp": {"box": (4, 4, 14, 12)}}, keywords={"lamp": "lamp"})
+    config = write_config(tmp_path / "train.yaml", tmp_path / "data", tmp_path / "stage2", max_steps=1,
+                          model_overrides=TRAINABLE, init_checkpoint=str(run / "run" / "final"))
+    assert cli.main(["train", "--config", str(config), "--no-progress", "--stop-at", "1"]) == 0
+    # the step-1 weights moved away from the bases, but started from them: compare a frozen-in-stage-2-free part
+    bases = load_file(str(run / "run" / "final" / "trainable.safetensors"))
+    fresh = load_file(str(tmp_path / "stage2" / "checkpoints" / "step_000001" / "model" / "trainable.safetensors"))
+    name = next(k for k in bases if k.endswith("class_embedding"))
+    assert torch.allclose(bases[name], fresh[name], atol=0.05) and not torch.equal(bases[name], fresh[name])
+
+
+def test_frozen_stage_one_part_is_refused(tmp_path, capsys):
+    config = write_bases_config(tmp_path / "bad.yaml", tmp_path / "out", model_overrides={})
+    assert cli.main(["pretrain", "--config", str(config)]) == 2
+    assert "trainable.vision_tower" in capsys.readouterr().err
+
+
+def test_cell_targets_follow_each_frame():
+    labels = np.zeros((4, 8), np.int64)
+    labels[:, :4] = 1  # object 1 (category 2) fills the left half
+    cats = category_map(labels, [2])
+    assert cats.tolist()[0] == [3, 3, 3, 3, 0, 0, 0, 0]
+    sam = cell_targets(cats, 4, 2, "sam", 8)  # 4x8 -> top-left of 8x8, padding background
+    assert sam[0].tolist() == [0.0, 0.0, 0.0, 1.0] and sam[2].tolist() == [1.0, 0.0, 0.0, 0.0]
+    pad = cell_targets(cats, 4, 2, "pad", 0)  # centred in 8x8: rows 2..5
+    assert pad[0].tolist() == pytest.approx([0.5, 0.0, 0.0, 0.5])
+    crop = cell_targets(cats, 4, 2, "crop", 0)  # centre 4x4: columns 2..5, object in its left half
+    assert crop[0].tolist() == [0.0, 0.0, 0.0, 1.0] and crop[1].tolist() == [1.0, 0.0, 0.0, 0.0]
