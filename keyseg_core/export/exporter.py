@@ -9,12 +9,14 @@ temporary sibling directory that is then renamed into place.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ import torch
 
 from ..backends.ort import CPU, create_session
 from ..sam import SamSegmenter
-from .graphs import PARTS, GraphSpec, TensorSpec, embedding_shape, graph_specs
+from .graphs import PARTS, VISION_PART, GraphSpec, TensorSpec, embedding_shape, graph_specs, vision_graph_spec
 from .manifest import FORMAT, FORMAT_VERSION, write_manifest
 
 OPSETS = range(14, 21)  # the TorchScript exporter's range; 17 adds LayerNormalization
@@ -57,34 +59,85 @@ def export_sam(
     `info` (model name, config name, ...) is recorded in the manifest. Raises FileExistsError if `out`
     exists and not `overwrite`, RuntimeError if a graph differs from torch beyond tolerance.
     """
+    if not parts or any(p not in PARTS for p in parts):
+        raise ValueError(f"parts {parts}: choose one or more of {', '.join(PARTS)}")
+    reference = copy.deepcopy(sam).to("cpu", torch.float32).eval()
+    traced = copy.deepcopy(reference).half() if fp16 else reference
+    manifest = {
+        "image_size": sam.image_size, "prompt_dim": sam.prompt_dim, "embedding_shape": list(embedding_shape(sam)),
+        "fingerprint": sam_fingerprint(sam, opset=opset, fp16=fp16, parts=parts), **(info or {}),
+    }
+    return _export(graph_specs(traced), graph_specs(reference), parts, out, opset=opset, fp16=fp16,
+                   overwrite=overwrite, manifest=manifest)
+
+
+def vision_fingerprint(llava_model: torch.nn.Module, *, opset: int, fp16: bool) -> str:
+    """sha256 of the vision tower + projector weights and export settings (the vision export's cache key)."""
+    h = hashlib.sha256(f"{FORMAT}:{FORMAT_VERSION}:{VISION_PART}:{opset}:{fp16};".encode())
+    for prefix, module in (("vision_tower", llava_model.vision_tower),
+                           ("projector", llava_model.multi_modal_projector)):
+        for name, tensor in module.state_dict().items():
+            h.update(f"{prefix}.{name}:{tuple(tensor.shape)};".encode())
+            h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    h.update(f"{llava_model.config.vision_feature_layer}:{llava_model.config.vision_feature_select_strategy}".encode())
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def _without_language_model(llava_model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """The LlavaModel with its language model swapped out for the duration (so a copy of it is small)."""
+    language_model = llava_model.language_model
+    llava_model.language_model = torch.nn.Identity()
+    try:
+        yield llava_model
+    finally:
+        llava_model.language_model = language_model
+
+
+def export_vision(
+    llava_model: torch.nn.Module,
+    out: str | Path,
+    *,
+    opset: int = DEFAULT_OPSET,
+    fp16: bool = False,
+    overwrite: bool = False,
+    info: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Export a LlavaModel's vision tower + projector to `out`/vision_tower.onnx plus manifest.json."""
+    with _without_language_model(llava_model) as vision_only:
+        reference = copy.deepcopy(vision_only).to("cpu", torch.float32).eval()
+    traced = copy.deepcopy(reference).half() if fp16 else reference
+    spec = vision_graph_spec(reference)
+    manifest = {
+        "image_size": spec.inputs[0].shape[-1], "image_tokens": spec.outputs[0].shape[1],
+        "hidden_size": spec.outputs[0].shape[2],
+        "fingerprint": vision_fingerprint(llava_model, opset=opset, fp16=fp16), **(info or {}),
+    }
+    return _export({VISION_PART: vision_graph_spec(traced)}, {VISION_PART: spec}, (VISION_PART,), out,
+                   opset=opset, fp16=fp16, overwrite=overwrite, manifest=manifest)
+
+
+def _export(specs: dict[str, GraphSpec], ref_specs: dict[str, GraphSpec], parts: tuple[str, ...], out: str | Path,
+            *, opset: int, fp16: bool, overwrite: bool, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Trace and check `parts`, write the manifest, move the directory into place; returns the manifest."""
     out = Path(out)
     if opset not in OPSETS:
         raise ValueError(f"opset {opset} is not supported by the exporter; use {OPSETS.start}..{OPSETS.stop - 1}")
-    if not parts or any(p not in PARTS for p in parts):
-        raise ValueError(f"parts {parts}: choose one or more of {', '.join(PARTS)}")
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite (overwrite=True) to replace it")
-    reference = copy.deepcopy(sam).to("cpu", torch.float32).eval()
-    traced = copy.deepcopy(reference).half() if fp16 else reference
     dtype = "float16" if fp16 else "float32"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     tmp.chmod(0o755)  # mkdtemp's 0700 would follow the export to the robot
     try:
-        specs, ref_specs = graph_specs(traced), graph_specs(reference)
         graphs = {}
         for name in parts:
             path = tmp / f"{name}.onnx"
             _trace(specs[name], path, opset, torch.float16 if fp16 else torch.float32)
             graphs[name] = _describe(specs[name], path.name, dtype) | {"data_file": _weights_file(path)}
             graphs[name]["check"] = check_graph(path, ref_specs[name], dtype)
-        manifest = {
-            "format": FORMAT, "format_version": FORMAT_VERSION, "opset": opset, "dtype": dtype,
-            "image_size": sam.image_size, "prompt_dim": sam.prompt_dim,
-            "embedding_shape": list(embedding_shape(sam)),
-            "fingerprint": sam_fingerprint(sam, opset=opset, fp16=fp16, parts=parts),
-            "torch_version": torch.__version__, "graphs": graphs, **(info or {}),
-        }
+        manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "opset": opset, "dtype": dtype,
+                    "torch_version": torch.__version__, "graphs": graphs, **manifest}
         write_manifest(tmp, manifest)
         _move_into_place(tmp, out, overwrite)
     finally:

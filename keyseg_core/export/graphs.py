@@ -5,8 +5,10 @@ Each part is a `GraphSpec`: a wrapper module whose forward is exactly what `KeyS
 axes, and example inputs for tracing and for the onnxruntime check. Nothing here re-implements a
 network part, so an exported graph cannot drift from the torch model.
 
-The LLM and the fusion module stay in torch: the fusion consumes the LLM's hidden states in the same
-process, and its branch for samples without a [KEY] is data dependent, which a trace would freeze.
+The vision tower (CLIP + projector) is a graph of its own (`vision_graph_spec`), exported apart
+from SAM because it belongs to the LLaVA model. The LLM and the fusion module stay in torch: the
+fusion consumes the LLM's hidden states in the same process, and its branch for samples without a
+[KEY] is data dependent, which a trace would freeze.
 """
 
 from __future__ import annotations
@@ -68,7 +70,42 @@ class SamDecoderGraph(nn.Module):
         return self.sam.decode(image_embeddings, prompts)
 
 
+class VisionTowerGraph(nn.Module):
+    """(B, 3, s, s) CLIP-normalised pixels -> (B, n_img, d) visual tokens (tower + projector)."""
+
+    def __init__(self, llava_model: nn.Module) -> None:
+        super().__init__()
+        self.llava_model = llava_model
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        from ..model import image_features
+
+        return image_features(self.llava_model, pixels)
+
+
 PARTS = ("sam_encoder", "decoder")
+VISION_PART = "vision_tower"
+
+
+def vision_graph_spec(llava_model: nn.Module) -> GraphSpec:
+    """The GraphSpec of a LlavaModel's vision tower + projector (its language model is never called).
+
+    One image per call: transformers' LLaVA returns its features as a per-image list, which a trace
+    unrolls at the traced batch size, so the graph's batch is fixed at 1 (runners loop over images).
+    """
+    size = llava_model.config.vision_config.image_size
+    tokens = (size // llava_model.config.vision_config.patch_size) ** 2
+    width = llava_model.config.text_config.hidden_size
+
+    def pixels(batch: int, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+        return (torch.randn(batch, 3, size, size, dtype=dtype),)
+
+    return GraphSpec(
+        VISION_PART, VisionTowerGraph(llava_model),
+        inputs=(TensorSpec("pixels", (1, 3, size, size)),),
+        outputs=(TensorSpec("image_features", (1, tokens, width)),),
+        example=pixels, export_size=1, check_sizes=(1,),
+    )
 
 
 def embedding_shape(sam: SamSegmenter) -> tuple[int, int, int]:

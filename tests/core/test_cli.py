@@ -42,7 +42,7 @@ def test_predict_tensorrt_backend_explains_itself(tmp_path):
     Image.fromarray(data.chelsea()).save(photo)
     out = keyseg("predict", "--image", str(photo), "--query", "cat", "--out", str(tmp_path), "--model", "config:tiny",
                  "--backend", "tensorrt")
-    assert out.returncode == 2 and "TensorRT cannot be installed" in out.stderr and "keyseg export" in out.stderr
+    assert out.returncode == 2 and "TensorRT is not installed" in out.stderr and "keyseg export" in out.stderr
 
 
 def test_predict_bad_image_is_a_clear_error(tmp_path):

@@ -39,7 +39,8 @@ def test_predictor_onnxruntime_gives_the_torch_mask(onnx_cache, monkeypatch):
     reference = Predictor.from_pretrained("config:tiny")
     ort = Predictor.from_pretrained("config:tiny", backend="onnxruntime")
     assert isinstance(ort.model.sam, OrtSamSegmenter)
-    assert len(list(onnx_cache.iterdir())) == 1  # exported into the cache on first use
+    # SAM and the vision tower exported into the cache on first use
+    assert sorted(p.name.startswith("vision-") for p in onnx_cache.iterdir()) == [False, True]
     photo, query = data.coffee(), "Which object holds the drink?"
     want, got = reference.predict(photo, query), ort.predict(photo, query)
     assert got.mask.shape == photo.shape[:2]
@@ -49,17 +50,18 @@ def test_predictor_onnxruntime_gives_the_torch_mask(onnx_cache, monkeypatch):
     from keyseg_core.backends import onnxruntime_sam
 
     monkeypatch.setattr(onnxruntime_sam, "export_sam", lambda *a, **k: pytest.fail("exported twice"))
+    monkeypatch.setattr(onnxruntime_sam, "export_vision", lambda *a, **k: pytest.fail("exported twice"))
     Predictor.from_pretrained("config:tiny", backend="onnxruntime")
 
 
-def test_tensorrt_backend_refused_with_directions():
-    with pytest.raises(ValueError, match="TensorRT cannot be installed in this environment") as info:
+def test_tensorrt_backend_without_tensorrt_says_why_and_what_to_do():
+    with pytest.raises(RuntimeError, match="backend 'tensorrt' cannot run: TensorRT is not installed") as info:
         Predictor.from_pretrained("config:tiny", backend="tensorrt")
-    assert "trtexec --onnx=" in str(info.value) and "--fp16" in str(info.value) and "keyseg export" in str(info.value)
+    assert "pypi.nvidia.com" in str(info.value) and "'auto'" in str(info.value) and "keyseg export" in str(info.value)
 
 
 def test_unknown_backend_refused():
-    with pytest.raises(ValueError, match="backend 'tflite' is not one of torch, onnxruntime"):
+    with pytest.raises(ValueError, match="backend 'tflite' is not one of torch, compile, onnxruntime"):
         Predictor.from_pretrained("config:tiny", backend="tflite")
     with pytest.raises(ValueError, match="not one of"):
         use_backend(object(), "openvino", torch.device("cpu"))  # refused before the model is touched
