@@ -21,6 +21,10 @@ _EXPORTS = {
     "save_checkpoint": "checkpoint",
     "load_checkpoint": "checkpoint",
     "Predictor": "predictor",
+    "Reasoner": "reasoner",
+    "Reasoning": "reasoner",
+    "Segmenter": "segmenter",
+    "StreamingSegmenter": "streaming",
     "Prediction": "prediction",
     "KeywordCandidate": "prediction",
 }

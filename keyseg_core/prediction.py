@@ -33,6 +33,9 @@ class Prediction:
             generate mode also "generate" (token-by-token answer generation).
         untrained: True when the weights are untrained (random init), so outputs are meaningless.
         keyword_candidates: how many candidate keywords `keyword_prob` is normalised over.
+        fresh_reasoning: True when this frame had its own reasoning pass (always, outside streaming);
+            False when its mask came from S_hat reasoned on an earlier frame (keyseg_core.streaming).
+        reasoning_age_s: seconds between the frame the reasoning ran on and this one (0 when fresh).
     """
 
     mask: np.ndarray
@@ -45,6 +48,8 @@ class Prediction:
     timings_ms: dict[str, float] = field(default_factory=dict)
     untrained: bool = False
     keyword_candidates: int = 0
+    fresh_reasoning: bool = True
+    reasoning_age_s: float = 0.0
 
 
 # Stage names used in `Prediction.timings_ms` and by `keyseg bench`, in pipeline order.

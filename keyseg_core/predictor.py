@@ -1,37 +1,39 @@
 """Predictor: image + query -> mask, confidence, keyword (+ alternatives), answer text, timings.
 
 Separate from the nn.Module (as SAM's predictor is): it owns device/dtype, inference mode, the
-keyword candidates and timing. Two modes:
+backend and timing, and composes a `Reasoner` (LLM-bound) and a `Segmenter` (SAM-bound). Two modes:
   prefill   one forward pass over the prompt plus the forced answer template (no token-by-token
             generation), the fast path for robots;
-  generate  the LLM first generates its answer; if that answer holds [SEG] the mask is taken from it,
-            otherwise from the forced template (the free text is still returned).
+  generate  the LLM first generates its answer from the prefilled prompt; if that answer holds [SEG]
+            the mask is taken from the generated tokens' hidden states, otherwise from the forced
+            template run after the same prefilled prompt (the free text is still returned).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .backends import check_backend, use_backend
+from .backends import BackendChoice, check_backend, use_backend
 from .builder import build_model, registry_config
 from .checkpoint import CONFIG_FILE, META_FILE, load_checkpoint
-from .config import KEY_TOKEN, SEG_TOKEN, KeySegConfig
-from .keyword_head import decode_keywords
+from .config import KeySegConfig
 from .model import KeySegModel
-from .prediction import STAGES, Prediction, mask_box
+from .prediction import STAGES, Prediction
 from .processor import KeySegProcessor, validate_image
+from .reasoner import MODES, FrameFeatures, Reasoner, Reasoning
+from .segmenter import EncodedFrame, Segmenter, to_prediction
 from .shipped import shipped_checkpoint
-from .vocabulary import COCO_CATEGORIES
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-MODES = ("prefill", "generate")
 CONFIG_PREFIX = "config:"
 
 
@@ -55,8 +57,25 @@ class StageTimer:
             torch.cuda.synchronize(self.device)
 
 
+@dataclass
+class Frame:
+    """One frame as the predictor caches it (SAM's set_image, for the reasoner too): the SAM image
+    embedding and the reasoner's vision features + prefilled prefix, each computed on first use."""
+
+    image: np.ndarray
+    sam: EncodedFrame | None = None
+    features: FrameFeatures | None = None
+
+
 class Predictor:
-    """Runs a KeySegModel on images and queries. Use `from_pretrained` to construct."""
+    """Runs a KeySegModel on images and queries. Use `from_pretrained` to construct.
+
+    Composed of a `Reasoner` (image + query -> S_hat, keyword, answer; LLM-bound) and a `Segmenter`
+    (frame + S_hat -> mask; SAM-bound). `predict`/`predict_batch` run both on the same frames;
+    `set_image` + `predict_queries` answer several queries on one frame with the image encoded once
+    and the queries in one batch; `reason` + `segment` run the halves on their own clocks (streaming).
+    The LLM half and the SAM half each hold a lock, so two threads may drive them concurrently.
+    """
 
     def __init__(
         self,
@@ -68,53 +87,67 @@ class Predictor:
         mode: str = "prefill",
         mask_threshold: float = 0.0,
         max_new_tokens: int = 48,
+        backend: BackendChoice | None = None,
     ) -> None:
-        if mode not in MODES:
-            raise ValueError(f"mode '{mode}' is not one of {', '.join(MODES)}")
         self.model = model.eval()
         self.processor = processor
         self.model_name = model_name
         self.untrained = untrained
-        self.mode = mode
         self.mask_threshold = mask_threshold
-        self.max_new_tokens = max_new_tokens
+        self.backend = backend or BackendChoice("torch", "torch", "requested")
+        self.reasoner = Reasoner(model, processor, mode=mode, max_new_tokens=max_new_tokens,
+                                 vision=self.backend.vision)
+        self.segmenter = Segmenter(model, processor)
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
-        vocab = model.config.keyword.vocabulary
-        # where the candidates come from, for messages: decoding normalises over exactly this list
-        self.keyword_source = "model config" if vocab else "COCO's 80 categories (the model names none)"
-        self.keyword_candidates = list(dict.fromkeys(vocab or COCO_CATEGORIES))
-        self._candidate_ids = [processor.keyword_ids(k) for k in self.keyword_candidates]
+        self.keyword_source = self.reasoner.keyword_source
+        self.keyword_candidates = self.reasoner.keyword_candidates
+        self.llm_lock = threading.RLock()
+        self.sam_lock = threading.RLock()
+        self._frame: Frame | None = None
+
+    @property
+    def mode(self) -> str:
+        return self.reasoner.mode
 
     @classmethod
     def from_pretrained(
-        cls, model: str | None = None, *, device: str = "cpu", dtype: str = "float32", mode: str = "prefill",
+        cls, model: str | None = None, *, device: str = "cpu", dtype: str = "auto", mode: str = "prefill",
         mask_threshold: float = 0.0, backend: str = "torch",
     ) -> Predictor:
         """Load a checkpoint dir, a hub id of one, 'config:<registry name>', a config file, or (None) the
         shipped KeySeg-Tiny, checked against its checksums.
 
         Registry configs and config files build untrained (random/base) weights; the result says so.
-        backend: 'torch', or 'onnxruntime' to run SAM's exported graphs (exported and cached on first use).
+        dtype: 'auto' (bfloat16 on CUDA, float32 on the CPU), float32, float16 or bfloat16; the model is
+        built straight in that dtype on the device, and on CUDA float32 matmuls use TF32.
+        backend: 'torch', 'compile', 'onnxruntime', 'tensorrt' or 'auto' (keyseg_core.backends): a named
+        backend that cannot load is an error that says why; 'auto' falls back and logs its choice.
         """
         check_backend(backend)
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype '{dtype}' is not one of {', '.join(DTYPES)}")
+        if mode not in MODES:
+            raise ValueError(f"mode '{mode}' is not one of {', '.join(MODES)}")
         torch_device = torch.device(device)
         if torch_device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError(f"device '{device}' requested but CUDA is not available")
+        torch_dtype = resolve_dtype(dtype, torch_device)
+        if torch_device.type == "cuda":
+            enable_tf32()
         name = model or str(shipped_checkpoint())
         untrained = True
         if name.startswith(CONFIG_PREFIX):
-            net, proc = build_model(registry_config(name[len(CONFIG_PREFIX):]), DTYPES[dtype], torch_device)
+            net, proc = build_model(registry_config(name[len(CONFIG_PREFIX):]), torch_dtype, torch_device)
         elif Path(name).suffix in (".json", ".yaml", ".yml") and Path(name).is_file():
-            net, proc = build_model(KeySegConfig.from_file(name), DTYPES[dtype], torch_device)
+            net, proc = build_model(KeySegConfig.from_file(name), torch_dtype, torch_device)
         else:
             directory = _checkpoint_dir(name)
-            net, proc = load_checkpoint(directory, DTYPES[dtype], torch_device)
+            net, proc = load_checkpoint(directory, torch_dtype, torch_device)
             untrained = not json.loads((directory / META_FILE).read_text()).get("train_steps")
-        use_backend(net, backend, torch_device)
-        return cls(net, proc, model_name=name, untrained=untrained, mode=mode, mask_threshold=mask_threshold)
+        choice = use_backend(net.eval(), backend, torch_device)
+        return cls(net, proc, model_name=name, untrained=untrained, mode=mode, mask_threshold=mask_threshold,
+                   backend=choice)
+
+    # ---- one-shot: image + query -> prediction ----
 
     @torch.inference_mode()
     def predict(self, image: np.ndarray, query: str) -> Prediction:
@@ -130,18 +163,109 @@ class Predictor:
         start = time.perf_counter()
         with timer("preprocess"):
             images = [validate_image(img, f"image {i}") for i, img in enumerate(images)]
-        answers = None
         if self.mode == "generate":
-            with timer("generate"):
-                answers = self._answers(images, queries)
+            return self._predict_generated(images, queries, timer, start)
         with timer("preprocess"):
-            batch = self.processor(images, queries, answers=[a for a, _ in answers] if answers else None)
-            batch = batch.to(self.device, self.dtype)
-        out = self.model.run(batch, timer=timer)
-        results = []
+            batch = self.processor(images, queries).to(self.device, self.dtype)
+        with self.llm_lock:
+            reasoned, reasonings = self.reasoner.reason_batch(batch, queries, timer)
+        with self.sam_lock:
+            masks, _ = self.model.segment(batch.sam_pixels, reasoned.prompts, reasoned.seg_batch, batch.resized_hw,
+                                          batch.original_hw, timer)
         with timer("postprocess"):
-            for i, logits in enumerate(out.mask_logits):
-                results.append(self._result(i, logits, out, answers[i][1] if answers else None))
+            results = [self._prediction(r, m) for r, m in zip(reasonings, masks)]
+        return self._timed(results, timer, start)
+
+    def _predict_generated(self, images: list[np.ndarray], queries: list[str], timer: StageTimer,
+                           start: float) -> list[Prediction]:
+        """Generate mode: per image, the answer generated from the prefilled prompt, then its mask."""
+        results = []
+        for image, query in zip(images, queries):
+            with self.llm_lock:
+                features = self.reasoner.encode_frame(image, timer)
+                (reasoning,) = self.reasoner.reason_frame(features, [query], timer)
+            with self.sam_lock:
+                segmented = self.segmenter.decode(self.segmenter.encode(image, timer), reasoning.prompts, timer)
+            with timer("postprocess"):
+                results.append(self._prediction(reasoning, segmented.logits))
+        return self._timed(results, timer, start)
+
+    # ---- one frame, several queries: SAM's set_image ----
+
+    def encode_frame(self, image: np.ndarray) -> Frame:
+        """A frame to ask several queries about (`predict_queries(queries, frame)`); encodes lazily."""
+        return Frame(validate_image(image))
+
+    def set_image(self, image: np.ndarray) -> Frame:
+        """Cache `image`: later `predict_queries` calls run the vision tower, the prompt prefix and SAM's
+        image encoder on it once. Returns the cached Frame."""
+        self._frame = self.encode_frame(image)
+        return self._frame
+
+    @torch.inference_mode()
+    def predict_queries(self, queries: list[str], frame: Frame | None = None) -> list[Prediction]:
+        """Several queries on one frame (default: the `set_image` one) as one batch; the frame's
+        encodings are computed on first use and reused by later calls."""
+        frame = frame or self._frame
+        if frame is None:
+            raise RuntimeError("predict_queries needs a frame: call set_image(image) first")
+        if not queries:
+            raise ValueError("give at least one query")
+        timer = StageTimer(self.device)
+        start = time.perf_counter()
+        with self.llm_lock:
+            if frame.features is None:
+                frame.features = self.reasoner.encode_frame(frame.image, timer)
+            reasonings = self.reasoner.reason_frame(frame.features, list(queries), timer)
+        with self.sam_lock:
+            if frame.sam is None:
+                frame.sam = self.segmenter.encode(frame.image, timer)
+            prompts = torch.cat([r.prompts[:1] for r in reasonings])
+            segmented = self.segmenter.decode(frame.sam, prompts, timer)
+        with timer("postprocess"):
+            results, row = [], 0
+            for r in reasonings:
+                rows = min(len(r.prompts), 1)
+                results.append(self._prediction(r, segmented.logits[row: row + rows]))
+                row += rows
+        return self._timed(results, timer, start)
+
+    # ---- the two clocks: reason once per question, segment every frame ----
+
+    @torch.inference_mode()
+    def reason(self, image: np.ndarray, query: str) -> Reasoning:
+        """The LLM-bound half on one frame: S_hat, keyword and answer for `query` (timings included)."""
+        timer = StageTimer(self.device)
+        start = time.perf_counter()
+        with self.llm_lock:
+            reasoning = self.reasoner.reason(image, query, timer)
+        reasoning.timings_ms = dict(timer.ms) | {"total": (time.perf_counter() - start) * 1e3}
+        reasoning.finished = time.monotonic()
+        return reasoning
+
+    @torch.inference_mode()
+    def segment(self, image: np.ndarray, reasoning: Reasoning, mask_prompt: torch.Tensor | None = None
+                ) -> tuple[Prediction, torch.Tensor]:
+        """The SAM-bound half on one frame with an earlier reasoning's S_hat: (prediction, low-res
+        logits of its mask, which the next frame may take as `mask_prompt`)."""
+        timer = StageTimer(self.device)
+        start = time.perf_counter()
+        with self.sam_lock:
+            segmented = self.segmenter.decode(self.segmenter.encode(image, timer), reasoning.prompts[:1], timer,
+                                              mask_prompt=mask_prompt)
+        with timer("postprocess"):
+            prediction = self._prediction(reasoning, segmented.logits)
+        (prediction,) = self._timed([prediction], timer, start)
+        return prediction, segmented.low_res[:1]
+
+    # ---- results ----
+
+    def _prediction(self, reasoning: Reasoning, logits: torch.Tensor) -> Prediction:
+        return to_prediction(reasoning, logits, self.mask_threshold, untrained=self.untrained,
+                             candidates=len(self.keyword_candidates))
+
+    @staticmethod
+    def _timed(results: list[Prediction], timer: StageTimer, start: float) -> list[Prediction]:
         total = (time.perf_counter() - start) * 1e3
         timings = {stage: timer.ms.get(stage, 0.0) for stage in STAGES} | {"total": total}
         if "generate" in timer.ms:
@@ -150,54 +274,20 @@ class Predictor:
             r.timings_ms = dict(timings)
         return results
 
-    def _result(self, i: int, logits: torch.Tensor, out, generated: str | None) -> Prediction:
-        """Sample i's first [SEG] mask and first [KEY] keyword -> Prediction.
 
-        The answer is readable text: the template's reply with the decoded keyword (prefill), or the
-        generated text with [SEG] dropped and [KEY] replaced by the keyword (generate).
-        """
-        if logits.shape[0] == 0:
-            h, w = out.mask_logits[i].shape[-2:]
-            mask, score = np.zeros((h, w), bool), 0.0
-        else:
-            first = logits[0].float()
-            fg = first > self.mask_threshold
-            mask = fg.cpu().numpy()
-            score = float(torch.sigmoid(first[fg]).mean()) if bool(fg.any()) else 0.0
-        keys = (out.key_batch == i).nonzero().flatten()
-        if keys.numel():
-            top = decode_keywords(out.keyword_logits[keys[0]], self.keyword_candidates, self._candidate_ids,
-                                  self.model.config.keyword.top_k)
-            keyword, prob = top[0].text, top[0].prob
-        else:
-            top, keyword, prob = [], "", 0.0
-        return Prediction(mask=mask, score=score, keyword=keyword, keyword_prob=prob, keyword_topk=top,
-                          answer=self._readable(generated, keyword), box=mask_box(mask),
-                          keyword_candidates=len(self.keyword_candidates), untrained=self.untrained)
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """'auto' -> bfloat16 on CUDA, float32 elsewhere; a named dtype as is."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype '{dtype}' is not one of auto, {', '.join(DTYPES)}")
+    return DTYPES[dtype]
 
-    def _readable(self, generated: str | None, keyword: str) -> str:
-        template = self.model.config.template
-        if generated is None:
-            return template.reply.format(keyword=keyword) if keyword else template.reply_no_key
-        text = generated.replace(SEG_TOKEN, "").replace(KEY_TOKEN, keyword)
-        return " ".join(text.split()).replace(" .", ".").replace(" ,", ",")
 
-    def _answers(self, images: list[np.ndarray], queries: list[str]) -> list[tuple[str, str]]:
-        """Generate mode: (answer used for the mask, free text) per sample."""
-        result = []
-        forced = self.model.config.answer
-        seg = self.processor.ids.seg
-        for image, query in zip(images, queries):
-            batch = self.processor([image], [query], answers=[""]).to(self.device, self.dtype)
-            generated = self.model.llava.generate(
-                input_ids=batch.input_ids, attention_mask=batch.attention_mask.long(),
-                pixel_values=batch.clip_pixels, max_new_tokens=self.max_new_tokens, do_sample=False,
-                pad_token_id=self.processor.ids.pad,
-            )[0, batch.input_ids.shape[1]:]
-            generated = generated[generated != self.processor.ids.eos]
-            text = self.processor.tokenizer.decode(generated, skip_special_tokens=False)
-            result.append((text if seg in generated.tolist() else forced, text))
-        return result
+def enable_tf32() -> None:
+    """What stays in float32 on CUDA (SAM's postprocessing, a float32 model) uses TF32 tensor cores."""
+    torch.set_float32_matmul_precision("high")
+    torch.backends.cudnn.allow_tf32 = True
 
 
 def _checkpoint_dir(name: str) -> Path:

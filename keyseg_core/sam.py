@@ -141,14 +141,24 @@ class SamSegmenter(nn.Module):
         """(B, 3, S, S) -> (B, C, S/16, S/16) image embeddings."""
         return self.sam.get_image_embeddings(pixels)
 
-    def decode(self, embedding: torch.Tensor, prompts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    # the decoder takes an earlier frame's low-res mask logits as a dense prompt (`mask_inputs`)
+    accepts_mask_prompt = True
+
+    def decode(self, embedding: torch.Tensor, prompts: torch.Tensor,
+               mask_inputs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """One image's embedding (1, C, h, w) and its N prompts (N, C) -> (N, 4h, 4w) logits, (N,) IoU preds.
 
-        S_hat is the only sparse prompt (no points, boxes or mask), single-mask output as in LISA.
+        S_hat is the only sparse prompt (no points or boxes), single-mask output as in LISA. Without
+        `mask_inputs` the dense prompt is SAM's no-mask embedding; with (1, 4h, 4w) low-res logits (an
+        earlier frame's mask) it is SAM's embedding of that mask, shared by all N prompts.
         """
         n = prompts.shape[0]
         sparse = prompts[None, :, None, :]  # (1, N, 1, C): N prompt sets of one token each
-        _, dense = self.sam.prompt_encoder(None, None, None, None)  # no-mask embedding (1, C, h, w)
+        if mask_inputs is None:
+            _, dense = self.sam.prompt_encoder(None, None, None, None)  # no-mask embedding (1, C, h, w)
+        else:
+            dense = self.sam.prompt_encoder.mask_embed(mask_inputs.reshape(1, 1, *mask_inputs.shape[-2:])
+                                                       .to(embedding.dtype))
         masks, iou = self.sam.mask_decoder(
             image_embeddings=embedding,
             image_positional_embeddings=self.sam.get_image_wide_positional_embeddings().to(embedding.dtype),
