@@ -12,8 +12,9 @@ object of every scene supervised:
   so its patches tell the LLM what is where.
 
 Scenes are a function of (scene_seed, index) and prompts of (seed, step), so a resumed run sees
-exactly what an uninterrupted one would. The result is a partial keyseg checkpoint holding only the
-vision tower and SAM; `keyseg train` starts stage 2 from it with `init_checkpoint`. The heads and
+exactly what an uninterrupted one would. The result (final/, and model/ in every step checkpoint) is a
+partial keyseg checkpoint holding only the vision tower and SAM; `keyseg train` starts stage 2 from it
+with `init_checkpoint`. The heads and
 category embeddings are stage-1 only and are not shipped.
 """
 
@@ -34,7 +35,7 @@ from torch import nn
 
 from keyseg_core.atomic import atomic_write_text
 from keyseg_core.builder import build_model
-from keyseg_core.checkpoint import plain_name, save_checkpoint
+from keyseg_core.checkpoint import load_weights_into, save_checkpoint
 from keyseg_core.losses import mask_bce_loss, mask_dice_loss
 from keyseg_core.model import KeySegModel
 from keyseg_core.processor import KeySegProcessor
@@ -49,7 +50,7 @@ from .loop import learning_rate, make_optimizer
 PROMPT_KINDS = ("point", "box", "category")
 STAGE1_PARTS = ("vision_tower.", "sam.")  # plain parameter-name markers of what stage 1 trains
 HEADS_FILE = "heads.safetensors"
-WEIGHTS_FILE = "weights.safetensors"
+STAGE = "bases (vision tower + SAM)"
 METRICS = ["step", "lr", "loss", "prompt_mask", "sam_category", "vision_category",
            *(f"iou_{k}" for k in PROMPT_KINDS), "step_time_s"]
 
@@ -246,11 +247,7 @@ def pretrain_bases(config: BasesConfig, *, resume: bool = False, stop_at: int | 
     step = 0
     if start:
         step = ckpt.read_state(start).step
-        weights = load_file(str(start / WEIGHTS_FILE))
-        params = {plain_name(n): p for n, p in model.named_parameters() if is_stage1(plain_name(n))}
-        with torch.no_grad():
-            for name, tensor in weights.items():
-                params[name].copy_(tensor)
+        load_weights_into(model, start / ckpt.MODEL_DIR, partial=True)
         heads.load_state_dict(load_file(str(start / HEADS_FILE)))
         ckpt.load_optimizer(optimizer, start)
     stage = StageOne(model, processor, heads, names, config)
@@ -262,8 +259,7 @@ def pretrain_bases(config: BasesConfig, *, resume: bool = False, stop_at: int | 
         tmp = ckpt.partial_dir(checkpoints, at)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        state = {plain_name(n): p.detach().cpu().contiguous() for n, p in model.named_parameters() if is_stage1(plain_name(n))}
-        save_file(state, str(tmp / WEIGHTS_FILE))
+        save_checkpoint(model, tmp / ckpt.MODEL_DIR, keep=is_stage1, extra={"pretrain_steps": at, "stage": STAGE})
         save_file({k: v.contiguous() for k, v in heads.state_dict().items()}, str(tmp / HEADS_FILE))
         ckpt.save_optimizer(optimizer, tmp)
         atomic_write_text(tmp / ckpt.STATE_FILE, ckpt.TrainerState(at, at * config.batch_size, "bases").to_json())
@@ -304,8 +300,7 @@ def pretrain_bases(config: BasesConfig, *, resume: bool = False, stop_at: int | 
     bar.close()
     logger.close()
     if step == config.max_steps:
-        save_checkpoint(model, out / "final", overwrite=True, keep=is_stage1,
-                        extra={"pretrain_steps": step, "stage": "bases (vision tower + SAM)"})
+        save_checkpoint(model, out / "final", overwrite=True, keep=is_stage1, extra={"pretrain_steps": step, "stage": STAGE})
     summary = {"step": step, "max_steps": config.max_steps, "scenes_seen": step * config.batch_size,
                "seconds": round(time.perf_counter() - started, 1), "resumed_from": str(start) if start else None,
                "last": last, "final": str(out / "final") if step == config.max_steps else None}
