@@ -19,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", required=True, help="data root holding reason_seg/ and refer_seg/ (docs/data.md)")
     parser.add_argument("--output", default=None, help="report folder (default: ./eval/<checkpoint name>/<dataset>_<split>)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
+                        help="auto: bfloat16 on CUDA, float32 on the CPU")
     parser.add_argument("--batch-size", type=int, default=1, help="items per forward pass")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N items (smoke tests)")
     parser.add_argument("--worst", type=int, default=8, help="overlays written for the N lowest-IoU items")

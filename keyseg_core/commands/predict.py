@@ -14,15 +14,17 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
              "keyseg-tiny, llava7b-sam-h-random) or a config file; default: the shipped, trained KeySeg-Tiny",
     )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"],
+                        help="auto: bfloat16 on CUDA (TF32 for what stays float32), float32 on the CPU")
     parser.add_argument("--mode", default="prefill", choices=["prefill", "generate"],
                         help="prefill: one forward pass with the forced answer; generate: free text first")
 
 
 def add_backend_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"],
-                        help="torch, or onnxruntime for SAM's exported graphs (exported and cached on first "
-                             "use); tensorrt explains how to build an engine on the robot")
+    parser.add_argument("--backend", default="torch", choices=["torch", "compile", "onnxruntime", "tensorrt", "auto"],
+                        help="backend of the per-frame graphs: torch, compile (torch.compile), onnxruntime or "
+                             "tensorrt (exported graphs and engines, built and cached on first use), or auto "
+                             "(the first of tensorrt, compile on CUDA, onnxruntime, torch that loads)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

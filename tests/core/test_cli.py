@@ -54,12 +54,22 @@ def test_predict_bad_image_is_a_clear_error(tmp_path):
 
 def test_bench_prints_table_and_writes_json(tmp_path):
     out = keyseg("bench", "--models", "config:tiny", "--iters", "1", "--warmup", "0", "--image-size", "320x240",
+                 "--frames", "3", "--video", "3", "--generate-tokens", "3", "--backend", "torch,tensorrt",
                  "--json", str(tmp_path / "b.json"))
     assert out.returncode == 0, out.stderr
-    assert "llm_prefill" in out.stdout and "mask_decoder" in out.stdout
+    assert "llm_prefill" in out.stdout and "mask_decoder" in out.stdout and "stream fps" in out.stdout
     report = json.loads((tmp_path / "b.json").read_text())
-    stages = report["results"][0]["stages_ms"]
+    torch_row, trt_row = report["results"]
+    stages = torch_row["full"]["stages_ms"]
     assert {"vision_tower", "llm_prefill", "fusion", "sam_encoder", "mask_decoder", "postprocess", "total"} <= set(stages)
+    assert torch_row["streaming"]["stages_ms"]["llm_prefill"]["median"] == 0.0
+    ratios = torch_row["ratios"]
+    assert ratios["streaming_over_full_fps"] > 0 and ratios["cached_frame"]["first_over_second"] > 0
+    assert ratios["prefill_vs_generate"]["tokens_generated"] == 3
+    video = torch_row["video"]
+    assert video["frames"] == 3 and video["reasonings"] == 1 and 0 <= video["streaming"]["miou_vs_full"] <= 1
+    assert torch_row["peak_host_mb"] > 0
+    assert "TensorRT is not installed" in trt_row["skipped"]  # a backend that cannot run is a row
 
 
 def test_info_prints_parameter_summary():
