@@ -140,4 +140,6 @@ def to_result(
         timings=[StageTiming(stage=k, ms=float(v)) for k, v in timings.items()],
         model=model,
         untrained=bool(prediction.untrained),
+        reasoning_fresh=bool(getattr(prediction, "fresh_reasoning", True)),
+        reasoning_age=float(getattr(prediction, "reasoning_age_s", 0.0)),
     )

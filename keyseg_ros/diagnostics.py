@@ -20,6 +20,8 @@ COUNTERS = (
     "frames_processed",
     "frames_dropped",  # replaced by a newer frame before the model got to them
     "frames_without_query",
+    "frames_awaiting_reasoning",  # streaming: a new query's first reasoning was not ready yet
+    "reasonings",  # streaming: reasoning passes finished (a full pass on one frame each)
     "bad_frames",
     "queries_received",
     "bad_queries",

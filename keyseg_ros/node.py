@@ -8,13 +8,21 @@ cleanup     the model is released
 Inference runs on its own thread. Callbacks only store the newest frame (older waiting ones are
 dropped and counted) or the new query, so the executor never waits on the model.
 
+Streaming (parameter `streaming`, the default): a new query (also every `reasoning_period` seconds
+and on a message on `reason`) starts a full KeySeg pass on the current frame on a second thread, the
+reasoning thread; every frame runs only SAM's encoder and decoder with the reasoning's S_hat, so
+frames never wait on the LLM. A query that arrives while the reasoning thread works replaces the
+pending one. The reasoned frame's own result is published too (`reasoning_fresh`), unless a newer
+frame was published meanwhile; other results carry `reasoning_age`. After a new query, frames get
+no result until its first reasoning is ready (counted as frames_awaiting_reasoning).
+
 Shutdown (SIGINT or SIGTERM, in any state): the signal only sets a flag. The main loop then stops
 the inference thread and joins it, lets waiting `segment` calls answer, and only then destroys the
 node and shuts the ROS context down, so nothing publishes on a dead context. Exit code 0.
 
 Topics (relative, so launch files can remap or namespace them):
   in   image (sensor_msgs/Image) or image/compressed, query (std_msgs/String),
-       clear_query (std_msgs/Empty)
+       clear_query (std_msgs/Empty), reason (std_msgs/Empty: reason again on the next frame)
   out  mask (sensor_msgs/Image mono8), keyword (std_msgs/String),
        result (keyseg_ros/SegmentationResult), overlay (sensor_msgs/Image rgb8),
        /diagnostics (diagnostic_msgs/DiagnosticArray)
@@ -72,19 +80,19 @@ class Job:
     """
 
     image: Image
-    query: str
+    queries: list[str]
     response: Segment.Response
     done: threading.Event = field(default_factory=threading.Event)
     abandoned: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def finish(self, success: bool, message: str, result: SegmentationResult | None = None) -> None:
+    def finish(self, success: bool, message: str, results: list[SegmentationResult] | None = None) -> None:
         with self.lock:
             if self.abandoned or self.done.is_set():
                 return
             self.response.success, self.response.message = success, message
-            if result is not None:
-                self.response.result = result
+            if results:
+                self.response.result, self.response.results = results[0], results
             self.done.set()
 
     def abandon(self, message: str) -> None:
@@ -189,7 +197,12 @@ class KeySegNode(LifecycleNode):
         self._calls_waiting = 0  # `segment` callbacks waiting for the inference thread
         self._faults_left = 0  # test_inference_faults drill
         self._failures = FailureLog(self.get_logger())
-        self.busy = threading.Event()  # set while a prediction (frame or call) is in the model
+        self.busy = threading.Event()  # set while a prediction (frame, reasoning or call) is in the model
+        self._busy_count = 0
+        self._busy_lock = threading.Lock()
+        self._stream = None  # keyseg_core.streaming.StreamingSegmenter while configured with streaming
+        self._last_published = -1.0  # arrival time of the newest frame published
+        self._mask_prompt_warned = False
         self._subs: list = []
         self._query_topic = self.resolve_topic_name("query")  # for messages; set again on activate
         self._service = None
@@ -252,9 +265,11 @@ class KeySegNode(LifecycleNode):
             self.get_logger().error(f"cannot load model '{self._param('model')}': {exc}")
             return TransitionCallbackReturn.FAILURE
         name = self._predictor.model_name
+        predictor = self._predictor
         self.get_logger().info(
-            f"model '{name}' loaded ({self._param('backend')}, {self._param('device')}, "
-            f"{self._param('precision')})")
+            f"model '{name}' loaded ({predictor.backend.describe()}, {self._param('device')}, "
+            f"{str(predictor.dtype).replace('torch.', '')}, "
+            f"{'streaming' if self._param('streaming') else 'whole model on every frame'})")
         if self._predictor.untrained:
             self.get_logger().warning(
                 f"model '{name}' has untrained (random) weights: masks and keywords are meaningless")
@@ -264,6 +279,8 @@ class KeySegNode(LifecycleNode):
         self._overlay_pub = self.create_lifecycle_publisher(Image, "overlay", qos.results())
         self._mailbox = Mailbox()
         self._halt = threading.Event()
+        self._last_published = -1.0
+        self._stream = self._make_stream(self._halt) if self._param("streaming") else None
         self._worker = threading.Thread(target=self._work, args=(self._mailbox, self._halt),
                                         name="keyseg_inference", daemon=True)
         self._worker.start()
@@ -282,6 +299,22 @@ class KeySegNode(LifecycleNode):
             dtype=self._param("precision"), mask_threshold=self._param("mask_threshold"),
             backend=self._param("backend"))
 
+    def _make_stream(self, halt: threading.Event):
+        """The streaming driver: reasoning on its own thread, through this node's fault drill and
+        busy flag; results of reasoned frames are published from there."""
+        from keyseg_core.streaming import StreamingSegmenter
+
+        stream = StreamingSegmenter(
+            period_s=self._param("reasoning_period"), previous_mask=self._param("previous_mask_prompt"),
+            background=True, device=self._predictor.device,
+            reason=lambda rgb, query: self._in_model(lambda: self._predictor.reason(rgb, query), halt),
+            segment=lambda rgb, reasoning, prompt: self._in_model(
+                lambda: self._predictor.segment(rgb, reasoning, prompt), halt),
+            on_reasoned=self._on_reasoned, on_error=self._on_reasoning_error)
+        if self._query is not None:
+            stream.set_query(self._query)
+        return stream
+
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Subscribe and serve; lifecycle publishers are enabled by the base class."""
         if self._param("compressed_input"):
@@ -292,6 +325,7 @@ class KeySegNode(LifecycleNode):
         self._subs.append(self.create_subscription(String, "query", self._on_query, qos.queries(self)))
         self._query_topic = self._subs[1].topic_name
         self._subs.append(self.create_subscription(Empty, "clear_query", self._on_clear, qos.queries(self)))
+        self._subs.append(self.create_subscription(Empty, "reason", self._on_reason, qos.queries(self)))
         self._service = self.create_service(
             Segment, "segment", self._on_segment, callback_group=self._service_group)
         result = super().on_activate(state)
@@ -331,13 +365,18 @@ class KeySegNode(LifecycleNode):
             self._active = False
         self._halt.set()
         self._mailbox.close()
+        stream = self._stream
+        if stream is not None:
+            stream.close(timeout=0)
 
     def idle(self) -> bool:
         """True once the inference thread has ended and no `segment` call is still waiting."""
         worker = self._worker
+        stream = self._stream
         with self._calls_lock:
             waiting = self._calls_waiting
-        return (worker is None or not worker.is_alive()) and waiting == 0
+        reasoning = stream is not None and stream.reasoning_in_progress
+        return (worker is None or not worker.is_alive()) and waiting == 0 and not reasoning
 
     def close(self) -> None:
         """Stop serving and the inference thread (idempotent); called on any way out."""
@@ -358,12 +397,17 @@ class KeySegNode(LifecycleNode):
         self._halt.set()
         self._mailbox.close()
         worker, self._worker = self._worker, None
+        stream, self._stream = self._stream, None
         if worker is not None and worker is not threading.current_thread():
             worker.join(timeout=SHUTDOWN_TIMEOUT_S)
             if worker.is_alive():
                 self.get_logger().warning(
                     f"the inference thread is still in the model after {SHUTDOWN_TIMEOUT_S:g} s; "
                     "its result will be discarded")
+        if stream is not None and not stream.close(timeout=SHUTDOWN_TIMEOUT_S):
+            self.get_logger().warning(
+                f"the reasoning thread is still in the model after {SHUTDOWN_TIMEOUT_S:g} s; "
+                "its result will be discarded")
 
     # ---- callbacks (executor threads; never wait on the model) -----------------------------
 
@@ -385,20 +429,34 @@ class KeySegNode(LifecycleNode):
         if query != self._query:
             self.get_logger().info(f"query: {query!r}", throttle_duration_sec=1.0)
         self._query = query
+        stream = self._stream
+        if stream is not None:
+            stream.set_query(query)
 
     def _on_clear(self, msg: Empty) -> None:
         self._query = None
+        stream = self._stream
+        if stream is not None:
+            stream.clear()
         self.get_logger().info("query cleared: waiting for a new one")
+
+    def _on_reason(self, msg: Empty) -> None:
+        stream = self._stream
+        if stream is not None:
+            stream.request()
 
     def _on_segment(self, request: Segment.Request, response: Segment.Response) -> Segment.Response:
         """One-shot service; waits (in its own callback group) for the inference thread."""
         self._stats.count("service_calls")
-        problem = query_problem(request.query, self._param("max_query_length"))
-        if problem:
-            self._stats.count("bad_queries", problem)
-            response.success, response.message = False, problem
-            return response
-        job = Job(request.image, request.query.strip(), response)
+        queries = ([request.query] if request.query.strip() or not request.queries else []) + list(request.queries)
+        for i, text in enumerate(queries):
+            problem = query_problem(text, self._param("max_query_length"))
+            if problem:
+                self._stats.count("bad_queries", problem)
+                where = f"query {i + 1} of {len(queries)}: " if len(queries) > 1 else ""
+                response.success, response.message = False, where + problem
+                return response
+        job = Job(request.image, [q.strip() for q in queries], response)
         with self._calls_lock:
             self._calls_waiting += 1
         try:
@@ -449,31 +507,47 @@ class KeySegNode(LifecycleNode):
             job.abandon("node is shutting down" if self._stopping.is_set()
                         else "node was cleaned up before the request was served")
 
-    def _predict(self, rgb, query: str, halt: threading.Event):
+    def _in_model(self, call, halt: threading.Event):
+        """One model call (a prediction, a reasoning pass or a segmentation) under the busy flag,
+        the fault drill and the test delay."""
         if self._faults_left > 0:
             self._faults_left -= 1
             raise _out_of_memory_error()
-        self.busy.set()
+        with self._busy_lock:
+            self._busy_count += 1
+            self.busy.set()
         try:
             self._predictor.mask_threshold = self._param("mask_threshold")
-            prediction = self._predictor.predict(rgb, query)
+            result = call()
             delay = self._param("test_frame_delay")
             if delay > 0:
                 halt.wait(delay)  # testing only: hold the frame mid-inference; shutdown cuts it short
-            return prediction
+            return result
         finally:
-            self.busy.clear()
+            with self._busy_lock:
+                self._busy_count -= 1
+                if not self._busy_count:
+                    self.busy.clear()
 
-    def _predict_or_report(self, rgb, query: str, halt: threading.Event):
-        """The prediction, or None after counting and logging (once per run) the error."""
+    def _report_failure(self, exc: BaseException) -> None:
+        self._stats.count("inference_errors", f"{type(exc).__name__}: {exc}")
+        self._failures.failed("inference", exc, _free_accelerator_memory(exc))
+
+    def _predict_or_report(self, rgb, queries: list[str], halt: threading.Event):
+        """(predictions, None), or (None, error) after counting and logging (once per run) the error.
+        Several queries on one image run as one batch (the image is encoded once)."""
+        predictor = self._predictor
         try:
-            prediction = self._predict(rgb, query, halt)
+            if len(queries) == 1:
+                predictions = [self._in_model(lambda: predictor.predict(rgb, queries[0]), halt)]
+            else:
+                frame = predictor.encode_frame(rgb)
+                predictions = self._in_model(lambda: predictor.predict_queries(queries, frame), halt)
         except Exception as exc:  # noqa: BLE001 - a failing frame must not stop the stream
-            self._stats.count("inference_errors", f"{type(exc).__name__}: {exc}")
-            self._failures.failed("inference", exc, _free_accelerator_memory(exc))
+            self._report_failure(exc)
             return None, exc
         self._failures.succeeded()
-        return prediction, None
+        return predictions, None
 
     def _serve_frame(self, frame: Frame, halt: threading.Event) -> None:
         query = self._query
@@ -491,14 +565,56 @@ class KeySegNode(LifecycleNode):
             self.get_logger().warning(f"dropped a frame: {exc}", throttle_duration_sec=THROTTLE_S)
             return
         decoded = time.monotonic()
-        prediction, _ = self._predict_or_report(rgb, query, halt)
-        if prediction is None:
-            return
         node_ms = {"queue_wait": (start - frame.received) * 1e3,
                    "decode_image": (decoded - start) * 1e3}
-        if self._publish(frame.msg.header, rgb, query, prediction, node_ms):
+        stream = self._stream
+        if stream is not None:
+            self._apply_stream_params(stream)
+            try:
+                streamed = stream.step(rgb, now=frame.received, tag=(frame, rgb, node_ms))
+            except Exception as exc:  # noqa: BLE001 - a failing frame must not stop the stream
+                self._report_failure(exc)
+                return
+            if streamed is None:
+                self._stats.count("frames_awaiting_reasoning")
+                return
+            self._failures.succeeded()
+            prediction, query = streamed.prediction, streamed.query
+        else:
+            predictions, _ = self._predict_or_report(rgb, [query], halt)
+            if predictions is None:
+                return
+            prediction = predictions[0]
+        self._publish_frame(frame, rgb, query, prediction, node_ms)
+
+    def _apply_stream_params(self, stream) -> None:
+        """The live streaming parameters (a `ros2 param set` applies at the next frame)."""
+        stream.period_s = self._param("reasoning_period")
+        wanted = self._param("previous_mask_prompt")
+        accepted = self._predictor.segmenter.accepts_mask_prompt
+        if wanted and not accepted and not self._mask_prompt_warned:
+            self._mask_prompt_warned = True
+            self.get_logger().warning(
+                f"previous_mask_prompt is set but backend '{self._predictor.backend.name}' takes no mask "
+                "prompt (torch and compile do); segmenting without it")
+        stream.previous_mask = wanted and accepted
+
+    def _publish_frame(self, frame: Frame, rgb, query: str, prediction, node_ms: dict) -> None:
+        if self._publish(frame.msg.header, rgb, query, prediction, node_ms, frame.received):
             self._stats.frame_done((time.monotonic() - frame.received) * 1e3,
                                    prediction.timings_ms.get("total", 0.0))
+
+    def _on_reasoned(self, streamed) -> None:
+        """Reasoning thread: a reasoning pass is done; publish its own frame (a full pass)."""
+        self._stats.count("reasonings")
+        self._failures.succeeded()
+        frame, rgb, node_ms = streamed.tag
+        self._publish_frame(frame, rgb, streamed.query, streamed.prediction, node_ms)
+
+    def _on_reasoning_error(self, exc: BaseException) -> None:
+        """Reasoning thread: a reasoning pass failed; the next frame tries again."""
+        if not self._stopping.is_set():
+            self._report_failure(exc)
 
     def _decode(self, msg: Image | CompressedImage):
         max_size = self._param("max_image_size")
@@ -506,8 +622,9 @@ class KeySegNode(LifecycleNode):
             return conversions.compressed_to_rgb(msg, max_size)
         return conversions.image_to_rgb(msg, max_size)
 
-    def _publish(self, header: Header, rgb, query: str, prediction, node_ms: dict) -> bool:
-        """Publish one frame's outputs unless the node stopped serving meanwhile; True if sent.
+    def _publish(self, header: Header, rgb, query: str, prediction, node_ms: dict, received: float) -> bool:
+        """Publish one frame's outputs unless the node stopped serving meanwhile or a newer frame
+        was published already (the reasoning thread finishes late); True if sent.
 
         Holds `_publish_lock`, so deactivate and shutdown wait for a publish in progress and no
         publish starts after them (a shut-down context makes publish raise).
@@ -521,8 +638,9 @@ class KeySegNode(LifecycleNode):
             label = f"{prediction.keyword} ({prediction.score:.2f})" if prediction.keyword else query
             overlay = conversions.rgb_to_image(draw_overlay(rgb, prediction.mask, label), header)
         with self._publish_lock:
-            if not self._active or self._stopping.is_set():
+            if not self._active or self._stopping.is_set() or received <= self._last_published:
                 return False
+            self._last_published = received
             self._mask_pub.publish(mask)
             self._keyword_pub.publish(String(data=prediction.keyword))
             self._result_pub.publish(result)
@@ -539,15 +657,17 @@ class KeySegNode(LifecycleNode):
             job.finish(False, f"bad image: {exc}")
             return
         decoded = time.monotonic()
-        prediction, exc = self._predict_or_report(rgb, job.query, halt)
-        if prediction is None:
+        predictions, exc = self._predict_or_report(rgb, job.queries, halt)
+        if predictions is None:
             job.finish(False, f"inference failed: {type(exc).__name__}: {exc}")
             return
-        mask = conversions.mask_to_image(prediction.mask, job.image.header)
-        job.finish(True, "", conversions.to_result(
-            prediction, header=job.image.header, query=job.query, mask=mask,
+        results = [conversions.to_result(
+            prediction, header=job.image.header, query=query,
+            mask=conversions.mask_to_image(prediction.mask, job.image.header),
             model=self._predictor.model_name,
-            node_timings_ms={"decode_image": (decoded - start) * 1e3}))
+            node_timings_ms={"decode_image": (decoded - start) * 1e3})
+            for query, prediction in zip(job.queries, predictions)]
+        job.finish(True, "", results)
 
     # ---- diagnostics -----------------------------------------------------------------------
 

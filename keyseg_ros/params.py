@@ -13,8 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
-PRECISIONS = ("float32", "float16", "bfloat16")
+# keyseg_core's backends (imported without torch): the node offers exactly what keyseg_core has
+from keyseg_core.backends import BACKENDS
+
+PRECISIONS = ("auto", "float32", "float16", "bfloat16")
 RELIABILITIES = ("best_effort", "reliable")
 DURABILITIES = ("volatile", "transient_local")
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
@@ -82,14 +84,31 @@ PARAMS: tuple[ParamSpec, ...] = (
         _any),
     ParamSpec(
         "backend", "torch",
-        f"Inference backend: {', '.join(BACKENDS)} (onnxruntime runs SAM's exported graphs). A "
-        "backend keyseg_core cannot run here (tensorrt) fails the configure transition with "
-        "directions; there is no silent fallback.",
+        f"Backend of the per-frame graphs (vision tower, SAM encoder, mask decoder): "
+        f"{', '.join(BACKENDS)}. A named backend that cannot load here fails the configure "
+        "transition with the reason; auto tries tensorrt, compile (CUDA), onnxruntime, then torch "
+        "and logs its choice.",
         _choice(*BACKENDS)),
     ParamSpec("device", "cpu", "Device to run the model on: cpu, cuda or cuda:N.", _device),
     ParamSpec(
-        "precision", "float32", f"Model weights and compute precision: {', '.join(PRECISIONS)}.",
+        "precision", "auto",
+        f"Model weights and compute precision: {', '.join(PRECISIONS)}. auto: bfloat16 on CUDA "
+        "(TF32 for what stays float32), float32 on the CPU.",
         _choice(*PRECISIONS)),
+    ParamSpec(
+        "streaming", True,
+        "Reason once per question, segment every frame: a new query (or reasoning_period, or a "
+        "message on `reason`) starts a full pass on the current frame beside the frame loop; every "
+        "frame runs only SAM with the cached reasoning. false: the whole model on every frame.",
+        _any),
+    ParamSpec(
+        "reasoning_period", 0.0,
+        "Streaming: seconds between reasoning passes on the current frame for the same query. 0: "
+        "only on a new query or a message on `reason`.", _non_negative, live=True),
+    ParamSpec(
+        "previous_mask_prompt", False,
+        "Streaming: give SAM the previous frame's mask as a dense prompt (torch and compile "
+        "backends only).", _any, live=True),
     ParamSpec(
         "mask_threshold", 0.0,
         "Mask logit threshold: pixels whose logit is above it are in the mask (0.0 = p > 0.5).",

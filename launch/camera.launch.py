@@ -31,7 +31,7 @@ def _arguments(share: str) -> list[DeclareLaunchArgument]:
     return [
         DeclareLaunchArgument("model", default_value="",
                               description="checkpoint folder, hub id or config:<name>; empty: params file"),
-        DeclareLaunchArgument("backend", default_value="", choices=["", "torch", "onnxruntime", "tensorrt"],
+        DeclareLaunchArgument("backend", default_value="", choices=["", "torch", "compile", "onnxruntime", "tensorrt", "auto"],
                               description="inference backend; empty: params file"),
         DeclareLaunchArgument("device", default_value="", description="cpu, cuda or cuda:N; empty: params file"),
         DeclareLaunchArgument("params_file", default_value=os.path.join(config, "keyseg.yaml"),

@@ -104,6 +104,54 @@ def test_service_answers_one_shot_requests(node):
     assert not response.success and "empty" in response.message
 
 
+def test_service_answers_several_queries_on_one_image(node):
+    from keyseg_ros.srv import Segment
+
+    request = Segment.Request(image=h.make_image(96, 64), query="the cup", queries=["the mug", "the plate"])
+    response = node.probe.call(Segment, f"{node.ns}/segment", request)
+    assert response.success, response.message
+    assert [r.query for r in response.results] == ["the cup", "the mug", "the plate"]
+    assert response.result == response.results[0]
+    assert all((r.mask.width, r.mask.height) == (96, 64) and r.reasoning_fresh for r in response.results)
+    only_list = Segment.Request(image=h.make_image(32, 24), queries=["a", "b"])
+    response = node.probe.call(Segment, f"{node.ns}/segment", only_list)
+    assert response.success and [r.query for r in response.results] == ["a", "b"]
+    bad = Segment.Request(image=h.make_image(32, 24), query="fine", queries=[" "])
+    response = node.probe.call(Segment, f"{node.ns}/segment", bad)
+    assert not response.success and response.message.startswith("query 2 of 2: empty")
+
+
+def test_streaming_reasons_once_per_query_and_segments_every_frame(node):
+    """The default mode: one reasoning pass for a new query, then SAM only on every frame, each
+    result saying how old its reasoning is; a message on `reason` asks for a new pass."""
+    from std_msgs.msg import Empty
+
+    query = "the streamed cup"
+    node.answer(query)
+    h.wait_until(lambda: node.stats().get("query") == query, 10, "diagnostics of the new query", node.proc)
+    reasonings = node.count("reasonings")
+    sent = []
+
+    def frame():
+        msg = h.make_image(64, 48)
+        sent.append(msg.header.stamp.sec)
+        return msg
+
+    def streamed():
+        return [r for r in node.results.msgs if r.query == query and r.header.stamp.sec in sent]
+
+    h.publish_until(node.image, frame, lambda: len(streamed()) >= 8, 30, "8 streamed results", node.proc)
+    results = streamed()
+    assert not any(r.reasoning_fresh for r in results)
+    ages = [r.reasoning_age for r in results]
+    assert all(a > 0 for a in ages) and ages == sorted(ages)
+    assert node.count("reasonings") == reasonings  # no LLM pass for these frames
+    reason = node.probe.publisher(Empty, f"{node.ns}/reason", 10)
+    h.wait_until(lambda: reason.get_subscription_count() > 0, 10, "the reason subscription", node.proc)
+    reason.publish(Empty())
+    node.wait_count_above("reasonings", reasonings, (node.image, frame))
+
+
 def _short_data():
     msg = h.make_image(40, 30)
     msg.data = msg.data[: len(msg.data) // 2]
