@@ -1,7 +1,7 @@
-"""`keyseg export`: SAM image encoder and mask head to ONNX (+ manifest.json), checked in onnxruntime.
+"""`keyseg export`: the per-frame graphs to ONNX (+ manifest.json), checked in onnxruntime: SAM's
+image encoder and mask head, or (--parts vision_tower, on its own) the vision tower + projector.
 
-The LLM stays in torch; see docs/export.md for running the graphs with onnxruntime or building
-TensorRT engines from them on the robot.
+The LLM stays in torch; see docs/export.md for running the graphs with onnxruntime or TensorRT.
 """
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-PARTS_HELP = "comma-separated parts: sam_encoder (image -> embeddings), decoder (embeddings + prompts -> masks)"
+PARTS_HELP = ("comma-separated parts: sam_encoder (image -> embeddings), decoder (embeddings + prompts -> masks); "
+              "or vision_tower alone (CLIP pixels -> visual tokens; builds the whole model)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,9 +32,16 @@ def run(args: argparse.Namespace) -> int:
     from keyseg_core.export.loading import load_segmenter
     from keyseg_core.export.trtexec import trtexec_commands
 
-    parts = parse_parts(args.parts)
+    names = [p.strip() for p in args.parts.split(",") if p.strip()]
+    vision = "vision_tower" in names
+    if vision and len(set(names)) > 1:
+        raise ValueError("--parts: vision_tower exports on its own (a directory and manifest of its own); "
+                         "run `keyseg export --parts vision_tower` separately")
+    parts = () if vision else parse_parts(args.parts)
     if Path(args.out).exists() and not args.overwrite:  # fail before loading the model
         raise ValueError(f"{args.out} exists; pass --overwrite to replace it")
+    if vision:
+        return _export_vision(args)
     sam, info = load_segmenter(args.model)
     print(f"exporting {', '.join(parts)} of {info['model']} (SAM {info['sam_size']}, {sam.image_size}px, "
           f"opset {args.opset}, {'float16' if args.fp16 else 'float32'}) to {args.out}")
@@ -50,4 +58,23 @@ def run(args: argparse.Namespace) -> int:
     print("TensorRT engines, built on the robot (untested here: TensorRT is not installable in this environment):")
     for line in trtexec_commands(args.out, fp16=True):
         print(f"  {line}")
+    return 0
+
+
+def _export_vision(args: argparse.Namespace) -> int:
+    from keyseg_core.export.exporter import export_vision
+    from keyseg_core.predictor import Predictor
+
+    predictor = Predictor.from_pretrained(args.model)
+    info = {"model": predictor.model_name, "config_name": predictor.model.config.name}
+    print(f"exporting vision_tower of {predictor.model_name} (opset {args.opset}, "
+          f"{'float16' if args.fp16 else 'float32'}) to {args.out}")
+    try:
+        manifest = export_vision(predictor.model.llava.model, args.out, opset=args.opset, fp16=args.fp16,
+                                 overwrite=args.overwrite, info=info)
+    except FileExistsError as exc:
+        raise ValueError(str(exc)) from exc
+    c = manifest["graphs"]["vision_tower"]["check"]
+    print(f"vision_tower: onnxruntime vs torch max |diff| {c['max_abs_diff']:.3g}, tolerance {c['tolerance']:.3g}")
+    print(f"wrote {args.out}/manifest.json")
     return 0

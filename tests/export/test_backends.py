@@ -109,6 +109,17 @@ def test_vision_tower_export_matches_torch(tiny_model, tmp_path):
         torch.testing.assert_close(runner(clip), tiny_model.encode_images(clip), atol=1e-4, rtol=1e-3)
 
 
+def test_export_command_writes_the_vision_tower(tmp_path, capsys):
+    from keyseg_core.cli import main
+
+    assert main(["export", "--model", "config:tiny", "--out", str(tmp_path / "v"), "--parts", "vision_tower"]) == 0
+    assert "vision_tower: onnxruntime vs torch max |diff|" in capsys.readouterr().out
+    assert (tmp_path / "v" / "vision_tower.onnx").is_file()
+    assert main(["export", "--model", "config:tiny", "--out", str(tmp_path / "w"),
+                 "--parts", "decoder,vision_tower"]) == 2
+    assert "vision_tower exports on its own" in capsys.readouterr().err
+
+
 def test_a_broken_or_stale_cached_export_is_made_again(tiny_model, onnx_cache, caplog):
     from keyseg_core.backends.onnxruntime_sam import load_onnxruntime
 
