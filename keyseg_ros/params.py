@@ -150,12 +150,13 @@ PARAMS: tuple[ParamSpec, ...] = (
         "(change_state service) to drive the transitions.", _any),
     ParamSpec(
         "test_frame_delay", 0.0,
-        "TESTING ONLY. Seconds to hold every frame and service request after the model ran, "
+        "TESTING ONLY. Seconds to hold every frame, reasoning pass and service request after the model ran, "
         "before publishing (keeps a frame mid-inference for shutdown tests). 0: off.",
         _non_negative, live=True, testing=True),
     ParamSpec(
         "test_inference_faults", 0,
-        "TESTING ONLY. The next N predictions raise a simulated out-of-memory error (fault "
+        "TESTING ONLY. The next N model calls (predictions, reasoning passes, streamed frames) raise a "
+        "simulated out-of-memory error (fault "
         "drills: the node must log it once and keep serving). 0: off.",
         _non_negative_int, live=True, testing=True),
 )
