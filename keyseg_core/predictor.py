@@ -29,7 +29,7 @@ from .config import KeySegConfig
 from .model import KeySegModel
 from .prediction import STAGES, Prediction
 from .processor import KeySegProcessor, validate_image
-from .reasoner import MODES, FrameFeatures, Reasoner, Reasoning
+from .reasoner import MODES, FrameFeatures, Reasoner, Reasoning, cache_token_tables
 from .segmenter import EncodedFrame, Segmenter, to_prediction
 from .shipped import shipped_checkpoint
 
@@ -90,6 +90,7 @@ class Predictor:
         backend: BackendChoice | None = None,
     ) -> None:
         self.model = model.eval()
+        cache_token_tables(model)  # exact; skips peft's per-call rebuild of the (V, d) tables
         self.processor = processor
         self.model_name = model_name
         self.untrained = untrained

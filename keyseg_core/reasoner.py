@@ -79,6 +79,43 @@ class FrameFeatures:
     prefixes: dict[tuple[int, ...], _Prefix] = field(default_factory=dict)
 
 
+def cache_token_tables(model: torch.nn.Module) -> int:
+    """Keep peft's merged embedding / lm_head tables between calls at inference; returns how many.
+
+    peft's trainable-token layers (the [SEG]/[KEY] rows) rebuild the whole (V, d) table with
+    `index_copy` on every call: ~50 ms for SmolLM2's 49k x 576 table on a CPU, once per prefill and
+    twice per generated token. Without gradients the merged table is kept and reused for as long as
+    the base table and the trained rows are unchanged (their version counters and storage), so the
+    values are exactly those peft computes. With gradients (training) peft's own code runs.
+    """
+    try:
+        from peft.tuners.trainable_tokens.layer import TrainableTokensLayer
+    except ImportError:  # another peft layout: nothing to cache
+        return 0
+    count = 0
+    for module in model.modules():
+        if not isinstance(module, TrainableTokensLayer) or getattr(module, "_keyseg_cached", False):
+            continue
+        merge = module.get_merged_weights
+        memo: dict = {}
+
+        def cached(active_adapters, _merge=merge, _module=module, _memo=memo):
+            if torch.is_grad_enabled():
+                return _merge(active_adapters)
+            weight = _module.base_layer.weight
+            deltas = [_module.trainable_tokens_delta[a] for a in active_adapters]
+            key = (tuple(active_adapters), weight.data_ptr(), weight._version,
+                   *((d.data_ptr(), d._version) for d in deltas))
+            if _memo.get("key") != key:
+                _memo["key"], _memo["table"] = key, _merge(active_adapters)
+            return _memo["table"]
+
+        module.get_merged_weights = cached
+        module._keyseg_cached = True
+        count += 1
+    return count
+
+
 def _cache_keyword(language_model) -> str:
     """The keyword that passes a KV cache to the language model (`cache` in newer transformers)."""
     params = inspect.signature(language_model.forward).parameters

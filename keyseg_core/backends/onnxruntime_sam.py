@@ -110,10 +110,11 @@ def load_onnxruntime(model, device: torch.device) -> tuple[str, OrtVision]:
     """
     fp16 = next(model.sam.parameters()).dtype == torch.float16
     providers = resolve_providers(None) if device.type == "cuda" else [CPU]
+    threads = torch.get_num_threads() if providers == [CPU] else None  # as many threads as torch uses
     sam, sam_dir = _load_cached(lambda: cached_export(model.sam, fp16=fp16),
-                                lambda d: OrtSamSegmenter(d, providers), "SAM")
+                                lambda d: OrtSamSegmenter(d, providers, threads=threads), "SAM")
     vision, vision_dir = _load_cached(lambda: cached_vision_export(model.llava.model, fp16=fp16),
-                                      lambda d: OrtVision(d, providers), "vision tower")
+                                      lambda d: OrtVision(d, providers, threads=threads), "vision tower")
     param = next(model.parameters())
     with torch.inference_mode():
         clip = model.llava.config.vision_config.image_size

@@ -131,6 +131,28 @@ def test_bfloat16_runs_on_the_cpu(predictor):
     assert reasoning.prompts.dtype == torch.bfloat16 and bf16.segment(image, reasoning)[0].mask.any() == got.mask.any()
 
 
+def test_cached_token_tables_are_peft_s_tables_and_follow_training(predictor):
+    """The predictor keeps peft's merged [SEG]/[KEY] embedding table between calls (exactly peft's
+    values), rebuilds it when the trained rows change, and never caches with gradients on."""
+    embed = predictor.model.llava.get_input_embeddings()
+    layer = embed.token_adapter  # peft's TrainableTokensLayer inside its wrapper
+    ids = torch.tensor([[predictor.processor.ids.seg, predictor.processor.ids.key, 5]])
+    with torch.no_grad():
+        first = embed(ids)
+        assert layer.get_merged_weights(layer.active_adapters) is layer.get_merged_weights(layer.active_adapters)
+        delta = layer.trainable_tokens_delta[layer.active_adapters[0]]
+        saved = delta.clone()
+        delta.add_(1.0)  # an optimizer step, in place
+        try:
+            assert torch.equal(embed(ids)[0, :2], first[0, :2] + 1.0) and torch.equal(embed(ids)[0, 2], first[0, 2])
+        finally:
+            delta.copy_(saved)
+        assert torch.equal(embed(ids), first)
+    with torch.enable_grad():
+        table = layer.get_merged_weights(layer.active_adapters)
+        assert table.requires_grad and table is not layer.get_merged_weights(layer.active_adapters)
+
+
 def test_auto_precision():
     assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
     assert resolve_dtype("auto", torch.device("cuda")) == torch.bfloat16
