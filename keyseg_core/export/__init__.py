@@ -1,8 +1,9 @@
-"""ONNX export of KeySeg's SAM parts (image encoder, prompt-driven mask head), checked in onnxruntime."""
+"""ONNX export of KeySeg's per-frame graphs (SAM image encoder, prompt-driven mask head, vision tower),
+checked in onnxruntime."""
 
-from .exporter import DEFAULT_OPSET, OPSETS, export_sam, sam_fingerprint
-from .graphs import PARTS, parse_parts
+from .exporter import DEFAULT_OPSET, OPSETS, export_sam, export_vision, sam_fingerprint, vision_fingerprint
+from .graphs import PARTS, VISION_PART, parse_parts
 from .manifest import MANIFEST_FILE, read_manifest
 
-__all__ = ["DEFAULT_OPSET", "MANIFEST_FILE", "OPSETS", "PARTS", "export_sam", "parse_parts", "read_manifest",
-           "sam_fingerprint"]
+__all__ = ["DEFAULT_OPSET", "MANIFEST_FILE", "OPSETS", "PARTS", "VISION_PART", "export_sam", "export_vision",
+           "parse_parts", "read_manifest", "sam_fingerprint", "vision_fingerprint"]
