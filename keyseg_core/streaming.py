@@ -171,11 +171,18 @@ class StreamingSegmenter:
             return None
         return self._segment_with(image, current, now, tag)
 
-    def _reason_and_segment(self, image: np.ndarray, query: str, now: float, tag: Any) -> StreamResult:
-        """A full pass on this frame: reasoning, then its mask (the fresh result)."""
+    def _reason_and_segment(self, image: np.ndarray, query: str, now: float, tag: Any,
+                            stream: torch.cuda.Stream | None = None) -> StreamResult:
+        """A full pass on this frame: reasoning (on `stream`, when given), then its mask (the fresh result)."""
         self.reasonings += 1
         try:
-            reasoning = self._reason(image, query)
+            if stream is None:
+                reasoning = self._reason(image, query)
+            else:  # the LLM's kernels must not queue in front of the frames' on the default stream
+                with torch.cuda.stream(stream):
+                    reasoning = self._reason(image, query)
+                stream.synchronize()
+                reasoning.prompts = reasoning.prompts.clone()  # owned by the stream the frames read it on
         except BaseException:
             with self._lock:
                 if self._pending is None and self._query == query:
@@ -210,12 +217,7 @@ class StreamingSegmenter:
                 image, query, now, tag = self._job
                 self._job, self._running = None, True
             try:
-                if stream is not None:  # the LLM's kernels must not queue in front of the frames'
-                    with torch.cuda.stream(stream):
-                        result = self._reason_and_segment(image, query, now, tag)
-                    stream.synchronize()
-                else:
-                    result = self._reason_and_segment(image, query, now, tag)
+                result = self._reason_and_segment(image, query, now, tag, stream)
             except Exception as exc:  # noqa: BLE001 - reported; the next frame retries
                 with self._lock:
                     self._running = False
