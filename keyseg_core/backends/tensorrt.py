@@ -344,10 +344,16 @@ def load_tensorrt(model, device: torch.device, *, cache: EngineCache | None = No
     chosen = {}
     for precision in ("fp16", "fp32"):
         fp16 = precision == "fp16"
-        sam_dir, vision_dir = cached_export(sam, fp16=fp16), cached_vision_export(llava, fp16=fp16)
-        encoder, _ = _engine(trt, sam_dir, "sam_encoder", precision, gpu, cache)
-        decoder, _ = _engine(trt, sam_dir, "decoder", precision, gpu, cache)
-        vision, _ = _engine(trt, vision_dir, "vision_tower", precision, gpu, cache)
+        try:
+            sam_dir, vision_dir = cached_export(sam, fp16=fp16), cached_vision_export(llava, fp16=fp16)
+            encoder, _ = _engine(trt, sam_dir, "sam_encoder", precision, gpu, cache)
+            decoder, _ = _engine(trt, sam_dir, "decoder", precision, gpu, cache)
+            vision, _ = _engine(trt, vision_dir, "vision_tower", precision, gpu, cache)
+        except Exception as exc:  # noqa: BLE001 - fp16 that cannot be exported or built: try fp32
+            if not fp16:
+                raise
+            log.warning("TensorRT fp16 engines could not be made (%s: %s); trying fp32", type(exc).__name__, exc)
+            continue
         segmenter = TrtSamSegmenter(encoder, decoder, read_manifest(sam_dir))
         with torch.inference_mode():
             emb = segmenter.encode(pixels)
