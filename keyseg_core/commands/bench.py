@@ -51,6 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--video", type=int, default=0,
                         help="frames of a generated moving sequence for mean IoU and fps, full vs streaming "
                              "(0: skip)")
+    parser.add_argument("--sequences", type=int, default=1,
+                        help="generated sequences (seeds 0..N-1, one query each) that --video averages over")
     parser.add_argument("--query", default="Which object in this room is used for sleeping?")
     parser.add_argument("--json", dest="json_path", default=None, help="also write results to this JSON file")
 
@@ -240,29 +242,34 @@ def bench_one(predictor, args: argparse.Namespace, frame, video) -> dict:
             "ms_per_generated_token": per_token, "generate_over_prefill": gen_ms / statistics.median(prefill)}
     result["ratios"] = ratios
 
-    # quality and speed on a generated moving sequence
-    if video is not None:
-        vq = video.texts[0]
-        full_masks, t0 = [], time.perf_counter()
-        for f in video.frames:
-            full_masks.append(predictor.predict(f, vq).mask)
-        _sync(args.device)
-        video_full_fps = _fps(len(video), time.perf_counter() - t0)
-        stream = StreamingSegmenter(predictor)
-        stream.set_query(vq)
-        stream_masks, t0 = [], time.perf_counter()
-        for i, f in enumerate(video.frames):
-            stream_masks.append(stream.step(f, now=i / 30).prediction.mask)
-        _sync(args.device)
-        video_stream_fps = _fps(len(video), time.perf_counter() - t0)
-        truth = [m > 0 for m in video.masks]
+    # quality and speed on generated moving sequences: streaming against a full pass on every frame
+    if video:
+        full_ious, stream_ious, agree, full_s, stream_s, frames, reasonings = [], [], [], 0.0, 0.0, 0, 0
+        for seq in video:
+            vq = seq.texts[0]
+            full_masks, t0 = [], time.perf_counter()
+            for f in seq.frames:
+                full_masks.append(predictor.predict(f, vq).mask)
+            _sync(args.device)
+            full_s += time.perf_counter() - t0
+            stream = StreamingSegmenter(predictor)
+            stream.set_query(vq)
+            stream_masks, t0 = [], time.perf_counter()
+            for i, f in enumerate(seq.frames):
+                stream_masks.append(stream.step(f, now=i / 30).prediction.mask)
+            _sync(args.device)
+            stream_s += time.perf_counter() - t0
+            truth = [m > 0 for m in seq.masks]
+            full_ious += [_iou(m, g) for m, g in zip(full_masks, truth)]
+            stream_ious += [_iou(m, g) for m, g in zip(stream_masks, truth)]
+            agree += [_iou(s_, f) for s_, f in zip(stream_masks, full_masks)]
+            frames, reasonings = frames + len(seq), reasonings + stream.reasonings
         result["video"] = {
-            "frames": len(video), "query": vq, "keyword": video.keyword, "reasonings": stream.reasonings,
-            "full": {"miou_gt": float(np.mean([_iou(m, g) for m, g in zip(full_masks, truth)])),
-                     "fps": video_full_fps},
-            "streaming": {"miou_gt": float(np.mean([_iou(m, g) for m, g in zip(stream_masks, truth)])),
-                          "miou_vs_full": float(np.mean([_iou(s, f) for s, f in zip(stream_masks, full_masks)])),
-                          "fps": video_stream_fps},
+            "sequences": len(video), "frames": frames, "queries": [seq.texts[0] for seq in video],
+            "reasonings": reasonings,
+            "full": {"miou_gt": float(np.mean(full_ious)), "fps": _fps(frames, full_s)},
+            "streaming": {"miou_gt": float(np.mean(stream_ious)), "miou_vs_full": float(np.mean(agree)),
+                          "fps": _fps(frames, stream_s)},
         }
     result["peak_host_mb"] = round(peak_host_mb(), 1)
     gpu = peak_gpu_mb(args.device)
@@ -288,19 +295,20 @@ def run(args: argparse.Namespace) -> int:
         w, h = (int(v) for v in args.image_size.lower().split("x"))
     except ValueError:
         raise ValueError(f"--image-size '{args.image_size}': expected WxH, e.g. 640x480") from None
-    if args.iters < 1 or args.warmup < 0 or args.frames < 1 or args.video < 0 or args.generate_tokens < 0:
-        raise ValueError("--iters and --frames must be >= 1; --warmup, --video and --generate-tokens >= 0")
+    if (args.iters < 1 or args.warmup < 0 or args.frames < 1 or args.video < 0 or args.generate_tokens < 0
+            or args.sequences < 1):
+        raise ValueError("--iters, --frames and --sequences must be >= 1; --warmup, --video and --generate-tokens >= 0")
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     unknown = [b for b in backends if b not in BACKEND_NAMES]
     if unknown or not backends:
         raise ValueError(f"--backend '{args.backends}': choose from {', '.join(BACKEND_NAMES)}")
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     frame = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
-    video = None
+    video = []
     if args.video:
         from keyseg_core.scenes import generate_sequence
 
-        video = generate_sequence(args.video, seed=0, size=(w, h))
+        video = [generate_sequence(args.video, seed=seed, size=(w, h)) for seed in range(args.sequences)]
     results = [row for m in models for row in bench_model(m, backends, args, frame, video)]
     report = {"device": device_name(args.device), "dtype": args.dtype, "image_size": [w, h], "iters": args.iters,
               "warmup": args.warmup, "frames": args.frames, "video_frames": args.video, "torch": torch.__version__,
@@ -341,10 +349,11 @@ def print_table(report: dict) -> None:
         v = r.get("video")
         video = (f"{v['full']['miou_gt']:.3f}/{v['streaming']['miou_gt']:.3f}/{v['streaming']['miou_vs_full']:.3f}"
                  if v else "-")
-        print(f"{r['model']:<24}{r['backend']:<12}{r['full']['fps']:>9.1f}{r['streaming']['fps']:>11.1f}"
+        model = r["model"] if len(r["model"]) < 24 else "..." + r["model"][-20:]
+        print(f"{model:<24}{r['backend']:<12}{r['full']['fps']:>9.1f}{r['streaming']['fps']:>11.1f}"
               f"{ratios['streaming_over_full_fps']:>6.1f}x{ratios['cached_frame']['first_over_second']:>9.1f}x"
               f"{gen:>12}{per_token:>9}{video:>30}")
         if v:
-            print(f"{'':<24}video: {v['frames']} frames, full {v['full']['fps']:.1f} fps, streaming "
-                  f"{v['streaming']['fps']:.1f} fps, {v['reasonings']} reasoning pass(es); query {v['query']!r}")
+            print(f"{'':<24}video: {v['sequences']} sequence(s), {v['frames']} frames, full {v['full']['fps']:.1f} fps, "
+                  f"streaming {v['streaming']['fps']:.1f} fps, {v['reasonings']} reasoning pass(es)")
     sys.stdout.flush()

@@ -68,6 +68,7 @@ def test_bench_prints_table_and_writes_json(tmp_path):
     assert ratios["prefill_vs_generate"]["tokens_generated"] == 3
     video = torch_row["video"]
     assert video["frames"] == 3 and video["reasonings"] == 1 and 0 <= video["streaming"]["miou_vs_full"] <= 1
+    assert video["sequences"] == 1 and len(video["queries"]) == 1
     assert torch_row["peak_host_mb"] > 0
     assert "TensorRT is not installed" in trt_row["skipped"]  # a backend that cannot run is a row
 
