@@ -4,6 +4,7 @@ For demos and tests without a camera. PATH is a folder of images (played in name
 image (repeated), or a video (read with imageio; GIF works out of the box, other formats need
 `pip install imageio[pyav]` or `imageio[ffmpeg]`). Frames go out as sensor_msgs/Image (or JPEG
 sensor_msgs/CompressedImage with --compressed) with sensor-data QoS, stamped when published.
+SIGINT or SIGTERM stops it between two frames: exit code 0, no traceback.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
 from rclpy.utilities import remove_ros_args
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from keyseg_ros import conversions, qos
+from keyseg_ros.query import StopSignals
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
@@ -120,27 +122,31 @@ def _parse_size(text: str | None) -> tuple[int, int] | None:
     return width, height
 
 
-def play(node: Node, opts: argparse.Namespace) -> int:
-    """Publish frames at `opts.rate`; returns the number of frames sent."""
+def play(node: Node, opts: argparse.Namespace, stop: StopSignals | None = None) -> int:
+    """Publish frames at `opts.rate` until the end, --count, or `stop`; returns the number sent."""
+    stop = stop if stop is not None else StopSignals()
     size = _parse_size(opts.resize)
     msg_type, topic = (CompressedImage, opts.topic.rstrip("/") + "/compressed") if opts.compressed \
         else (Image, opts.topic)
     publisher = node.create_publisher(msg_type, topic, qos.camera(opts.reliable))
     deadline = time.monotonic() + opts.wait
-    while publisher.get_subscription_count() == 0 and time.monotonic() < deadline:
+    while publisher.get_subscription_count() == 0 and time.monotonic() < deadline and not stop:
         time.sleep(0.05)
     period, sent, next_time = 1.0 / opts.rate, 0, time.monotonic()
-    while True:
+    while not stop:
         for frame in read_frames(opts.path):
+            if stop:
+                return sent
             header = Header(frame_id=opts.frame_id, stamp=node.get_clock().now().to_msg())
             publisher.publish(to_message(_resized(frame, size), header, opts.encoding, opts.compressed))
             sent += 1
             if opts.count and sent >= opts.count:
                 return sent
             next_time += period
-            time.sleep(max(0.0, next_time - time.monotonic()))
+            stop.sleep(next_time - time.monotonic())
         if not opts.loop:
             return sent
+    return sent
 
 
 def main(args: list[str] | None = None) -> int:
@@ -149,19 +155,22 @@ def main(args: list[str] | None = None) -> int:
     if opts.rate <= 0:
         print("image_player: error: --rate must be > 0", file=sys.stderr)
         return 2
-    rclpy.init(args=args)
-    node = Node("keyseg_image_player")
-    try:
-        sent = play(node, opts)
-        node.get_logger().info(f"published {sent} frame(s)")
-    except (FileNotFoundError, RuntimeError) as exc:
-        print(f"image_player: error: {exc}", file=sys.stderr)
-        return 1
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    with StopSignals() as stop:
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+        node = None
+        try:
+            node = Node("keyseg_image_player")
+            sent = play(node, opts, stop)
+            if stop:
+                node.get_logger().info(f"{stop.received} received: stopping")
+            node.get_logger().info(f"published {sent} frame(s)")
+        except (FileNotFoundError, RuntimeError) as exc:
+            print(f"image_player: error: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            if node is not None:
+                node.destroy_node()
+            rclpy.try_shutdown()
     return 0
 
 
