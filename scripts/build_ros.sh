@@ -10,6 +10,12 @@
 #   2. point AMENT_PREFIX_PATH / CMAKE_PREFIX_PATH at the environment,
 #   3. hand CMake the interpreter explicitly (-DPython3_EXECUTABLE).
 #
+# One build at a time: the script holds an exclusive lock on build/.build_ros.lock while it
+# builds, so concurrent runs (scripts/demo.sh, the test session's ensure_built, a manual build)
+# take turns instead of writing build/ and install/ together. The test harness takes its own lock
+# (build/.keyseg_ros_build.lock, around its up-to-date check) before calling this script; the order
+# is always that one, then this one, so the two never deadlock.
+#
 # Usage: scripts/build_ros.sh [extra colcon build arguments]
 # Environment: PYTHON (default: python3 on PATH).
 set -euo pipefail
@@ -18,6 +24,23 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-python3}"
 PYTHON="$(command -v "$PYTHON")"
 PREFIX="$("$PYTHON" -c 'import sys; print(sys.prefix)')"
+
+# The lock: flock(2) on fd 9, taken by a child Python (no util-linux `flock` needed). A flock lock
+# belongs to the open file, which this shell keeps open on fd 9, so it is held until the script
+# exits (or is killed). colcon gets fd 9 closed, so nothing it leaves behind can hold the lock.
+mkdir -p "$ROOT/build"
+LOCK="$ROOT/build/.build_ros.lock"
+exec 9>>"$LOCK"
+"$PYTHON" - "$LOCK" <<'PY'
+import fcntl
+import sys
+
+try:
+    fcntl.flock(9, fcntl.LOCK_EX | fcntl.LOCK_NB)
+except BlockingIOError:
+    print(f"build_ros.sh: another build holds {sys.argv[1]}; waiting for it", flush=True)
+    fcntl.flock(9, fcntl.LOCK_EX)
+PY
 
 if [ -z "${ROS_DISTRO:-}" ] && [ -d "$PREFIX/share/ament_cmake" ]; then
   # ROS 2 from PyPI wheels inside this environment.
@@ -57,5 +80,5 @@ cp keyseg_ros/*.py "$STAGE/keyseg_ros/"
   --merge-install \
   --event-handlers console_cohesion- summary- \
   --cmake-args -DPython3_EXECUTABLE="$PYTHON" -DBUILD_TESTING=OFF \
-  "$@"
+  "$@" 9>&-
 echo "build_ros.sh: built keyseg_ros into $ROOT/install (source install/setup.bash to use it)"

@@ -64,7 +64,13 @@ def _inputs_digest() -> str:
 
 
 def ensure_built() -> None:
-    """Run scripts/build_ros.sh unless install/ matches the sources; one build at a time."""
+    """Run scripts/build_ros.sh unless install/ matches the sources; one build at a time.
+
+    This lock makes the up-to-date check, the build and the stamp one step across xdist workers.
+    The script also takes its own lock (build/.build_ros.lock) around the build itself, which
+    serialises it with builds that do not come through here (scripts/demo.sh, a manual build).
+    Always this lock first, then the script's: the order never reverses, so no deadlock.
+    """
     (ROOT / "build").mkdir(exist_ok=True)
     with open(ROOT / "build" / ".keyseg_ros_build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
