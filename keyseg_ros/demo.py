@@ -59,7 +59,10 @@ class DemoError(RuntimeError):
 
 
 class Interrupted(BaseException):
-    """SIGINT/SIGTERM/SIGHUP arrived: stop everything and exit 128 + signal number."""
+    """SIGINT/SIGTERM/SIGHUP arrived: stop everything and exit 128 + signal number.
+
+    Raised only by `StopFlag.check()` at the demo's own wait points, never from a signal handler.
+    """
 
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
@@ -148,9 +151,10 @@ class Item:
         return f"q{self.index:02d}_{self.qtype}"
 
 
-def make_items(n: int, seed: int, scene_dir: Path) -> list[Item]:
+def make_items(n: int, seed: int, scene_dir: Path, check=lambda: None) -> list[Item]:
     """n scenes of the test split with one query each, query types in QUERY_TYPE_ORDER, different
-    targets where the split allows; each scene written as the JPEG the camera plays."""
+    targets where the split allows; each scene written as the JPEG the camera plays. `check` is
+    called before each scene is generated (StopFlag.check: a stop request ends the search)."""
     from PIL import Image as PILImage
 
     from keyseg_core.scenes import SceneConfig, load_knowledge, make_sample
@@ -161,6 +165,7 @@ def make_items(n: int, seed: int, scene_dir: Path) -> list[Item]:
 
     def sample(i: int):
         if i not in cache:
+            check()
             cache[i] = make_sample(seed, SPLIT, i, config, kb)
         return cache[i]
 
@@ -428,8 +433,10 @@ def _node_start_failure(node: Proc) -> DemoError:
 
 
 class Demo:
-    def __init__(self, opts: argparse.Namespace, ros_node, collector: Collector, procs: Processes) -> None:
+    def __init__(self, opts: argparse.Namespace, ros_node, collector: Collector, procs: Processes,
+                 stop: StopFlag | None = None) -> None:
         self.opts, self.ros, self.collector, self.procs = opts, ros_node, collector, procs
+        self.stop = stop or StopFlag()
         self.ns = "/" + opts.namespace.strip("/")
         self.node: Proc | None = None
         self.query_tool: Proc | None = None
@@ -441,9 +448,13 @@ class Demo:
         print(text, flush=True)
 
     def _wait(self, condition, timeout: float, on_timeout, *, watch: tuple = ()) -> None:
-        """Poll `condition` until true; a watched process that exits, or the deadline, is a DemoError."""
+        """Poll `condition` until true; a watched process that exits, or the deadline, is a DemoError;
+        a stop request (signal) raises Interrupted."""
         deadline = time.monotonic() + timeout
-        while not condition():
+        while True:
+            self.stop.check()
+            if condition():
+                return
             for proc, what in watch:
                 starting = "node_ready_s" not in self.timings
                 if proc is not None and proc is self.node and not proc.alive() and starting:
@@ -547,11 +558,13 @@ class Demo:
     def send_query(self, item: Item) -> None:
         """One line to the query tool; returns once it reports the node acknowledged it."""
         tool = self.query_tool
+        self.stop.check()
         _fail_on_exit(tool, "waiting for keyseg_node's query subscription")
         tool.send_line(item.query)
         expected = f"query {item.query!r} ->"
         deadline = time.monotonic() + self.opts.timeout
         while True:
+            self.stop.check()
             try:
                 line = tool.lines.get(timeout=0.1)
             except queue.Empty:
@@ -573,6 +586,7 @@ class Demo:
         previous scene is left in the node when the query changes: the node's reasoning for the
         new query (once per query in its streaming mode) sees the new scene.
         """
+        self.stop.check()
         first = not self.asked
         if first:  # no query yet: the node would only count the frames as frames without a query
             self.send_query(item)
@@ -781,18 +795,25 @@ def _clear_previous(out: Path) -> None:
 # ---- main ------------------------------------------------------------------------------------
 
 
-class _Signals:
-    """SIGINT/SIGTERM/SIGHUP raise Interrupted once while armed; later ones are only noted, so the
-    clean-up that follows (stopping every process) is never cut short."""
+class StopFlag:
+    """Whether SIGINT/SIGTERM/SIGHUP arrived (the first one's number), for the demo's wait loops.
+
+    The signal handler only records the number: it raises nothing and takes no lock. An exception
+    raised from a handler lands wherever the main thread happens to be, inside logging's lock
+    release or another library's clean-up, where Python may print it as "Exception ignored" and
+    carry on (the demo then ran to the end). Setting a threading.Event from the handler could
+    deadlock on the event's own lock if the main thread were inside `wait()` on it. So the wait
+    loops poll the flag (every 20-100 ms) through `check()`, which raises Interrupted at that known
+    point; the clean-up that follows stops every process, and later signals are only noted.
+    """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def __init__(self) -> None:
-        self.armed = True
         self.received: int | None = None
         self._previous: dict = {}
 
-    def __enter__(self) -> _Signals:
+    def __enter__(self) -> StopFlag:
         if threading.current_thread() is threading.main_thread():
             for sig in self.SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handle)
@@ -801,9 +822,11 @@ class _Signals:
     def _handle(self, signum, frame) -> None:
         if self.received is None:
             self.received = signum
-        if self.armed:
-            self.armed = False
-            raise Interrupted(signum)
+
+    def check(self) -> None:
+        """Raise Interrupted if a stop signal has arrived."""
+        if self.received is not None:
+            raise Interrupted(self.received)
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
@@ -826,6 +849,18 @@ def _use_shipped_profile() -> None:
 
 
 def run(opts: argparse.Namespace, ros_args: list[str] | None = None) -> int:
+    """The demo; SIGINT/SIGTERM/SIGHUP (from the moment it starts) stop every process it started and
+    make the exit code 128 + the signal number."""
+    with StopFlag() as stop:
+        code = _run(opts, ros_args, stop)
+        if code == 0 and stop.received is not None:  # arrived while the outputs were written
+            print(f"keyseg demo: interrupted ({signal.Signals(stop.received).name}) after every process "
+                  "had stopped", file=sys.stderr)
+            return 128 + stop.received
+        return code
+
+
+def _run(opts: argparse.Namespace, ros_args: list[str] | None, stop: StopFlag) -> int:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
@@ -854,54 +889,60 @@ def run(opts: argparse.Namespace, ros_args: list[str] | None = None) -> int:
         while spinning.is_set():
             executor.spin_once(timeout_sec=0.05)
 
-    with _Signals() as signals:
+    def interrupted(signum: int, when: str) -> str:
+        return f"interrupted ({signal.Signals(signum).name}){when}: stopping every process the demo started"
+
+    try:
+        stop.check()
+        rclpy.init(args=ros_args, signal_handler_options=SignalHandlerOptions.NO)
+        ros_node = rclpy.create_node(f"keyseg_demo_{os.getpid()}")
+        collector = Collector(ros_node, ns)
+        executor = SingleThreadedExecutor()
+        executor.add_node(ros_node)
+        spinning.set()
+        thread = threading.Thread(target=spin, name="keyseg_demo_spin", daemon=True)
+        thread.start()
+        demo = Demo(opts, ros_node, collector, procs, stop)
+        stop.check()
+        demo.start_processes()
+        t_scenes = time.monotonic()
         try:
-            rclpy.init(args=ros_args, signal_handler_options=SignalHandlerOptions.NO)
-            ros_node = rclpy.create_node(f"keyseg_demo_{os.getpid()}")
-            collector = Collector(ros_node, ns)
-            executor = SingleThreadedExecutor()
-            executor.add_node(ros_node)
-            spinning.set()
-            thread = threading.Thread(target=spin, name="keyseg_demo_spin", daemon=True)
-            thread.start()
-            demo = Demo(opts, ros_node, collector, procs)
-            demo.start_processes()
-            t_scenes = time.monotonic()
-            try:
-                items = make_items(opts.queries, opts.seed, out / "scenes")
-            except (RuntimeError, ValueError, OSError) as exc:
-                raise DemoError(f"cannot make the demo's scenes: {exc}") from exc
-            print(f"scenes: {len(items)} generated in {time.monotonic() - t_scenes:.1f} s "
-                  f"({out / 'scenes'})", flush=True)
-            demo.wait_ready(start)
-            demo.warm_up(items[0])
-            for item in items:
-                demo.ask(item)
-        except Interrupted as exc:
-            code = 128 + exc.signum
-            failure = f"interrupted ({exc}): stopping every process the demo started"
-        except DemoError as exc:
-            code, failure = 1, str(exc)
-        finally:
-            signals.armed = False  # from here on a signal is only noted: the clean-up must finish
-            if failure:
-                print(f"keyseg demo: {failure}", file=sys.stderr, flush=True)
-            procs.stop_all()
-            spinning.clear()
-            if thread is not None:
-                thread.join()
-            if executor is not None:
-                executor.shutdown()
-            if ros_node is not None:
-                ros_node.destroy_node()
-            rclpy.try_shutdown()
+            items = make_items(opts.queries, opts.seed, out / "scenes", stop.check)
+        except (RuntimeError, ValueError, OSError) as exc:
+            raise DemoError(f"cannot make the demo's scenes: {exc}") from exc
+        print(f"scenes: {len(items)} generated in {time.monotonic() - t_scenes:.1f} s "
+              f"({out / 'scenes'})", flush=True)
+        demo.wait_ready(start)
+        demo.warm_up(items[0])
+        for item in items:
+            demo.ask(item)
+        stop.check()
+    except Interrupted as exc:
+        code, failure = 128 + exc.signum, interrupted(exc.signum, "")
+    except DemoError as exc:
+        code, failure = 1, str(exc)
+    finally:
+        # From here on a signal is only noted: the clean-up must finish.
+        if failure:
+            print(f"keyseg demo: {failure}", file=sys.stderr, flush=True)
+        procs.stop_all()
+        spinning.clear()
+        if thread is not None:
+            thread.join()
+        if executor is not None:
+            executor.shutdown()
+        if ros_node is not None:
+            ros_node.destroy_node()
+        rclpy.try_shutdown()
+    if not code and stop.received is not None:  # arrived during the clean-up: still an interruption
+        code = 128 + stop.received
+        print(f"keyseg demo: {interrupted(stop.received, ' while it stopped its processes')}",
+              file=sys.stderr, flush=True)
     if code:
         started = ", ".join(f"{p['name']} pid {p['pid']}" for p in procs.report())
         print(f"keyseg demo: stopped the {len(procs.started)} process(es) it had started"
               + (f" ({started})" if started else "") + f"; logs in {out / 'logs'}", file=sys.stderr)
         return code
-    if signals.received is not None:  # arrived during the final clean-up: still an interruption
-        return 128 + signals.received
     unclean = [p for p in procs.report() if p["exit_code"] != 0]
     rows = [score(item, demo.collector) for item in items]
     latencies = [r["latency_ms"] for r in rows]
