@@ -169,3 +169,6 @@ def _set_trainable(model: KeySegModel) -> None:
     for module in modules:
         for p in module.parameters():
             p.requires_grad_(True)
+    # SAM's Fourier position matrix is a fixed buffer in segment-anything; transformers makes it a
+    # parameter shared with the prompt encoder. Keep it fixed (and so covered by the fingerprint).
+    model.sam.sam.shared_image_embedding.positional_embedding.requires_grad_(False)

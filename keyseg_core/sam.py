@@ -23,6 +23,11 @@ from .config import SamConfigSpec
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
+# transformers draws a random SAM's Fourier position matrix with std = encoder width / 2 (64 for a
+# 128-wide encoder, 384 for ViT-B): frequencies so high that the encoding of a point or grid cell is
+# noise, and point/box prompts (and the decoder's spatial attention) cannot learn. segment-anything
+# draws it from N(0, 1) and keeps it fixed; random SAMs here do the same.
+RANDOM_PE_STD = 1.0
 # transformers' SamVisionConfig defaults to a 1e-10 init range, which makes a randomly initialised
 # encoder output the same embedding everywhere; random encoders use the usual 0.02 instead.
 RANDOM_INIT_STD = 0.02
@@ -72,7 +77,10 @@ def build_sam(spec: SamConfigSpec) -> SamModel:
     """SamModel from the spec: random init, an original .pth, converted .safetensors, or hub/dir."""
     weights = spec.weights
     if weights == "random":
-        return SamModel(spec_config(spec))
+        model = SamModel(spec_config(spec))
+        with torch.no_grad():  # segment-anything's PositionEmbeddingRandom: N(0, 1), not N(0, width/2)
+            model.shared_image_embedding.positional_embedding.normal_(0.0, RANDOM_PE_STD)
+        return model
     path = Path(weights)
     if path.suffix in (".pth", ".pt", ".safetensors"):
         from .sam_convert import load_sam_state_dict
