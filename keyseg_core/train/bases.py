@@ -86,29 +86,33 @@ def cell_targets(cats: torch.Tensor, n_classes: int, grid: int, frame: str, fram
     """(H, W) category ids -> (grid*grid, n_classes) share of each cell per class, in the model's frame.
 
     frame 'sam': resized (longest side = frame_size) into the top-left of a square (SAM's padding);
-    'pad': centred in a square (LLaVA's pad); 'crop': centre square (CLIP's crop).
+    'pad': centred in a square (LLaVA's pad); 'crop': centre square (CLIP's crop). Only the classes
+    present are pooled (a scene has a handful of the 60), then scattered into all classes.
     """
-    one_hot = F.one_hot(cats, n_classes).permute(2, 0, 1).float()[None]  # (1, C, H, W)
+    present = torch.unique(torch.cat([cats.new_zeros(1), cats.flatten()]))  # background always
+    planes = (cats[None] == present[:, None, None]).float()[None]  # (1, P, H, W)
     h, w = cats.shape
     if frame == "sam":
         scale = frame_size / max(h, w)
         rh, rw = int(h * scale + 0.5), int(w * scale + 0.5)
-        one_hot = F.interpolate(one_hot, (rh, rw), mode="area")
-        one_hot = F.pad(one_hot, (0, frame_size - rw, 0, frame_size - rh))
-        one_hot[:, 0, rh:, :] = 1.0  # padding is background
-        one_hot[:, 0, :, rw:] = 1.0
+        planes = F.pad(F.interpolate(planes, (rh, rw), mode="area"), (0, frame_size - rw, 0, frame_size - rh))
+        planes[0, 0, rh:, :] = 1.0  # padding is background (class 0 is present[0])
+        planes[0, 0, :, rw:] = 1.0
     elif frame == "pad":
         side = max(h, w)
         top, left = (side - h) // 2, (side - w) // 2
-        one_hot = F.pad(one_hot, (left, side - w - left, top, side - h - top))
+        planes = F.pad(planes, (left, side - w - left, top, side - h - top))
         background = torch.ones(side, side, dtype=torch.bool)
         background[top:top + h, left:left + w] = False
-        one_hot[0, 0][background] = 1.0
+        planes[0, 0][background] = 1.0
     else:
         side = min(h, w)
         top, left = (h - side) // 2, (w - side) // 2
-        one_hot = one_hot[..., top:top + side, left:left + side]
-    return F.adaptive_avg_pool2d(one_hot, grid)[0].flatten(1).T  # (grid*grid, C)
+        planes = planes[..., top:top + side, left:left + side]
+    pooled = F.adaptive_avg_pool2d(planes, grid)[0].flatten(1).T  # (grid*grid, P)
+    out = pooled.new_zeros(pooled.shape[0], n_classes)
+    out[:, present] = pooled
+    return out
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
