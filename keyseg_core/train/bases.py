@@ -130,9 +130,8 @@ class StageOne:
         vision = model.llava.config.vision_config
         self.patch_grid = vision.image_size // vision.patch_size
         self.feature_layer = model.llava.config.vision_feature_layer
-        kinds = config.prompts
-        weights = np.array([kinds.point, kinds.box, kinds.category], dtype=np.float64)
-        self.prompt_p = weights / weights.sum()
+        mix = config.prompts
+        self.prompt_p = {"point": mix.point, "box": mix.box, "category": mix.category}
 
     def scenes(self, first: int, count: int) -> SceneBatch:
         c = self.config
@@ -177,9 +176,9 @@ class StageOne:
         losses, ious = [], {k: [] for k in PROMPT_KINDS}
         for b, (image, labels, categories) in enumerate(zip(batch.images, batch.labels, batch.categories)):
             scale = sam_pixels[b].resized_hw[0] / image.shape[0]
-            kinds = rng.choice(len(PROMPT_KINDS), size=len(categories), p=self.prompt_p)
-            for k, kind in enumerate(PROMPT_KINDS):
-                chosen = [i for i in range(len(categories)) if kinds[i] == k]
+            for kind in PROMPT_KINDS:
+                drawn = rng.random(len(categories)) < self.prompt_p[kind]
+                chosen = [i for i in range(len(categories)) if drawn[i]]
                 if not chosen:
                     continue
                 truth = np.stack([labels == i + 1 for i in chosen]).astype(np.uint8)  # (n, H, W)

@@ -19,17 +19,18 @@ def _help(text: str, **kw: Any) -> Any:
 
 @dataclass
 class PromptMix:
-    """How each object instance is prompted (relative weights): SAM's own point and box prompts, or
-    the instance's category (a learned embedding), so the decoder learns both "this one" and "the X"."""
+    """How often each object instance is prompted by each kind (independent probabilities): SAM's own
+    point and box prompts, and the instance's category (a learned embedding), so the decoder learns
+    both "this one" and "the X". An instance can be segmented once per kind drawn."""
 
-    point: float = _help("one point inside the object", default=0.4)
-    box: float = _help("the object's box, jittered by 5% of its size", default=0.3)
-    category: float = _help("the object's category", default=0.3)
+    point: float = _help("probability of a prompt by one point inside the object", default=0.5)
+    box: float = _help("probability of a prompt by the object's box, jittered by 5% of its size", default=0.5)
+    category: float = _help("probability of a prompt by the object's category", default=1.0)
 
     def __post_init__(self) -> None:
-        weights = dataclasses.asdict(self)
-        if any(w < 0 for w in weights.values()) or not sum(weights.values()) > 0:
-            raise ValueError(f"weights must be >= 0 and not all 0, got {weights}")
+        chances = dataclasses.asdict(self)
+        if any(not 0 <= p <= 1 for p in chances.values()) or not any(chances.values()):
+            raise ValueError(f"probabilities must be in [0, 1] and not all 0, got {chances}")
 
 
 @dataclass
