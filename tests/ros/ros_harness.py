@@ -344,6 +344,18 @@ class Session:
     def count(self, key: str) -> int:
         return int(self.stats().get(key, 0))
 
+    def settled_count(self, key: str, timeout: float = 15.0) -> int:
+        """Counter `key` as of now: diagnostics are periodic, so the latest one may predate events
+        already seen on other topics; the second report of this node after the call cannot."""
+        name = f"{self.ns}/keyseg_node: segmentation"
+
+        def reports() -> int:
+            return sum(s.name == name for a in list(self.diagnostics.msgs) for s in a.status)
+
+        seen = reports()
+        wait_until(lambda: reports() >= seen + 2, timeout, "two fresh diagnostics reports", self.proc)
+        return self.count(key)
+
     def wait_count_above(self, key: str, before: int, publish=None) -> None:
         """Wait for diagnostics to show counter `key` > before (re-sending via `publish`)."""
         what = f"diagnostics {key} > {before}"
