@@ -41,6 +41,7 @@ class KeySegOutput:
     hidden: torch.Tensor  # (B, L, d) last hidden states
     loss: torch.Tensor | None = None
     losses: dict[str, torch.Tensor] = field(default_factory=dict)
+    prompts: torch.Tensor | None = None  # (N_seg, C) the fused prompts S_hat SAM was given
 
 
 @dataclass
@@ -106,7 +107,7 @@ class KeySegModel(nn.Module):
         masks, ious = self.segment(batch.sam_pixels, reasoned.prompts, reasoned.seg_batch, batch.resized_hw,
                                    batch.original_hw, timer)
         return KeySegOutput(masks, ious, reasoned.keyword_logits, reasoned.key_batch, reasoned.seg_batch,
-                            reasoned.hidden)
+                            reasoned.hidden, prompts=reasoned.prompts)
 
     def reason(self, batch: KeySegBatch, timer: Timer = _no_timer,
                image_features: torch.Tensor | None = None) -> Reasoned:

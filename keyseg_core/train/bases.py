@@ -14,8 +14,8 @@ object of every scene supervised:
 Scenes are a function of (scene_seed, index) and prompts of (seed, step), so a resumed run sees
 exactly what an uninterrupted one would. The result (final/, and model/ in every step checkpoint) is a
 partial keyseg checkpoint holding only the vision tower and SAM; `keyseg train` starts stage 2 from it
-with `init_checkpoint`. The heads and
-category embeddings are stage-1 only and are not shipped.
+with `init_checkpoint`. The heads (heads.safetensors beside final/ and in every step checkpoint) are
+stage-1 only and never shipped; stage 2 may anchor S_hat on their category prompts (`prompt_anchors`).
 """
 
 from __future__ import annotations
@@ -304,6 +304,8 @@ def pretrain_bases(config: BasesConfig, *, resume: bool = False, stop_at: int | 
     logger.close()
     if step == config.max_steps:
         save_checkpoint(model, out / "final", overwrite=True, keep=is_stage1, extra={"pretrain_steps": step, "stage": STAGE})
+        # beside final/, not in it: stage 2 may anchor its prompts on the category embeddings (prompt_anchors)
+        save_file({k: v.contiguous() for k, v in heads.state_dict().items()}, str(out / HEADS_FILE))
     summary = {"step": step, "max_steps": config.max_steps, "scenes_seen": step * config.batch_size,
                "seconds": round(time.perf_counter() - started, 1), "resumed_from": str(start) if start else None,
                "last": last, "final": str(out / "final") if step == config.max_steps else None}

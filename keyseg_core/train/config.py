@@ -127,6 +127,10 @@ class TrainConfig:
         "start from this keyseg checkpoint's trainable weights; its frozen bases must match (fingerprint). "
         "Trainable parts it lacks (e.g. [KEY], fusion attentions, keyword head when starting KeySeg from a "
         "converted LISA) start fresh and are listed", default=None)
+    prompt_anchors: str | None = _help(
+        "a stage-1 heads.safetensors (keyseg pretrain): pull each S_hat towards the category prompt of its "
+        "keyword (keyseg_core/train/anchors.py); for a SAM pretrained here, not in the paper", default=None)
+    prompt_anchor_weight: float = _help("weight of the prompt-anchor loss (0: the paper's objective)", default=0.0)
     max_steps: int = _help("optimizer steps in the whole run (LISA: 10 epochs x 500)", default=5000)
     samples_per_epoch: int | None = _help("mixture length before the plan is redrawn; default: sum of the data set sizes", default=None)
     batch_size: int = _help("samples per device per micro-step (LISA: 2)", default=2)
@@ -162,6 +166,10 @@ class TrainConfig:
                 raise ValueError(f"{name}: {getattr(self, name)} must be >= 1")
         if self.samples_per_epoch is not None and self.samples_per_epoch < 1:
             raise ValueError(f"samples_per_epoch: {self.samples_per_epoch} must be >= 1")
+        if self.prompt_anchor_weight < 0:
+            raise ValueError(f"prompt_anchor_weight: {self.prompt_anchor_weight} must be >= 0")
+        if self.prompt_anchor_weight > 0 and not self.prompt_anchors:
+            raise ValueError("prompt_anchor_weight > 0 needs prompt_anchors (a stage-1 heads.safetensors)")
         if self.max_grad_norm < 0:
             raise ValueError(f"max_grad_norm: {self.max_grad_norm} must be >= 0")
         if self.num_workers < 0:

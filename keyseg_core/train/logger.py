@@ -8,7 +8,7 @@ import csv
 import math
 from pathlib import Path
 
-FIELDS = ["step", "lr", "loss", "ce", "bce", "dice", "keyword", "grad_norm", "step_time_s", "samples"]
+FIELDS = ["step", "lr", "loss", "ce", "bce", "dice", "keyword", "anchor", "grad_norm", "step_time_s", "samples"]
 
 
 def _tensorboard_writer(folder: Path, backend: str):

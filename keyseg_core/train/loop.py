@@ -23,6 +23,7 @@ from keyseg_core.model import KeySegModel
 from keyseg_core.processor import KeySegBatch
 
 from . import state as ckpt
+from .anchors import PromptAnchors
 from .config import TrainConfig
 from .data import Collator, TrainStream, make_loader, open_sources, training_keywords
 from .engine import (
@@ -40,7 +41,7 @@ from .engine import (
 )
 from .logger import MetricsLogger
 
-LOSS_KEYS = ("ce", "bce", "dice", "keyword")
+LOSS_KEYS = ("ce", "bce", "dice", "keyword", "anchor")
 # keys that may change between an interrupted run and its resume without changing the result
 RESUMABLE_CHANGES = {"output_dir", "save_every", "keep_last", "log_every", "log_backend", "num_workers", "skip_bad"}
 
@@ -68,13 +69,18 @@ class LossModule(torch.nn.Module):
     """The model as DDP/DeepSpeed should see it: forward returns a dict of tensors (the engines
     look for tensors in tuples and dicts, not in KeySegOutput dataclasses)."""
 
-    def __init__(self, model: KeySegModel) -> None:
+    def __init__(self, model: KeySegModel, anchors: PromptAnchors | None = None, anchor_weight: float = 0.0) -> None:
         super().__init__()
         self.model = model
+        self.anchors = anchors
+        self.anchor_weight = anchor_weight
 
     def forward(self, batch: KeySegBatch) -> dict[str, torch.Tensor]:
         out = self.model(batch)
-        return {"loss": out.loss, **out.losses}
+        if self.anchors is None:
+            return {"loss": out.loss, **out.losses, "anchor": out.loss.new_zeros(())}
+        anchor = self.anchors.loss(out.prompts, out.seg_batch, batch.keyword_ids)
+        return {"loss": out.loss + self.anchor_weight * anchor, **out.losses, "anchor": anchor.detach()}
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
@@ -150,7 +156,14 @@ def train(config: TrainConfig, *, resume: bool = False, stop_at: int | None = No
             accelerator.print(f"init_checkpoint: {len(fresh)} trainable tensor(s) not in {config.init_checkpoint} "
                               f"start fresh ({', '.join(parts)})")
     stream = TrainStream(opened, config.data, config.samples_per_epoch, config.seed, model_config.fusion.use_key)
-    model, optimizer = prepare(accelerator, config, LossModule(model), lambda module: make_optimizer(module, config))
+    anchors = None
+    if config.prompt_anchors and config.prompt_anchor_weight > 0:
+        from keyseg_core.scenes import load_knowledge  # the stage-1 category order
+
+        anchors = PromptAnchors.load(config.prompt_anchors, sorted(load_knowledge().categories), processor)
+        anchors.to(accelerator.device)
+    model, optimizer = prepare(accelerator, config, LossModule(model, anchors, config.prompt_anchor_weight),
+                               lambda module: make_optimizer(module, config))
     sharded = is_sharded(accelerator, model)
     dtype = input_dtype(accelerator, config)  # pixels in the dtype the model computes in
     if start:
