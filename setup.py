@@ -39,7 +39,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["keyseg_core", "keyseg_core.*"]),
-    package_data={"keyseg_core.scenes": ["knowledge.yaml"]},
+    package_data={"keyseg_core.scenes": ["knowledge.yaml"], "keyseg_core": ["weights/keyseg-tiny/*"]},
     install_requires=[
         "torch>=2.3",
         "transformers>=5.0,<6",

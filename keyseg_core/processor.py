@@ -253,7 +253,7 @@ class KeySegProcessor:
             if n_seg:
                 raise ValueError(f"sample {i}: {n_seg} [SEG] token(s) in the answer but no mask")
             return torch.zeros((0, *image.shape[:2]), dtype=torch.uint8)
-        m = torch.as_tensor(np.asarray(mask, dtype=np.uint8))
+        m = torch.from_numpy(np.array(mask, dtype=np.uint8))  # a copy: readers may hand out read-only views
         m = m[None] if m.ndim == 2 else m
         if m.ndim != 3 or m.shape[1:] != image.shape[:2]:
             raise ValueError(f"sample {i}: mask shape {tuple(m.shape)} does not match image {image.shape[:2]}")
