@@ -67,3 +67,46 @@ def shipped_checkpoint() -> Path:
                                 "or name a model with --model)")
     verify(SHIPPED_DIR)
     return SHIPPED_DIR
+
+
+def ship(checkpoint: Path, target: Path = SHIPPED_DIR) -> Path:
+    """Copy a trained checkpoint's files into `target` with a fresh SHA256SUMS, replacing what was
+    there only once the copy is complete (a failed copy leaves the old model in place)."""
+    import shutil
+    import tempfile
+
+    checkpoint = Path(checkpoint)
+    if not (checkpoint / "config.json").is_file():
+        raise FileNotFoundError(f"{checkpoint}: not a keyseg checkpoint (no config.json)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    for path in checkpoint.iterdir():
+        if path.is_file():
+            shutil.copy2(path, staging / path.name)
+    write_checksums(staging)
+    verify(staging)
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
+    staging.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m keyseg_core.shipped",
+                                     description="Ship a trained checkpoint as the default model (copy + SHA256SUMS).")
+    parser.add_argument("checkpoint", type=Path, help="a keyseg checkpoint dir, e.g. runs/keyseg_tiny/final")
+    parser.add_argument("--target", type=Path, default=SHIPPED_DIR, help=f"default: {SHIPPED_DIR}")
+    args = parser.parse_args(argv)
+    target = ship(args.checkpoint, args.target)
+    size = sum(p.stat().st_size for p in target.iterdir()) / 2**20
+    print(f"shipped {args.checkpoint} -> {target} ({size:.1f} MB, checksums in {CHECKSUM_FILE})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -10,9 +10,9 @@ HELP = "gIoU/cIoU of a checkpoint on ReasonSeg or a refCOCO split; JSON, CSV, wo
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True,
+    parser.add_argument("--checkpoint", default=None,
                         help="keyseg checkpoint dir (a training step dir or its model/ subdir, <run>/final), "
-                             "a hub id, or config:<name> for an untrained smoke run")
+                             "a hub id, or config:<name> for an untrained smoke run (default: the shipped KeySeg-Tiny)")
     parser.add_argument("--dataset", required=True,
                         help="reasonseg, refcoco, refcoco+, refcocog, or a full refer name such as 'refcoco|unc|testA'")
     parser.add_argument("--split", default=None, help="val, test (ReasonSeg, refcocog), testA/testB (refcoco, refcoco+)")
@@ -29,8 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def resolve_checkpoint(name: str) -> str:
-    """A training step directory holds the keyseg checkpoint in model/; accept both."""
+def resolve_checkpoint(name: str | None) -> str:
+    """A training step directory holds the keyseg checkpoint in model/; accept both. None: the shipped model."""
+    if name is None:
+        from keyseg_core.shipped import shipped_checkpoint
+
+        return str(shipped_checkpoint())
     path = Path(name)
     return str(path / "model") if (path / "model" / "config.json").is_file() else name
 
@@ -52,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     train_steps = json.loads(meta_path.read_text()).get("train_steps") if meta_path.is_file() else None
     if predictor.untrained:
         print("warning: the model is untrained (no train_steps in the checkpoint); numbers are a smoke test only")
-    label = Path(args.checkpoint.rstrip("/")).name.replace(":", "_") or "model"
+    label = Path((args.checkpoint or checkpoint).rstrip("/")).name.replace(":", "_") or "model"
     output = Path(args.output) if args.output else Path("eval") / label / name.replace("|", "_")
     info = {"checkpoint": checkpoint, "train_steps": train_steps, "untrained": predictor.untrained,
             "dataset": args.dataset, "split": getattr(dataset, "split", args.split), "eval_name": name,
