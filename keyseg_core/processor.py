@@ -49,6 +49,7 @@ class KeySegBatch:
     gt_masks: list[torch.Tensor] | None = None  # per sample (n_seg, H, W) uint8 0/1/255
     keyword_ids: list[list[list[int]]] | None = None  # per sample, per [KEY], keyword token ids
     prompt_lengths: list[int] = field(default_factory=list)  # tokens before the answer, per sample
+    target_keywords: list[str | None] | None = None  # per sample, training only: its target's name (anchors)
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> KeySegBatch:
         """Move tensors; pixel tensors also take `dtype` (the model's compute dtype)."""
@@ -66,6 +67,7 @@ class KeySegBatch:
             gt_masks=None if self.gt_masks is None else [m.to(device) for m in self.gt_masks],
             keyword_ids=self.keyword_ids,
             prompt_lengths=self.prompt_lengths,
+            target_keywords=self.target_keywords,
         )
 
 

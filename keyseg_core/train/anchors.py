@@ -15,22 +15,23 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from keyseg_core.processor import KeySegProcessor
 
 TABLE_KEY = "prompt.weight"  # the stage-1 heads' category prompt embeddings (keyseg_core.train.bases)
 
 
 class PromptAnchors(nn.Module):
-    """Frozen (K, C) table of category prompts and the keyword token ids that select each row."""
+    """Frozen (K, C) table of category prompts, one row per category name."""
 
-    def __init__(self, table: torch.Tensor, rows: dict[tuple[int, ...], int]) -> None:
+    def __init__(self, table: torch.Tensor, names: list[str]) -> None:
         super().__init__()
+        if table.shape[0] != len(names):
+            raise ValueError(f"prompt_anchors: {table.shape[0]} category prompts for {len(names)} names")
         self.register_buffer("table", table.float(), persistent=False)
-        self.rows = rows
+        self.rows = {name: i for i, name in enumerate(names)}
         self.scale = float(self.table.pow(2).mean())  # the loss is relative to the anchors' own size
 
     @classmethod
-    def load(cls, path: str | Path, names: list[str], processor: KeySegProcessor) -> PromptAnchors:
+    def load(cls, path: str | Path, names: list[str]) -> PromptAnchors:
         """Rows of `path` (a stage-1 heads.safetensors) belong to `names`, in order."""
         path = Path(path)
         if not path.is_file():
@@ -38,20 +39,15 @@ class PromptAnchors(nn.Module):
         tensors = load_file(str(path))
         if TABLE_KEY not in tensors:
             raise ValueError(f"prompt_anchors: {path} has no '{TABLE_KEY}' (keys: {', '.join(sorted(tensors))})")
-        table = tensors[TABLE_KEY]
-        if table.shape[0] != len(names):
-            raise ValueError(f"prompt_anchors: {path} holds {table.shape[0]} category prompts, the knowledge "
-                             f"table has {len(names)} categories")
-        return cls(table, {tuple(processor.keyword_ids(n)): i for i, n in enumerate(names)})
+        return cls(tensors[TABLE_KEY], names)
 
-    def loss(self, prompts: torch.Tensor, seg_batch: torch.Tensor,
-             keyword_ids: list[list[list[int]]] | None) -> torch.Tensor:
-        """Mean squared distance of each [SEG]'s S_hat (N_seg, C) to its sample's first keyword's
-        anchor, over the anchors' mean square; [SEG]s whose keyword has no anchor are left out."""
+    def loss(self, prompts: torch.Tensor, seg_batch: torch.Tensor, keywords: list[str | None] | None) -> torch.Tensor:
+        """Mean squared distance of each [SEG]'s S_hat (N_seg, C) to its sample's keyword's anchor,
+        over the anchors' mean square; [SEG]s whose keyword has no anchor are left out. The keyword
+        is the sample's target name, so rows without [KEY] (seg_only, seg_sa) are anchored alike."""
         picked, targets = [], []
         for j, i in enumerate(seg_batch.tolist()):
-            keys = keyword_ids[i] if keyword_ids else []
-            row = self.rows.get(tuple(keys[0])) if keys else None
+            row = self.rows.get(keywords[i]) if keywords else None
             if row is not None:
                 picked.append(j)
                 targets.append(row)

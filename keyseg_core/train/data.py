@@ -185,6 +185,8 @@ class Collator:
             masks=[None if isinstance(it.sample, VqaSample) else it.sample.mask for it in items],
             follow_ups=[it.follow_ups for it in items],
         )
+        # the target's name also for rows without [KEY] (prompt anchors)
+        batch.target_keywords = [it.keyword or getattr(it.sample, "keyword", None) for it in items]
         return TrainBatch(batch, [it.source for it in items], [it.position for it in items])
 
 

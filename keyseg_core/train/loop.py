@@ -79,7 +79,7 @@ class LossModule(torch.nn.Module):
         out = self.model(batch)
         if self.anchors is None:
             return {"loss": out.loss, **out.losses, "anchor": out.loss.new_zeros(())}
-        anchor = self.anchors.loss(out.prompts, out.seg_batch, batch.keyword_ids)
+        anchor = self.anchors.loss(out.prompts, out.seg_batch, batch.target_keywords)
         return {"loss": out.loss + self.anchor_weight * anchor, **out.losses, "anchor": anchor.detach()}
 
 
@@ -160,7 +160,7 @@ def train(config: TrainConfig, *, resume: bool = False, stop_at: int | None = No
     if config.prompt_anchors and config.prompt_anchor_weight > 0:
         from keyseg_core.scenes import load_knowledge  # the stage-1 category order
 
-        anchors = PromptAnchors.load(config.prompt_anchors, sorted(load_knowledge().categories), processor)
+        anchors = PromptAnchors.load(config.prompt_anchors, sorted(load_knowledge().categories))
         anchors.to(accelerator.device)
     model, optimizer = prepare(accelerator, config, LossModule(model, anchors, config.prompt_anchor_weight),
                                lambda module: make_optimizer(module, config))

@@ -88,7 +88,8 @@ def test_cell_targets_follow_each_frame():
     assert crop[0].tolist() == [0.0, 0.0, 0.0, 1.0] and crop[1].tolist() == [1.0, 0.0, 0.0, 0.0]
 
 
-def test_stage_two_anchors_prompts_on_the_category_embeddings(run, tmp_path):
+@pytest.mark.parametrize("preset", ["keyseg", "seg_only"])  # seg_only has no [KEY]: anchored all the same
+def test_stage_two_anchors_prompts_on_the_category_embeddings(run, tmp_path, preset):
     import csv
 
     from train_fixtures import write_config, write_reasonseg
@@ -97,8 +98,9 @@ def test_stage_two_anchors_prompts_on_the_category_embeddings(run, tmp_path):
     assert heads.is_file()  # written beside final/
     write_reasonseg(tmp_path / "data", "train", {"cup": {"box": (4, 4, 14, 12)}}, keywords={"cup": "cup"})
     config = write_config(tmp_path / "train.yaml", tmp_path / "data", tmp_path / "stage2", max_steps=1,
-                          model_overrides=TRAINABLE, init_checkpoint=str(run / "run" / "final"),
-                          prompt_anchors=str(heads), prompt_anchor_weight=1.0)
+                          model_overrides={**TRAINABLE, "fusion": {"preset": preset}},
+                          init_checkpoint=str(run / "run" / "final"), prompt_anchors=str(heads),
+                          prompt_anchor_weight=1.0)
     assert cli.main(["train", "--config", str(config), "--no-progress"]) == 0
     row = next(csv.DictReader(open(tmp_path / "stage2" / "metrics.csv")))
     assert float(row["anchor"]) > 0
@@ -108,10 +110,10 @@ def test_anchor_loss_is_zero_on_the_anchor_and_skips_unknown_keywords():
     from keyseg_core.train.anchors import PromptAnchors
 
     table = torch.tensor([[1.0, 2.0], [3.0, -1.0]])
-    anchors = PromptAnchors(table, {(7,): 0, (8, 9): 1})
+    anchors = PromptAnchors(table, ["cup", "bed"])
     seg_batch = torch.tensor([0, 1, 2])
-    keyword_ids = [[[8, 9]], [[5]], []]  # sample 1's keyword has no anchor, sample 2 has none at all
+    keywords = ["bed", "lamp", None]  # sample 1's keyword has no anchor, sample 2 has none at all
     on = torch.stack([table[1], torch.zeros(2), torch.zeros(2)])
-    assert anchors.loss(on, seg_batch, keyword_ids).item() == 0.0
+    assert anchors.loss(on, seg_batch, keywords).item() == 0.0
     off = on + torch.tensor([[1.0, 0.0], [9.0, 9.0], [9.0, 9.0]])
-    assert anchors.loss(off, seg_batch, keyword_ids).item() == pytest.approx(0.5 / table.pow(2).mean().item())
+    assert anchors.loss(off, seg_batch, keywords).item() == pytest.approx(0.5 / table.pow(2).mean().item())
