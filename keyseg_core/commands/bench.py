@@ -32,11 +32,13 @@ from keyseg_core.atomic import atomic_write_json
 SAM_PARAMS = {"tiny": 0.3e6, "vit_b": 94e6, "vit_l": 312e6, "vit_h": 641e6}
 BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 BACKEND_NAMES = ("torch", "compile", "onnxruntime", "tensorrt", "auto")
+SHIPPED = "shipped"  # --models name of the default model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--models", default="config:tiny,config:keyseg-tiny",
-                        help="comma-separated models (as --model of `keyseg predict`)")
+    parser.add_argument("--models", default=f"{SHIPPED},config:tiny",
+                        help=f"comma-separated models (as --model of `keyseg predict`; '{SHIPPED}': the shipped "
+                             "KeySeg-Tiny)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--dtype", default="auto", choices=["auto", *sorted(BYTES)],
                         help="auto: bfloat16 on CUDA, float32 on the CPU")
@@ -148,7 +150,7 @@ def bench_model(name: str, backends: list[str], args: argparse.Namespace, frame,
         return [{"model": name, "backend": b, "skipped": skipped} for b in backends]
     device = torch.device(args.device)
     start = time.perf_counter()
-    base = Predictor.from_pretrained(name, device=args.device, dtype=args.dtype)
+    base = Predictor.from_pretrained(None if name == SHIPPED else name, device=args.device, dtype=args.dtype)
     load_s = time.perf_counter() - start
     model, torch_sam = base.model, base.model.sam
     parameters = sum(p.numel() for p in model.parameters())
