@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck disable=SC1091
 . .venv/bin/activate
-RUNS=(seg_only:42 seg_only:7 seg_sa:42 seg_sa:7 keyseg:42 keyseg:7 ca_only:42 sa_only:42)
+RUNS=(seg_only:42 seg_sa:42 keyseg:42 ca_only:42 sa_only:42 seg_only:7 seg_sa:7 keyseg:7)
 for run in "${RUNS[@]}"; do
   row=${run%%:*} seed=${run##*:}
   out=runs/ablation_tiny_${row}_s${seed}
