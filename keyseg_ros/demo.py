@@ -42,6 +42,8 @@ from pathlib import Path
 import numpy as np
 from rclpy.utilities import remove_ros_args
 
+from keyseg_ros.signals import StopSignals
+
 QUERY_TYPE_ORDER = ("use", "property", "spatial", "kind", "size", "name")
 SPLIT = "test"  # held-out backgrounds and phrasings: what the model never saw in training
 SCENE_SIZE = (320, 240)
@@ -436,7 +438,7 @@ class Demo:
     def __init__(self, opts: argparse.Namespace, ros_node, collector: Collector, procs: Processes,
                  stop: StopFlag | None = None) -> None:
         self.opts, self.ros, self.collector, self.procs = opts, ros_node, collector, procs
-        self.stop = stop or StopFlag()
+        self.stop = stop if stop is not None else StopFlag()
         self.ns = "/" + opts.namespace.strip("/")
         self.node: Proc | None = None
         self.query_tool: Proc | None = None
@@ -795,7 +797,7 @@ def _clear_previous(out: Path) -> None:
 # ---- main ------------------------------------------------------------------------------------
 
 
-class StopFlag:
+class StopFlag(StopSignals):
     """Whether SIGINT/SIGTERM/SIGHUP arrived (the first one's number), for the demo's wait loops.
 
     The signal handler only records the number: it raises nothing and takes no lock. An exception
@@ -809,28 +811,13 @@ class StopFlag:
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
-    def __init__(self) -> None:
-        self.received: int | None = None
-        self._previous: dict = {}
-
-    def __enter__(self) -> StopFlag:
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.received is None:
-            self.received = signum
+    def _label(self, signum: int) -> int:
+        return signum  # the exit code is 128 + this number
 
     def check(self) -> None:
         """Raise Interrupted if a stop signal has arrived."""
         if self.received is not None:
             raise Interrupted(self.received)
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 def _use_shipped_profile() -> None:

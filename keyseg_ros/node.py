@@ -56,6 +56,7 @@ from keyseg_ros.mailbox import Mailbox
 from keyseg_ros.msg import SegmentationResult
 from keyseg_core.visualize import overlay as draw_overlay
 from keyseg_ros.params import PARAMS, PARAMS_BY_NAME, validation_error
+from keyseg_ros.signals import StopSignals
 from keyseg_ros.srv import Segment
 
 THROTTLE_S = 2.0  # at most one warning of each kind per this many seconds
@@ -688,7 +689,7 @@ class KeySegNode(LifecycleNode):
         ))
 
 
-class _StopSignals:
+class _StopSignals(StopSignals):
     """SIGINT/SIGTERM set a flag instead of tearing the ROS context down at once.
 
     rclpy's own handler shuts the context down inside the signal handler, while the inference
@@ -697,27 +698,13 @@ class _StopSignals:
     back afterwards.
     """
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
     def __init__(self) -> None:
+        super().__init__()
         self.event = threading.Event()
-        self.received: str | None = None
-        self._previous: dict = {}
-
-    def __enter__(self) -> _StopSignals:
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
 
     def _handle(self, signum, frame) -> None:
-        if self.received is None:
-            self.received = signal.Signals(signum).name
+        super()._handle(signum, frame)
         self.event.set()
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 def _shut_down(node: KeySegNode | None, executor: MultiThreadedExecutor | None) -> None:

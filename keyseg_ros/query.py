@@ -11,9 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import select
-import signal
 import sys
-import threading
 import time
 from collections.abc import Iterator
 
@@ -25,52 +23,10 @@ from rclpy.utilities import remove_ros_args
 from std_msgs.msg import Empty, String
 
 from keyseg_ros import qos
+from keyseg_ros.signals import StopSignals
 
 ACK_TIMEOUT_S = 5.0
 POLL_S = 0.1  # longest time between two looks at the stop flag
-
-
-class StopSignals:
-    """SIGINT/SIGTERM only record that a stop was asked for; the publishing loop checks it.
-
-    rclpy's own handler shuts the context down inside the signal handler, so a publish racing it
-    fails with "publisher's context is invalid" (exit code 1, a traceback). Here the loop stops
-    between two messages and the context is shut down afterwards, as keyseg_node does. The handler
-    raises nothing and takes no lock. Installed only from the main thread; put back on exit. Used by
-    this tool and by image_player.
-    """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.received: str | None = None
-        self._previous: dict = {}
-
-    def __enter__(self) -> StopSignals:
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.received is None:
-            self.received = signal.Signals(signum).name
-
-    def __bool__(self) -> bool:
-        return self.received is not None
-
-    def sleep(self, seconds: float) -> None:
-        """Sleep `seconds`, or less when a stop arrives (checked every 50 ms at most)."""
-        end = time.monotonic() + seconds
-        while not self:
-            left = end - time.monotonic()
-            if left <= 0:
-                return
-            time.sleep(min(left, 0.05))
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 def build_parser() -> argparse.ArgumentParser:
