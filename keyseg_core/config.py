@@ -60,9 +60,18 @@ class BackboneConfig:
         "resize the short side, centre-crop (CLIP's own processor, as LISA and LLaVA-v1 use it)",
         default="pad",
     )
+    vision_stem: Literal["patch", "conv"] = _help(
+        "patch embedding of a 'random' vision tower: 'patch' (one linear map per patch, CLIP's) or 'conv' "
+        "(stride-2 3x3 convolutions, keyseg_core/stems.py: learns far sooner from scratch)", default="patch",
+    )
     seed: int = _help("seed for every randomly initialised part (recorded so loading reproduces it)", default=0)
 
     def __post_init__(self) -> None:
+        if self.vision_stem not in ("patch", "conv"):
+            raise ValueError(f"vision_stem: '{self.vision_stem}' is not 'patch' or 'conv'")
+        if self.vision_stem == "conv" and (self.mllm is not None or self.vision != "random"):
+            raise ValueError("vision_stem: 'conv' replaces the patch embedding of a 'random' tower only; "
+                             "a pretrained tower keeps its own")
         if self.mllm is None and self.llm == "random" and self.tokenizer is None:
             raise ValueError("tokenizer: a 'random' llm needs a tokenizer source")
         if self.image_preprocess not in ("pad", "crop"):
@@ -91,8 +100,17 @@ class SamConfigSpec:
     mask_decoder_config: dict[str, Any] = _help(
         "SamMaskDecoderConfig overrides on top of `size` (mlp_dim, num_hidden_layers, ...)", default_factory=dict
     )
+    stem: Literal["patch", "conv"] = _help(
+        "patch embedding of a 'random' image encoder: 'patch' (SAM's) or 'conv' (keyseg_core/stems.py)",
+        default="patch",
+    )
 
     def __post_init__(self) -> None:
+        if self.stem not in ("patch", "conv"):
+            raise ValueError(f"stem: '{self.stem}' is not 'patch' or 'conv'")
+        if self.stem == "conv" and self.weights != "random":
+            raise ValueError("stem: 'conv' replaces the patch embedding of a 'random' SAM only; pretrained "
+                             f"weights ({self.weights}) keep their own")
         if self.size not in ("vit_b", "vit_l", "vit_h", "tiny"):
             raise ValueError(f"size: '{self.size}' is not one of vit_b, vit_l, vit_h, tiny")
         if self.image_size % 16 or self.image_size < 64:

@@ -31,6 +31,7 @@ from transformers.integrations import is_deepspeed_zero3_enabled
 from .config import IMAGE_TOKEN, BackboneConfig, LoraSettings
 from .offline import resolve_pretrained
 from .processor import add_special_tokens
+from .stems import conv_stem_like
 
 # A small Llama for `llm: random` when llm_config gives nothing else.
 RANDOM_LLM_DEFAULTS = dict(
@@ -72,9 +73,16 @@ def build_mllm(
     if cfg.llm == "random":
         model = _compose_random_llm(cfg, tokenizer, image_id, vision)
         _add_token_rows(model, len(tokenizer))  # on the CPU in float32, as the random LM was drawn
-        return model.to(device=device, dtype=dtype)
-    model = _compose_pretrained_llm(cfg, image_id, vision, dtype, device)
-    _add_token_rows(model, len(tokenizer))
+        model = model.to(device=device, dtype=dtype)
+    else:
+        model = _compose_pretrained_llm(cfg, image_id, vision, dtype, device)
+        _add_token_rows(model, len(tokenizer))
+    if cfg.vision_stem == "conv":
+        embeddings = model.model.vision_tower.embeddings
+        try:
+            embeddings.patch_embedding = conv_stem_like(embeddings.patch_embedding, seed=cfg.seed + 5)
+        except ValueError as exc:
+            raise ValueError(f"vision_stem: {exc} (vision_config.patch_size)") from exc
     return model
 
 

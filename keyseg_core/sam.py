@@ -20,6 +20,7 @@ from torch import nn
 from transformers import SamConfig, SamMaskDecoderConfig, SamModel, SamPromptEncoderConfig, SamVisionConfig
 
 from .config import SamConfigSpec
+from .stems import conv_stem_like
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
@@ -80,6 +81,12 @@ def build_sam(spec: SamConfigSpec) -> SamModel:
         model = SamModel(spec_config(spec))
         with torch.no_grad():  # segment-anything's PositionEmbeddingRandom: N(0, 1), not N(0, width/2)
             model.shared_image_embedding.positional_embedding.normal_(0.0, RANDOM_PE_STD)
+        if spec.stem == "conv":
+            patch = model.vision_encoder.patch_embed
+            try:
+                patch.projection = conv_stem_like(patch.projection, seed=int(torch.initial_seed()) + 11)
+            except ValueError as exc:
+                raise ValueError(f"stem: {exc} (vision_config.patch_size)") from exc
         return model
     path = Path(weights)
     if path.suffix in (".pth", ".pt", ".safetensors"):
