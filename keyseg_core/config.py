@@ -62,7 +62,8 @@ class BackboneConfig:
     )
     vision_stem: Literal["patch", "conv"] = _help(
         "patch embedding of a 'random' vision tower: 'patch' (one linear map per patch, CLIP's) or 'conv' "
-        "(stride-2 3x3 convolutions, keyseg_core/stems.py: learns far sooner from scratch)", default="patch",
+        "(stride-2 3x3 convolutions, keyseg_core/stems.py: a from-scratch tower learns its patches sooner)",
+        default="patch",
     )
     seed: int = _help("seed for every randomly initialised part (recorded so loading reproduces it)", default=0)
 

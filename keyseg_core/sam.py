@@ -81,7 +81,7 @@ def build_sam(spec: SamConfigSpec) -> SamModel:
         model = SamModel(spec_config(spec))
         with torch.no_grad():  # segment-anything's PositionEmbeddingRandom: N(0, 1), not N(0, width/2)
             model.shared_image_embedding.positional_embedding.normal_(0.0, RANDOM_PE_STD)
-        if spec.stem == "conv":
+        if spec.stem == "conv":  # drawn from the seed the caller set (build_model: backbone.seed + 2)
             patch = model.vision_encoder.patch_embed
             try:
                 patch.projection = conv_stem_like(patch.projection, seed=int(torch.initial_seed()) + 11)

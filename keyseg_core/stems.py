@@ -3,8 +3,8 @@
 A ViT's patch embedding is one linear map of each p x p patch. Trained from scratch on little data it
 learns edges and colours slowly; a few stride-2 3x3 convolutions in its place (Xiao et al., "Early
 Convolutions Help Transformers See Better", 2021) give the same token grid with a local image prior.
-KeySeg-Tiny's vision tower and SAM encoder are trained from scratch (no pretrained weights exist
-offline), so they use one; pretrained towers keep their own patch embedding.
+Towers trained from scratch here (no pretrained weights exist offline) can use one
+(`backbone.vision_stem`, `sam.stem`; measured in docs/training.md); pretrained towers keep their own.
 """
 
 from __future__ import annotations
