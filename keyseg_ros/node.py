@@ -721,12 +721,14 @@ def _shut_down(node: KeySegNode | None, executor: MultiThreadedExecutor | None) 
             except Exception:  # noqa: BLE001 - a failed callback must not stop the shutdown
                 pass
     if executor is not None:
-        # Callbacks still running (a `segment` call sending its answer) finish before the node's
-        # entities go away; rclpy's executor.shutdown does not wait for its thread pool.
-        executor.shutdown(timeout_sec=5.0)
+        # Callbacks already handed to the thread pool (a `segment` call sending its answer) finish
+        # first, while the executor's guard condition still exists: they trigger it when done, and
+        # rclpy's executor.shutdown destroys it without waiting for them (a callback still queued
+        # then failed with InvalidHandle, printed as "exception was never retrieved").
         pool = getattr(executor, "_executor", None)
         if pool is not None:
             pool.shutdown(wait=True)
+        executor.shutdown(timeout_sec=5.0)
     node.close()
 
 
