@@ -83,8 +83,9 @@ def build_sam(spec: SamConfigSpec) -> SamModel:
             model.shared_image_embedding.positional_embedding.normal_(0.0, RANDOM_PE_STD)
         if spec.stem == "conv":  # drawn from the seed the caller set (build_model: backbone.seed + 2)
             patch = model.vision_encoder.patch_embed
+            seed = (torch.initial_seed() + 11) % 2**63  # torch.seed() may have set any 64-bit value
             try:
-                patch.projection = conv_stem_like(patch.projection, seed=int(torch.initial_seed()) + 11)
+                patch.projection = conv_stem_like(patch.projection, seed=seed)
             except ValueError as exc:
                 raise ValueError(f"stem: {exc} (vision_config.patch_size)") from exc
         return model
