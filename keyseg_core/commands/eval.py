@@ -17,7 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="reasonseg, refcoco, refcoco+, refcocog, or a full refer name such as 'refcoco|unc|testA'")
     parser.add_argument("--split", default=None, help="val, test (ReasonSeg, refcocog), testA/testB (refcoco, refcoco+)")
     parser.add_argument("--data-root", required=True, help="data root holding reason_seg/ and refer_seg/ (docs/data.md)")
-    parser.add_argument("--output", default=None, help="report folder (default: ./eval/<checkpoint name>/<dataset>_<split>)")
+    parser.add_argument("--output", default=None,
+                        help="report folder (default: ./eval/<checkpoint label>/<dataset>_<split>, where the label "
+                             "of <run>/final is <run> and of <run>/checkpoints/step_N is <run>_step_N)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
                         help="auto: bfloat16 on CUDA, float32 on the CPU")
@@ -39,6 +41,21 @@ def resolve_checkpoint(name: str | None) -> str:
     return str(path / "model") if (path / "model" / "config.json").is_file() else name
 
 
+def report_label(checkpoint: str) -> str:
+    """The report folder's name for a checkpoint argument. Every run ends in `final/` and keeps
+    `checkpoints/step_N/`, so those names alone would let two runs overwrite each other's report."""
+    path = Path(checkpoint.rstrip("/"))
+    if path.name == "model":  # a step directory's model/ subdirectory names the same checkpoint
+        path = path.parent
+    if path.name == "final" and path.parent.name:
+        label = path.parent.name
+    elif path.name.startswith("step_") and path.parent.name == "checkpoints" and path.parent.parent.name:
+        label = f"{path.parent.parent.name}_{path.name}"
+    else:
+        label = path.name
+    return label.replace(":", "_") or "model"
+
+
 def run(args: argparse.Namespace) -> int:
     from keyseg_core.evaluate import EvalSettings, eval_name, evaluate, open_eval_dataset
     from keyseg_core.predictor import Predictor
@@ -56,8 +73,7 @@ def run(args: argparse.Namespace) -> int:
     train_steps = json.loads(meta_path.read_text()).get("train_steps") if meta_path.is_file() else None
     if predictor.untrained:
         print("warning: the model is untrained (no train_steps in the checkpoint); numbers are a smoke test only")
-    label = Path((args.checkpoint or checkpoint).rstrip("/")).name.replace(":", "_") or "model"
-    output = Path(args.output) if args.output else Path("eval") / label / name.replace("|", "_")
+    output = Path(args.output) if args.output else Path("eval") / report_label(args.checkpoint or checkpoint) / name.replace("|", "_")
     info = {"checkpoint": checkpoint, "train_steps": train_steps, "untrained": predictor.untrained,
             "dataset": args.dataset, "split": getattr(dataset, "split", args.split), "eval_name": name,
             "data_root": str(args.data_root), "device": args.device, "dtype": args.dtype}

@@ -173,6 +173,24 @@ def test_eval_unknown_split_is_named(work, capsys):
     assert "unknown split 'dev'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("checkpoint, label", [
+    ("runs/a/final", "a"), ("runs/b/final/", "b"), ("runs/a/checkpoints/step_000500", "a_step_000500"),
+    ("runs/a/checkpoints/step_000500/model", "a_step_000500"), ("config:tiny", "config_tiny"),
+    ("HuggingFaceTB/SmolLM2-135M", "SmolLM2-135M"), ("/opt/keyseg/weights/keyseg-tiny", "keyseg-tiny"),
+])
+def test_eval_report_folder_names_the_run(checkpoint, label):
+    """Every run ends in final/: the default report folder must not let two runs overwrite each other."""
+    from keyseg_core.commands.eval import report_label
+
+    assert report_label(checkpoint) == label
+
+
+def test_eval_default_report_folder_is_the_run_name(work):
+    ok(keyseg("eval", "--checkpoint", "run/final", "--dataset", "reasonseg", "--split", "val",
+              "--data-root", "data", "--worst", "0", "--no-progress", cwd=work))
+    assert (work / "eval" / "run" / "reasonseg_val" / "report.json").is_file()
+
+
 def test_train_sample_without_keyword_is_named_or_counted_with_skip_bad(work, capsys):
     data = work / "data_nokw"
     write_reasonseg(data, "train", {"lamp": {"box": (4, 4, 14, 12)}, "cup": {"box": (2, 2, 9, 9)}},
