@@ -133,13 +133,14 @@ class StageOne:
         mix = config.prompts
         self.prompt_p = {"point": mix.point, "box": mix.box, "category": mix.category}
 
-    def scenes(self, first: int, count: int) -> SceneBatch:
+    def scenes(self, first: int, count: int, split: str = "train", seed: int | None = None) -> SceneBatch:
+        """Scenes first..first+count-1 of a split; training draws the train split at scene_seed."""
         c = self.config
         scene_cfg = SceneConfig(width=c.scene_size[0], height=c.scene_size[1], min_objects=c.objects[0],
                                 max_objects=c.objects[1])
         images, labels, cats = [], [], []
         for index in range(first, first + count):
-            scene = make_sample(c.scene_seed, "train", index, scene_cfg).scene
+            scene = make_sample(c.scene_seed if seed is None else seed, split, index, scene_cfg).scene
             images.append(scene.image)
             labels.append(scene.labels)
             cats.append([self.category_names.index(o.category) for o in scene.objects])
@@ -153,6 +154,13 @@ class StageOne:
         cells = self._cell_loss(embeddings, cats)
         masks, ious = self._prompt_loss(batch, sam_pixels, embeddings, rng)
         return {"prompt_mask": masks, "sam_category": cells, "vision_category": vision}, ious
+
+    @torch.no_grad()
+    def prompted_ious(self, batch: SceneBatch, rng: np.random.Generator) -> dict[str, list[float]]:
+        """IoU of each prompted instance, prompts drawn as in training; no losses, no graph."""
+        sam_pixels = [preprocess_sam(img, self.model.sam.image_size) for img in batch.images]
+        embeddings = self.model.sam.encode(torch.stack([p.pixels for p in sam_pixels]))
+        return self._prompt_loss(batch, sam_pixels, embeddings, rng)[1]
 
     def _vision_loss(self, batch: SceneBatch, cats: list[torch.Tensor]) -> torch.Tensor:
         pixels = torch.stack([self.processor.preprocess_clip(img) for img in batch.images])

@@ -117,3 +117,34 @@ def test_anchor_loss_is_zero_on_the_anchor_and_skips_unknown_keywords():
     assert anchors.loss(on, seg_batch, keywords).item() == 0.0
     off = on + torch.tensor([[1.0, 0.0], [9.0, 9.0], [9.0, 9.0]])
     assert anchors.loss(off, seg_batch, keywords).item() == pytest.approx(0.5 / table.pow(2).mean().item())
+
+
+def test_eval_bases_prompts_every_object_of_the_split_from_either_layout(run, capsys):
+    from keyseg_core.scenes import SceneConfig, make_sample
+
+    config = str(run / "bases.yaml")
+    base = ["eval-bases", "--config", config, "--split", "test", "--seed", "3", "--scenes", "3", "--no-progress"]
+    assert cli.main(base + ["--json", str(run / "final.json")]) == 0
+    assert "| category | 1 |" in capsys.readouterr().out
+    final = json.loads((run / "final.json").read_text())
+    drawn = sum(len(make_sample(3, "test", i, SceneConfig(128, 96, 2, 3)).scene.objects) for i in range(3))
+    assert final["objects"] == drawn == sum(final["objects_by_size"].values())
+    assert final["pretrain_steps"] == 4 and set(final["prompts"]) == {"point", "box", "category"}
+    assert all(0.0 <= row["mean_iou"] <= 1.0 for row in final["prompts"].values())
+    # a step checkpoint holds model/ and its heads inside: the same weights give the same numbers
+    step = run / "run" / "checkpoints" / "step_000004"
+    assert cli.main(base + ["--checkpoint", str(step), "--json", str(run / "step.json")]) == 0
+    assert json.loads((run / "step.json").read_text())["prompts"] == final["prompts"]
+
+
+def test_eval_bases_names_what_is_missing(run, tmp_path, capsys):
+    import shutil
+
+    config = str(run / "bases.yaml")
+    assert cli.main(["eval-bases", "--config", config, "--split", "dev", "--no-progress"]) == 2
+    assert "unknown split 'dev'" in capsys.readouterr().err
+    shutil.copytree(run / "run" / "final", tmp_path / "lone" / "final")  # no heads.safetensors beside it
+    assert cli.main(["eval-bases", "--config", config, "--checkpoint", str(tmp_path / "lone" / "final")]) == 2
+    assert "heads.safetensors: missing" in capsys.readouterr().err
+    assert cli.main(["eval-bases", "--config", config, "--checkpoint", str(tmp_path)]) == 2
+    assert "not a stage-1 checkpoint" in capsys.readouterr().err
