@@ -73,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
     train_steps = json.loads(meta_path.read_text()).get("train_steps") if meta_path.is_file() else None
     if predictor.untrained:
         print("warning: the model is untrained (no train_steps in the checkpoint); numbers are a smoke test only")
-    output = Path(args.output) if args.output else Path("eval") / report_label(args.checkpoint or checkpoint) / name.replace("|", "_")
+    label = report_label(args.checkpoint or checkpoint)
+    output = Path(args.output) if args.output else Path("eval") / label / name.replace("|", "_")
     info = {"checkpoint": checkpoint, "train_steps": train_steps, "untrained": predictor.untrained,
             "dataset": args.dataset, "split": getattr(dataset, "split", args.split), "eval_name": name,
             "data_root": str(args.data_root), "device": args.device, "dtype": args.dtype}

@@ -19,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="test", help="scene split: train, val or test (held-out backgrounds)")
     parser.add_argument("--seed", type=int, default=3,
                         help="scene seed; 3 = the test split of the README's `keyseg generate` (default: %(default)s)")
-    parser.add_argument("--scenes", type=int, default=60, help="scenes 0..N-1, every object in them (default: %(default)s)")
+    parser.add_argument("--scenes", type=int, default=60,
+                        help="scenes 0..N-1, every object in them (default: %(default)s)")
     parser.add_argument("--json", default=None, help="also write the report here")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 

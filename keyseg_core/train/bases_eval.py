@@ -79,6 +79,7 @@ def evaluate_bases(config: BasesConfig, checkpoint: Path, split: str, seed: int,
             "seed": seed, "scenes": scenes, "objects": len(shares),
             "objects_by_size": {name: int(b.sum()) for name, b in bins.items()}, "prompts": rows}
 
+
 def format_table(report: dict) -> str:
     sizes = [name for name, _, _ in SIZE_BINS]
     head = ["prompt", "chance in training", "mean IoU", "IoU>=0.5",
