@@ -68,6 +68,10 @@ class StageOneHeads(nn.Module):
         self.cell = nn.Conv2d(sam_width, n_categories + 1, 1)
         self.prompt = nn.Embedding(n_categories, sam_width)
 
+    @classmethod
+    def for_model(cls, model: KeySegModel, n_categories: int) -> StageOneHeads:
+        return cls(model.llava.config.vision_config.hidden_size, model.sam.prompt_dim, n_categories)
+
 
 @dataclass
 class SceneBatch:
@@ -149,8 +153,7 @@ class StageOne:
     def losses(self, batch: SceneBatch, rng: np.random.Generator) -> tuple[dict[str, torch.Tensor], dict[str, list[float]]]:
         cats = [category_map(lab, c) for lab, c in zip(batch.labels, batch.categories)]
         vision = self._vision_loss(batch, cats)
-        sam_pixels = [preprocess_sam(img, self.model.sam.image_size) for img in batch.images]
-        embeddings = self.model.sam.encode(torch.stack([p.pixels for p in sam_pixels]))  # (B, C, g, g)
+        sam_pixels, embeddings = self._encode_sam(batch)
         cells = self._cell_loss(embeddings, cats)
         masks, ious = self._prompt_loss(batch, sam_pixels, embeddings, rng)
         return {"prompt_mask": masks, "sam_category": cells, "vision_category": vision}, ious
@@ -158,9 +161,12 @@ class StageOne:
     @torch.no_grad()
     def prompted_ious(self, batch: SceneBatch, rng: np.random.Generator) -> dict[str, list[float]]:
         """IoU of each prompted instance, prompts drawn as in training; no losses, no graph."""
+        return self._prompt_loss(batch, *self._encode_sam(batch), rng)[1]
+
+    def _encode_sam(self, batch: SceneBatch) -> tuple[list, torch.Tensor]:
+        """SAM-preprocessed scenes and their image embeddings (B, C, g, g)."""
         sam_pixels = [preprocess_sam(img, self.model.sam.image_size) for img in batch.images]
-        embeddings = self.model.sam.encode(torch.stack([p.pixels for p in sam_pixels]))
-        return self._prompt_loss(batch, sam_pixels, embeddings, rng)[1]
+        return sam_pixels, self.model.sam.encode(torch.stack([p.pixels for p in sam_pixels]))
 
     def _vision_loss(self, batch: SceneBatch, cats: list[torch.Tensor]) -> torch.Tensor:
         pixels = torch.stack([self.processor.preprocess_clip(img) for img in batch.images])
@@ -250,7 +256,7 @@ def pretrain_bases(config: BasesConfig, *, resume: bool = False, stop_at: int | 
     kb = load_knowledge()
     names = sorted(kb.categories)
     torch.manual_seed(config.seed)
-    heads = StageOneHeads(model.llava.config.vision_config.hidden_size, model.sam.prompt_dim, len(names))
+    heads = StageOneHeads.for_model(model, len(names))
     parts = nn.ModuleDict({"vision_tower": model.llava.model.vision_tower, "sam": model.sam, "heads": heads})
     # stage 1 trains the tower, SAM and its own heads only (the rest keeps its trainable flags, which
     # the frozen-weight fingerprint of the saved bases depends on, but never enters the graph)

@@ -55,7 +55,7 @@ def evaluate_bases(config: BasesConfig, checkpoint: Path, split: str, seed: int,
     model, processor = build_model(config.model_config())
     meta = load_weights_into(model, weights, partial=True)
     names = sorted(load_knowledge().categories)
-    heads = StageOneHeads(model.llava.config.vision_config.hidden_size, model.sam.prompt_dim, len(names))
+    heads = StageOneHeads.for_model(model, len(names))
     heads.load_state_dict(load_file(str(heads_file)))
     every = dataclasses.replace(config, prompts=PromptMix(point=1.0, box=1.0, category=1.0))
     stage = StageOne(model.eval(), processor, heads, names, every)
