@@ -50,13 +50,20 @@ def trainable_state_dict(model: KeySegModel) -> dict[str, torch.Tensor]:
     return {plain_name(n): p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def frozen_fingerprint(model: KeySegModel, version: int = FINGERPRINT_VERSION) -> str:
+def in_parts(name: str, parts: list[str] | None) -> bool:
+    """Whether a plain parameter name lies in one of `parts` ('sam.', 'vision_tower.'; None = all)."""
+    return parts is None or any(name.startswith(p) or f".{p}" in name for p in parts)
+
+
+def frozen_fingerprint(model: KeySegModel, version: int = FINGERPRINT_VERSION, parts: list[str] | None = None) -> str:
     """sha256 over names, shapes and float64 sums of the frozen parameters (cheap, order-stable).
 
     Version 2 sums the values rounded to bfloat16 and keeps 7 significant digits, so float32,
     bfloat16 and float16 builds of the same bases agree; the rows of keyseg's own tokens ([SEG],
     [KEY], <image>: derived from the base table, and trained) are left out of the embedding tables.
-    Version 1 (older checkpoints) summed the float32 values to 8 digits.
+    Version 1 (older checkpoints) summed the float32 values to 8 digits. `parts` limits it to the
+    parameters of some parts (a stage-1 checkpoint vouches for its tower and SAM only, not for an LLM
+    it never used).
     """
     skip = sorted({model.token_ids.seg, model.token_ids.key, model.token_ids.image})
     vocab = model.llava.get_input_embeddings().weight.shape[0]
@@ -65,6 +72,8 @@ def frozen_fingerprint(model: KeySegModel, version: int = FINGERPRINT_VERSION) -
         if p.requires_grad:
             continue
         name, x = plain_name(name), p.detach()
+        if not in_parts(name, parts):
+            continue
         if version == 1:
             h.update(f"{name}:{tuple(p.shape)}:{x.double().sum().item():.8e};".encode())
             continue
@@ -78,9 +87,11 @@ def frozen_fingerprint(model: KeySegModel, version: int = FINGERPRINT_VERSION) -
 
 
 def save_checkpoint(model: KeySegModel, path: str | Path, *, overwrite: bool = False, extra: dict | None = None,
-                    keep: Callable[[str], bool] | None = None) -> Path:
+                    keep: Callable[[str], bool] | None = None, parts: list[str] | None = None) -> Path:
     """Write a checkpoint directory atomically. Refuses to replace an existing one unless `overwrite`.
 
+    parts: a checkpoint of some parts only (stage-1 bases: ['vision_tower.', 'sam.']); its fingerprint
+    covers only their frozen tensors, so any model with the same parts can start from it.
     keep: save only the trainable tensors whose name it accepts (a partial checkpoint, e.g. stage-1
     bases that a later run loads with `init_checkpoint`).
     """
@@ -96,7 +107,8 @@ def save_checkpoint(model: KeySegModel, path: str | Path, *, overwrite: bool = F
         meta = {
             "format_version": FORMAT_VERSION,
             "trainable_parameters": sum(t.numel() for t in state.values()),
-            "frozen_fingerprint": frozen_fingerprint(model),
+            "frozen_fingerprint": frozen_fingerprint(model, parts=parts),
+            **({"fingerprint_parts": parts} if parts else {}),
             "fingerprint_version": FINGERPRINT_VERSION,
             "torch_version": torch.__version__,
             **(extra or {}),
@@ -172,7 +184,8 @@ def load_weights_into(model: KeySegModel, path: str | Path, check_frozen: bool =
     path = Path(path)
     meta = read_meta(path)
     version = meta.get("fingerprint_version", 1)
-    if check_frozen and meta.get("frozen_fingerprint") != frozen_fingerprint(model, version):
+    parts = meta.get("fingerprint_parts")
+    if check_frozen and meta.get("frozen_fingerprint") != frozen_fingerprint(model, version, parts):
         raise ValueError(
             f"{path}: the frozen base weights differ from those this checkpoint was saved with "
             f"(saved with torch {meta.get('torch_version')}, now {torch.__version__}); check the base "

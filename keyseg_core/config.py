@@ -105,10 +105,25 @@ class SamConfigSpec:
         "patch embedding of a 'random' image encoder: 'patch' (SAM's) or 'conv' (keyseg_core/stems.py)",
         default="patch",
     )
+    encoder: Literal["vit", "cnn"] = _help(
+        "image encoder of a 'random' SAM: 'vit' (SAM's) or 'cnn' (keyseg_core/cnn_encoder.py: a residual "
+        "CNN with the ViT's output grid, which learns sooner from scratch)",
+        default="vit",
+    )
+    cnn_width: int = _help("channels of the CNN encoder's last stages (encoder: cnn)", default=128)
 
     def __post_init__(self) -> None:
         if self.stem not in ("patch", "conv"):
             raise ValueError(f"stem: '{self.stem}' is not 'patch' or 'conv'")
+        if self.encoder not in ("vit", "cnn"):
+            raise ValueError(f"encoder: '{self.encoder}' is not 'vit' or 'cnn'")
+        if self.encoder == "cnn" and self.weights != "random":
+            raise ValueError(f"encoder: 'cnn' is for a 'random' SAM trained from scratch; pretrained weights "
+                             f"({self.weights}) come with their own ViT")
+        if self.encoder == "cnn" and self.stem != "patch":
+            raise ValueError("stem: 'conv' is a ViT's patch embedding; encoder 'cnn' has no patches to embed")
+        if self.cnn_width < 16:
+            raise ValueError(f"cnn_width: {self.cnn_width} must be >= 16")
         if self.stem == "conv" and self.weights != "random":
             raise ValueError("stem: 'conv' replaces the patch embedding of a 'random' SAM only; pretrained "
                              f"weights ({self.weights}) keep their own")

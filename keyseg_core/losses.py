@@ -48,3 +48,16 @@ def mask_dice_loss(logits: list[torch.Tensor], targets: list[torch.Tensor], smoo
 def _zero(logits: list[torch.Tensor]) -> torch.Tensor:
     """A zero that stays connected to the graph (no masks in the batch)."""
     return sum((lg.sum() * 0.0 for lg in logits), torch.zeros(()))
+
+
+def per_mask_bce_dice(logits: torch.Tensor, targets: torch.Tensor, smooth: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(..., H, W) logits and 0/1 targets (no ignore label) -> per-mask BCE and Dice, each (...).
+
+    The same per-mask values as `mask_bce_loss` / `mask_dice_loss`, for many masks in one tensor:
+    stage 1 decodes every prompt of a batch at once and averages over the rows it drew.
+    """
+    x, y = logits.float().flatten(-2), targets.float().flatten(-2)
+    bce = F.binary_cross_entropy_with_logits(x, y, reduction="none").mean(-1)
+    p = torch.sigmoid(x)
+    dice = 1.0 - (2.0 * (p * y).sum(-1) + smooth) / (p.sum(-1) + y.sum(-1) + smooth)
+    return bce, dice

@@ -92,31 +92,44 @@ def validate_image(image: np.ndarray, where: str = "image") -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-def _normalise_clip(image: Image.Image) -> torch.Tensor:
-    x = np.asarray(image, dtype=np.float32) / 255.0
-    t = torch.from_numpy(x).permute(2, 0, 1)  # HxWx3 -> 3xHxW
-    return (t - torch.tensor(CLIP_MEAN)[:, None, None]) / torch.tensor(CLIP_STD)[:, None, None]
+def normalise_clip(rgb: torch.Tensor) -> torch.Tensor:
+    """(..., s, s, 3) uint8 CLIP canvas(es) -> (..., 3, s, s) float, CLIP's mean/std, on rgb's device."""
+    x = rgb.float().movedim(-1, -3) / 255.0
+    mean = torch.tensor(CLIP_MEAN, device=x.device)[:, None, None]
+    std = torch.tensor(CLIP_STD, device=x.device)[:, None, None]
+    return (x - mean) / std
 
 
-def preprocess_clip(image: np.ndarray, size: int) -> torch.Tensor:
-    """LLaVA-1.5 'pad' preprocessing: pad to square with the mean colour, resize (bicubic), normalise."""
+def clip_canvas(image: np.ndarray, size: int, mode: str = "pad") -> np.ndarray:
+    """HxWx3 uint8 -> s x s x 3 uint8, resized (bicubic) as the backbone's `image_preprocess` says.
+
+    'pad' (LLaVA-1.5): pad to a square with the mean colour, then resize. 'crop' (CLIP's own, LISA,
+    LLaVA-v1): short side to `size`, centre crop. Normalising is separate (`normalise_clip`) so
+    training can keep scenes as uint8 and normalise whole batches on the GPU.
+    """
     h, w = image.shape[:2]
+    if mode == "crop":
+        short, long = (w, h) if w <= h else (h, w)
+        new_long = int(size * long / short)
+        new_w, new_h = (size, new_long) if w <= h else (new_long, size)
+        resized = Image.fromarray(image).resize((new_w, new_h), Image.BICUBIC)
+        top, left = (new_h - size) // 2, (new_w - size) // 2
+        return np.array(resized.crop((left, top, left + size, top + size)))
     side = max(h, w)
     fill = tuple(int(round(m * 255)) for m in CLIP_MEAN)
     canvas = Image.new("RGB", (side, side), fill)
     canvas.paste(Image.fromarray(image), ((side - w) // 2, (side - h) // 2))
-    return _normalise_clip(canvas.resize((size, size), Image.BICUBIC))
+    return np.array(canvas.resize((size, size), Image.BICUBIC))
+
+
+def preprocess_clip(image: np.ndarray, size: int) -> torch.Tensor:
+    """LLaVA-1.5 'pad' preprocessing: pad to square with the mean colour, resize (bicubic), normalise."""
+    return normalise_clip(torch.from_numpy(clip_canvas(image, size, "pad")))
 
 
 def preprocess_clip_crop(image: np.ndarray, size: int) -> torch.Tensor:
     """CLIP's own preprocessing (LISA, LLaVA-v1): short side to `size` (bicubic), centre crop, normalise."""
-    h, w = image.shape[:2]
-    short, long = (w, h) if w <= h else (h, w)
-    new_long = int(size * long / short)
-    new_w, new_h = (size, new_long) if w <= h else (new_long, size)
-    resized = Image.fromarray(image).resize((new_w, new_h), Image.BICUBIC)
-    top, left = (new_h - size) // 2, (new_w - size) // 2
-    return _normalise_clip(resized.crop((left, top, left + size, top + size)))
+    return normalise_clip(torch.from_numpy(clip_canvas(image, size, "crop")))
 
 
 class KeySegProcessor:

@@ -20,6 +20,7 @@ from torch import nn
 from transformers import SamConfig, SamMaskDecoderConfig, SamModel, SamPromptEncoderConfig, SamVisionConfig
 
 from .config import SamConfigSpec
+from .cnn_encoder import cnn_encoder_for
 from .stems import conv_stem_like
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)
@@ -88,6 +89,12 @@ def build_sam(spec: SamConfigSpec) -> SamModel:
                 patch.projection = conv_stem_like(patch.projection, seed=seed)
             except ValueError as exc:
                 raise ValueError(f"stem: {exc} (vision_config.patch_size)") from exc
+        if spec.encoder == "cnn":  # its own seed, after the stem's, from the same caller-set seed
+            seed = (torch.initial_seed() + 13) % 2**63
+            try:
+                model.vision_encoder = cnn_encoder_for(model.config.vision_config, seed, spec.cnn_width)
+            except ValueError as exc:
+                raise ValueError(f"encoder: {exc}") from exc
         return model
     path = Path(weights)
     if path.suffix in (".pth", ".pt", ".safetensors"):
@@ -120,15 +127,27 @@ def resized_shape(h: int, w: int, long_side: int) -> tuple[int, int]:
     return int(h * scale + 0.5), int(w * scale + 0.5)
 
 
+def resize_for_sam(image: np.ndarray, image_size: int) -> np.ndarray:
+    """HxWx3 uint8 RGB -> the longest side resized to `image_size` (bilinear), still uint8."""
+    rh, rw = resized_shape(*image.shape[:2], image_size)
+    return np.array(Image.fromarray(image).resize((rw, rh), Image.BILINEAR))
+
+
+def normalise_pad_sam(resized: torch.Tensor, image_size: int) -> torch.Tensor:
+    """(..., rh, rw, 3) uint8 resized image(s) -> (..., 3, S, S) float: SAM's mean/std, padded
+    bottom-right; on the input's device, so training normalises whole batches on the GPU."""
+    x = resized.float().movedim(-1, -3)  # HxWx3 -> 3xHxW
+    mean = torch.tensor(PIXEL_MEAN, device=x.device)[:, None, None]
+    std = torch.tensor(PIXEL_STD, device=x.device)[:, None, None]
+    x = (x - mean) / std
+    return F.pad(x, (0, image_size - x.shape[-1], 0, image_size - x.shape[-2]))
+
+
 def preprocess_sam(image: np.ndarray, image_size: int) -> SamImage:
     """HxWx3 uint8 RGB -> SAM input (resize longest side, normalise, pad bottom-right)."""
-    h, w = image.shape[:2]
-    rh, rw = resized_shape(h, w, image_size)
-    resized = np.asarray(Image.fromarray(image).resize((rw, rh), Image.BILINEAR), dtype=np.float32)
-    x = torch.from_numpy(resized).permute(2, 0, 1)  # HxWx3 -> 3xHxW
-    x = (x - torch.tensor(PIXEL_MEAN)[:, None, None]) / torch.tensor(PIXEL_STD)[:, None, None]
-    x = F.pad(x, (0, image_size - rw, 0, image_size - rh))
-    return SamImage(x, (rh, rw), (h, w))
+    resized = resize_for_sam(image, image_size)
+    pixels = normalise_pad_sam(torch.from_numpy(resized), image_size)
+    return SamImage(pixels, resized.shape[:2], image.shape[:2])
 
 
 def postprocess_masks(

@@ -6,7 +6,9 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+import torch
 
 from keyseg_core.config import KeySegConfig, build_dataclass
 
@@ -68,11 +70,28 @@ class BasesConfig:
     save_every: int = _help("checkpoint every N steps (and at the end)", default=250)
     keep_last: int = _help("checkpoints kept", default=2)
     log_every: int = _help("console line every N steps", default=50)
+    device: str = _help("'cpu', 'cuda' or 'cuda:N' (checked when training starts; --device overrides)", default="cpu")
+    precision: Literal["fp32", "bf16"] = _help(
+        "'bf16' = bfloat16 autocast of the forward passes (weights, optimiser and losses stay float32)",
+        default="fp32")
+    pool: int = _help("0: every step draws new scenes; N: scenes 0..N-1 are prepared once and each step draws "
+                      "batch_size of them with random horizontal flips (keyseg_core/train/scene_source.py)", default=0)
+    workers: int | None = _help("processes preparing scenes (null: one per spare core, at most 7); "
+                                "changes speed only, never which scenes a step sees", default=None)
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "save_every", "keep_last", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: {getattr(self, name)} must be >= 1")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision: '{self.precision}' is not 'fp32' or 'bf16'")
+        if not (self.device == "cpu" or self.device == "cuda" or
+                (self.device.startswith("cuda:") and self.device[5:].isdigit())):
+            raise ValueError(f"device: '{self.device}' is not 'cpu', 'cuda' or 'cuda:N'")
+        if self.pool < 0:
+            raise ValueError(f"pool: {self.pool} must be >= 0 (0 = no pool)")
+        if self.workers is not None and self.workers < 0:
+            raise ValueError(f"workers: {self.workers} must be >= 0 (or null)")
         if len(self.scene_size) != 2 or min(self.scene_size) < 64:
             raise ValueError(f"scene_size: {self.scene_size} must be [width, height], each >= 64")
         if len(self.objects) != 2 or not 1 <= self.objects[0] <= self.objects[1]:
@@ -84,6 +103,19 @@ class BasesConfig:
         if frozen:
             raise ValueError(f"model: trainable.{', trainable.'.join(frozen)} must be true: stage 1 trains these parts, "
                              "and only trainable parts are carried into stage 2 and saved")
+
+    def torch_device(self) -> torch.device:
+        """The device to train on, refused with the setting's name where this machine lacks it."""
+        if self.device.startswith("cuda"):
+            if not torch.cuda.is_available():
+                raise ValueError(f"device: '{self.device}' but this torch ({torch.__version__}) sees no CUDA device")
+            index = int(self.device[5:] or 0)
+            if index >= torch.cuda.device_count():
+                raise ValueError(f"device: '{self.device}' but only {torch.cuda.device_count()} CUDA device(s) exist")
+            if self.precision == "bf16" and not torch.cuda.is_bf16_supported():
+                raise ValueError(f"precision: 'bf16' but {torch.cuda.get_device_name(index)} has no bfloat16 support; "
+                                 "use fp32")
+        return torch.device(self.device)
 
     def model_config(self) -> KeySegConfig:
         base = _named_model(self.model).to_dict() if isinstance(self.model, str) else self.model

@@ -22,8 +22,9 @@ from keyseg_core.scenes import load_knowledge
 from keyseg_core.scenes.generator import SPLIT_IDS
 
 from . import state as ckpt
-from .bases import HEADS_FILE, PROMPT_KINDS, StageOne, StageOneHeads
+from .bases import HEADS_FILE, PROMPT_KINDS, StageOne, StageOneHeads, prompt_generator
 from .bases_config import BasesConfig, PromptMix
+from .scene_source import prepare_scene
 
 # share of the scene an object's visible pixels cover
 SIZE_BINS = (("small", 0.0, 0.04), ("medium", 0.04, 0.10), ("large", 0.10, 1.01))
@@ -51,22 +52,26 @@ def evaluate_bases(config: BasesConfig, checkpoint: Path, split: str, seed: int,
         raise ValueError(f"--split: unknown split {split!r}; one of {', '.join(SPLIT_IDS)}")
     if scenes < 1:
         raise ValueError(f"--scenes: {scenes} must be >= 1")
+    device = config.torch_device()
     weights, heads_file = bases_paths(checkpoint)
     model, processor = build_model(config.model_config())
     meta = load_weights_into(model, weights, partial=True)
     names = sorted(load_knowledge().categories)
     heads = StageOneHeads.for_model(model, len(names))
     heads.load_state_dict(load_file(str(heads_file)))
+    model.sam.to(device)  # the only parts prompted IoU runs
+    heads.to(device)
     every = dataclasses.replace(config, prompts=PromptMix(point=1.0, box=1.0, category=1.0))
     stage = StageOne(model.eval(), processor, heads, names, every)
+    spec = stage.spec(split, seed)
     ious: dict[str, list[float]] = {k: [] for k in PROMPT_KINDS}
     shares: list[float] = []
     for index in tqdm(range(scenes), disable=not progress, desc=f"bases {split}", dynamic_ncols=True):
-        batch = stage.scenes(index, 1, split, seed)
-        labels = batch.labels[0]
-        shares += [float((labels == i + 1).mean()) for i in range(len(batch.categories[0]))]
-        for kind, values in stage.prompted_ious(batch, np.random.default_rng([seed, index])).items():
-            ious[kind] += values
+        scene = prepare_scene(spec, index)
+        shares += [float((scene.labels == i + 1).mean()) for i in range(len(scene.categories))]
+        batch = stage.stack([scene])
+        for kind, values in stage.prompted_ious(batch, prompt_generator(batch.labels.device, seed, index)).items():
+            ious[kind] += values.tolist()
     share = np.array(shares)
     bins = {name: (share >= lo) & (share < hi) for name, lo, hi in SIZE_BINS}
     rows = {}

@@ -18,7 +18,8 @@ import torch
 
 from keyseg_core.atomic import atomic_write_text
 from keyseg_core.builder import build_model
-from keyseg_core.checkpoint import load_weights_into, save_checkpoint
+from keyseg_core.checkpoint import CONFIG_FILE, load_weights_into, save_checkpoint
+from keyseg_core.config import KeySegConfig
 from keyseg_core.model import KeySegModel
 from keyseg_core.processor import KeySegBatch
 
@@ -44,6 +45,20 @@ from .logger import MetricsLogger
 LOSS_KEYS = ("ce", "bce", "dice", "keyword", "anchor")
 # keys that may change between an interrupted run and its resume without changing the result
 RESUMABLE_CHANGES = {"output_dir", "save_every", "keep_last", "log_every", "log_backend", "num_workers", "skip_bad"}
+
+
+def check_same_encoders(model_config: KeySegConfig, checkpoint: str) -> None:
+    """Refuse, before anything is built, bases whose image encoders are of another kind than this model's."""
+    path = Path(checkpoint) / CONFIG_FILE
+    if not path.is_file():
+        return  # load_weights_into names the missing checkpoint
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    for section, key in (("sam", "encoder"), ("sam", "stem"), ("backbone", "vision_stem")):
+        theirs = saved.get(section, {}).get(key, getattr(type(getattr(model_config, section))(), key, None))
+        ours = getattr(getattr(model_config, section), key)
+        if theirs != ours:
+            raise ValueError(f"init_checkpoint: {checkpoint} was trained with {section}.{key} '{theirs}' but this "
+                             f"model has '{ours}'; set model_overrides: {{{section}: {{{key}: {theirs}}}}}")
 
 
 def learning_rate(step: int, config: TrainConfig) -> float:
@@ -142,6 +157,8 @@ def train(config: TrainConfig, *, resume: bool = False, stop_at: int | None = No
     learned = training_keywords(opened, config.data, model_config.fusion.use_key)
     if learned:
         model_config.keyword.vocabulary = list(dict.fromkeys(vocabulary + learned))
+    if config.init_checkpoint and not start:
+        check_same_encoders(model_config, config.init_checkpoint)
     set_seed(config.seed, device_specific=True)
     model, processor = build_model(model_config, torch.float32, accelerator.device)
     if start:

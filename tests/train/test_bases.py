@@ -11,7 +11,7 @@ import yaml
 from safetensors.torch import load_file
 
 from keyseg_core import cli
-from keyseg_core.train.bases import category_map, cell_targets
+from keyseg_core.train.bases import category_maps, cell_targets
 
 TRAINABLE = {"trainable": {"vision_tower": True, "sam_image_encoder": True, "sam_prompt_encoder": True}}
 
@@ -76,16 +76,27 @@ def test_frozen_stage_one_part_is_refused(tmp_path, capsys):
 
 
 def test_cell_targets_follow_each_frame():
-    labels = np.zeros((4, 8), np.int64)
-    labels[:, :4] = 1  # object 1 (category 2) fills the left half
-    cats = category_map(labels, [2])
-    assert cats.tolist()[0] == [3, 3, 3, 3, 0, 0, 0, 0]
-    sam = cell_targets(cats, 4, 2, "sam", 8)  # 4x8 -> top-left of 8x8, padding background
+    labels = torch.zeros((1, 4, 8), dtype=torch.long)
+    labels[:, :, :4] = 1  # object 1 (category 2) fills the left half
+    cats = category_maps(labels, torch.tensor([[2]]))
+    assert cats.tolist()[0][0] == [3, 3, 3, 3, 0, 0, 0, 0]
+    sam = cell_targets(cats, 4, 2, "sam", 8)[0]  # 4x8 -> top-left of 8x8, padding background
     assert sam[0].tolist() == [0.0, 0.0, 0.0, 1.0] and sam[2].tolist() == [1.0, 0.0, 0.0, 0.0]
-    pad = cell_targets(cats, 4, 2, "pad", 0)  # centred in 8x8: rows 2..5
+    pad = cell_targets(cats, 4, 2, "pad", 0)[0]  # centred in 8x8: rows 2..5
     assert pad[0].tolist() == pytest.approx([0.5, 0.0, 0.0, 0.5])
-    crop = cell_targets(cats, 4, 2, "crop", 0)  # centre 4x4: columns 2..5, object in its left half
+    crop = cell_targets(cats, 4, 2, "crop", 0)[0]  # centre 4x4: columns 2..5, object in its left half
     assert crop[0].tolist() == [0.0, 0.0, 0.0, 1.0] and crop[1].tolist() == [1.0, 0.0, 0.0, 0.0]
+
+
+def test_cell_targets_of_a_batch_are_each_scenes_own():
+    labels = torch.zeros((2, 4, 8), dtype=torch.long)
+    labels[0, :, :4] = 1
+    labels[1, :, 4:] = 2  # scene 1: its second object (category 0) on the right; padding row 0 unused
+    cats = category_maps(labels, torch.tensor([[2, 0], [1, 0]]))
+    assert cats[1, 0].tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+    both = cell_targets(cats, 4, 2, "crop", 0)
+    alone = [cell_targets(cats[i:i + 1], 4, 2, "crop", 0)[0] for i in range(2)]
+    assert torch.equal(both[0], alone[0]) and torch.equal(both[1], alone[1])
 
 
 @pytest.mark.parametrize("preset", ["keyseg", "seg_only"])  # seg_only has no [KEY]: anchored all the same
