@@ -6,7 +6,10 @@ output grid 0.756 (../shared/notes/environment.md). A CNN brings locality and tr
 equivariance that a ViT has to learn. This one maps (B, 3, S, S) to the same (B, C, S/p, S/p) grid
 as the ViT it replaces (p = the ViT's patch size), so the prompt encoder, mask decoder, export and
 streaming code see no difference: residual stages of stride 2 down to the grid, then dilated blocks
-(rates 1, 2, 4, 8) for context across the whole image, then SAM's neck (1x1 conv + channel norm).
+(rates 1, 2, 4, 8) for context across the whole image, then SAM's own neck (1x1 conv, per-location
+channel LayerNorm, 3x3 conv, LayerNorm): every cell's feature has unit scale, as the mask decoder's
+attention sees from the ViT. A first version normalised the whole map at once (GroupNorm(1)); on the
+H200 it reached half the ViT's category IoU at the same steps (docs/training.md), which is why.
 """
 
 from __future__ import annotations
@@ -51,6 +54,17 @@ class Downsample(nn.Module):
         return self.act(self.norm(self.conv(x)))
 
 
+class LayerNorm2d(nn.Module):
+    """LayerNorm over the channels of each location of a (B, C, H, W) map (SAM's neck norm)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
 class CnnImageEncoder(nn.Module):
     """(B, 3, S, S) -> ((B, out_channels, S/stride, S/stride),): SamModel.get_image_embeddings reads [0]."""
 
@@ -69,7 +83,8 @@ class CnnImageEncoder(nn.Module):
             prev = c
         layers += [ResidualBlock(prev, d) for d in context_dilations]
         self.body = nn.Sequential(*layers)
-        self.neck = nn.Sequential(nn.Conv2d(prev, out_channels, 1, bias=False), nn.GroupNorm(1, out_channels))
+        self.neck = nn.Sequential(nn.Conv2d(prev, out_channels, 1, bias=False), LayerNorm2d(out_channels),
+                                  nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False), LayerNorm2d(out_channels))
 
     def forward(self, pixel_values: torch.Tensor, **_: object) -> tuple[torch.Tensor]:
         # (B, 3, S, S) -> (B, width, S/stride, S/stride) -> (B, out_channels, S/stride, S/stride)

