@@ -12,6 +12,7 @@
 #   bash scripts/train_gpu.sh [--device cpu] [--budget S] [--pool N] [--batch N] [--scenes N]
 #                             [--only vit|cnn] [--set K=V]
 #                                            # there (or here on the CPU with a tiny budget, to test it)
+#                                            # (runs go to $RUNS_ROOT, default runs/, never over an existing one)
 #   bash scripts/train_gpu.sh --unpack DIR   # here: rebuild runs/keyseg_tiny_v2{,_cnn}_bases from DIR
 #
 # With the device tool: run(command="bash scripts/train_gpu.sh", carry=[".whl", "out/gpu_cache"], timeout_s=590).
@@ -92,11 +93,12 @@ SETS=(--set device="$DEVICE" --set model_overrides.backbone.llm=random --set mod
 SETS+=("${EXTRA[@]}")
 
 stage1() {  # name: train, score and pack one candidate; its own log lines are prefixed with its name
-  local name="$1" config="${CONFIGS[$1]}" run="${RUNS[$1]}" start=$SECONDS
-  rm -rf "$run"
-  python3 -m keyseg_core.cli pretrain --config "$config" "${SETS[@]}" --time-budget "$BUDGET" --no-progress
+  local name="$1" config="${CONFIGS[$1]}" run="${RUNS_ROOT:-runs}/$(basename "${RUNS[$1]}")" start=$SECONDS
+  [ ! -e "$run" ] || { echo "$run exists: move it away, or set RUNS_ROOT (nothing is overwritten)"; return 2; }
+  local sets=("${SETS[@]}" --set output_dir="$run")
+  python3 -m keyseg_core.cli pretrain --config "$config" "${sets[@]}" --time-budget "$BUDGET" --no-progress
   echo "=== $name pretrain: exit $?, $((SECONDS - start)) s ==="
-  python3 -m keyseg_core.cli eval-bases --config "$config" "${SETS[@]}" --checkpoint "$run/final" --scenes "$SCENES" \
+  python3 -m keyseg_core.cli eval-bases --config "$config" "${sets[@]}" --checkpoint "$run/final" --scenes "$SCENES" \
       --no-progress --json "$OUT_DIR/eval_$name.json"
   echo "=== $name eval-bases: exit $?, $((SECONDS - start)) s ==="
   tar -c -C "$run" final heads.safetensors metrics.csv summary.json bases_config.json | split -b 15M - "$OUT_DIR/$name.tar.part-"
