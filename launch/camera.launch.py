@@ -74,7 +74,7 @@ def _setup(context) -> list:
     remappings = [("image", arg["image_topic"]), ("image/compressed", arg["image_topic"] + "/compressed")]
     if arg["query_topic"]:
         remappings.append(("query", arg["query_topic"]))
-    actions.append(Node(package=PACKAGE, executable="node", name="keyseg_node", namespace=arg["namespace"],
+    actions.append(Node(package=PACKAGE, executable="keyseg_node", name="keyseg_node", namespace=arg["namespace"],
                         parameters=[arg["params_file"], overrides], remappings=remappings,
                         output="screen", emulate_tty=True))
 

@@ -20,7 +20,7 @@ MAX_IMAGE_SIZE = 2048  # overridden on the command line, so the oversized case s
 def node(probe, workdir, ros_install):
     ns = h.unique_namespace()
     params = ros_install / "share" / "keyseg_ros" / "config" / "keyseg.yaml"
-    proc = h.Process.start("node", [
+    proc = h.Process.start("keyseg_node", [
         "--ros-args", "-r", f"__ns:={ns}", "--params-file", str(params),
         "-p", "model:=config:tiny", "-p", f"max_image_size:={MAX_IMAGE_SIZE}",
         "-p", "diagnostics_period:=0.3"], workdir)
