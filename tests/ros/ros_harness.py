@@ -297,7 +297,7 @@ class Session:
 
     def __init__(self, probe, proc: Process, ns: str) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
-        from keyseg_ros.msg import SegmentationResult
+        from keyseg_ros.msg import KeywordStamped, SegmentationResult
         from rclpy.qos import qos_profile_sensor_data
         from sensor_msgs.msg import Image
         from std_msgs.msg import Empty, String
@@ -307,7 +307,7 @@ class Session:
         self.query = probe.publisher(String, f"{ns}/query", 10)
         self.clear = probe.publisher(Empty, f"{ns}/clear_query", 10)
         self.masks = probe.collect(Image, f"{ns}/mask")
-        self.keywords = probe.collect(String, f"{ns}/keyword")
+        self.keywords = probe.collect(KeywordStamped, f"{ns}/keyword")
         self.results = probe.collect(SegmentationResult, f"{ns}/result")
         self.overlays = probe.collect(Image, f"{ns}/overlay")
         self.diagnostics = probe.collect(DiagnosticArray, "/diagnostics")

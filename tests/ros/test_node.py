@@ -75,7 +75,11 @@ def test_mask_keyword_result_and_overlay_match_the_frame(node):
     if result.has_box:
         box = result.box
         assert box.x_offset + box.width <= 640 and box.y_offset + box.height <= 480
-    assert result.keyword in {k.data for k in node.keywords.msgs}
+    h.wait_until(lambda: node.keywords.find(lambda k: k.header.stamp.sec == stamp) is not None, 10,
+                 "the stamped keyword of the frame", node.proc)
+    keyword = node.keywords.find(lambda k: k.header.stamp.sec == stamp)
+    assert keyword.header == frame.header and keyword.keyword == result.keyword
+    assert keyword.query == "the cup I can drink from" and keyword.probability == pytest.approx(result.keyword_prob)
 
 
 @pytest.mark.parametrize("encoding", ["bgr8", "rgba8", "bgra8", "mono8"])
