@@ -90,56 +90,74 @@ def back_project(u: np.ndarray, v: np.ndarray, z: np.ndarray, k: Intrinsics) -> 
 class TargetGeometry:
     """One instance in 3D.
 
-    points: Nx3 float32, every mask pixel with a valid depth, back-projected (the target's cloud).
-    pixels: Nx2 int (u, v) of those points, in the same order.
-    centre: (3,) the robust centre: the mean of those pixels, back-projected at the median valid
-        depth of the eroded mask (its borders mix in what lies behind the object).
+    centre: (3,) the robust centre: the mean pixel of the mask's valid depths, back-projected at
+        the median valid depth of the eroded mask (its borders mix in what lies behind the object).
     box_centre, box_size: (3,) axis-aligned box, in the optical frame, of the eroded mask's points.
-    invalid: mask pixels without a valid depth (0, NaN or beyond max_depth).
+    cloud: Mx3 float32, the mask's valid depths on every `cloud_step`-th pixel row and column,
+        back-projected (a cloud small enough for every frame, spread evenly over the target).
+    valid, invalid: mask pixels with and without a valid depth (0, NaN or beyond max_depth).
     """
 
-    points: np.ndarray
-    pixels: np.ndarray
     centre: np.ndarray
     box_centre: np.ndarray
     box_size: np.ndarray
+    cloud: np.ndarray
+    valid: int
     invalid: int
 
 
+def _extent(offsets: np.ndarray, near: np.ndarray, far: np.ndarray, centre: float,
+            focal: float) -> tuple[float, float]:
+    """Lowest and highest coordinate along one image axis of points whose depths in each pixel
+    row (or column) lie between near and far: (pixel - centre) * z / focal is monotonic in z."""
+    ray = (offsets - centre) / focal
+    ends = np.concatenate([ray * near, ray * far])
+    return float(ends.min()), float(ends.max())
+
+
 def target_geometry(mask: np.ndarray, depth_m: np.ndarray, k: Intrinsics, *, max_depth: float,
-                    erode_px: int, min_points: int) -> tuple[TargetGeometry | None, int]:
+                    erode_px: int, min_points: int, cloud_step: int = 1) -> tuple[TargetGeometry | None, int]:
     """(geometry, invalid pixel count); geometry is None when the eroded mask has fewer than
     `min_points` valid depths.
 
     `mask` and `depth_m` must have the same HxW shape (depth registered to the colour image). The
     centre's pixel comes from the whole mask, not the eroded one: erosion moves the centroid of
-    an irregular shape by several pixels (4 cm at 2 m on generated scenes, 2 px of erosion)."""
+    an irregular shape by several pixels (4 cm at 2 m on generated scenes, 2 px of erosion).
+    Only the mask's bounding box is looked at, and only per row, per column and per cloud point,
+    never per pixel in Python or in 3D: a quarter of a 640x480 frame costs about a millisecond."""
     if mask.shape != depth_m.shape:
         raise ValueError(f"mask {mask.shape} and depth {depth_m.shape} differ in size")
-    mask = mask.astype(bool, copy=False)
-    valid = valid_depth(depth_m, max_depth)
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return None, 0
+    y0, x0 = int(rows[0]), int(cols[0])
+    window = (slice(y0, int(rows[-1]) + 1), slice(x0, int(cols[-1]) + 1))
+    mask, depth = mask[window].astype(bool, copy=False), depth_m[window]
+    valid = valid_depth(depth, max_depth)
     good = mask & valid
     core = erode(mask, erode_px) & valid
-    invalid = int(mask.sum() - good.sum())
-    cv, cu = np.nonzero(core)
-    if cu.size < max(min_points, 1):
+    count, invalid = int(np.count_nonzero(good)), int(np.count_nonzero(mask)) - int(np.count_nonzero(good))
+    if np.count_nonzero(core) < max(min_points, 1):
         return None, invalid
-    core_points = back_project(cu, cv, depth_m[cv, cu].astype(np.float64), k)
-    v, u = np.nonzero(good)
-    points = back_project(u, v, depth_m[v, u].astype(np.float64), k)
-    centre = back_project(u.mean(), v.mean(), np.median(core_points[:, 2]), k)
-    low, high = core_points.min(axis=0), core_points.max(axis=0)
-    return TargetGeometry(points.astype(np.float32), np.stack([u, v], axis=1), centre,
-                          (low + high) / 2, high - low, invalid), invalid
-
-
-def decimate(geometry: TargetGeometry, step: int) -> np.ndarray:
-    """The points on every `step`-th pixel row and column: a cloud small enough for every frame,
-    spread evenly over the target (step 1: all points)."""
-    if step <= 1:
-        return geometry.points
-    keep = (geometry.pixels % step == 0).all(axis=1)
-    return geometry.points[keep]
+    # the centre: mean pixel of the valid mask, median depth of the eroded one
+    u_mean = float(good.sum(axis=0) @ np.arange(good.shape[1])) / count + x0
+    v_mean = float(good.sum(axis=1) @ np.arange(good.shape[0])) / count + y0
+    centre = back_project(u_mean, v_mean, float(np.median(depth[core])), k)
+    # the box: per row and column, the nearest and farthest depth of the eroded mask
+    near, far = np.where(core, depth, np.inf), np.where(core, depth, -np.inf)
+    in_cols, in_rows = core.any(axis=0), core.any(axis=1)
+    us, vs = np.arange(good.shape[1])[in_cols] + x0, np.arange(good.shape[0])[in_rows] + y0
+    x_ext = _extent(us, near.min(axis=0)[in_cols], far.max(axis=0)[in_cols], k.cx, k.fx)
+    y_ext = _extent(vs, near.min(axis=1)[in_rows], far.max(axis=1)[in_rows], k.cy, k.fy)
+    z_ext = (float(near.min()), float(far.max()))
+    low, high = np.array([x_ext[0], y_ext[0], z_ext[0]]), np.array([x_ext[1], y_ext[1], z_ext[1]])
+    # the cloud: every cloud_step-th image row and column
+    step = max(cloud_step, 1)
+    r0, c0 = (-y0) % step, (-x0) % step
+    v, u = np.nonzero(good[r0::step, c0::step])
+    z = depth[r0::step, c0::step][v, u].astype(np.float64)
+    cloud = back_project(u * step + c0 + x0, v * step + r0 + y0, z, k).astype(np.float32)
+    return TargetGeometry(centre, (low + high) / 2, high - low, cloud, count, invalid), invalid
 
 
 def quaternion_matrix(x: float, y: float, z: float, w: float) -> np.ndarray:

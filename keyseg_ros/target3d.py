@@ -23,7 +23,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection3DArray
 
-from keyseg_core.geometry import decimate, target_geometry, transform_points
+from keyseg_core.geometry import target_geometry, transform_points
 from keyseg_ros import detections
 from keyseg_ros.depth import BadDepthError, depth_to_array, intrinsics
 from keyseg_ros.diagnostics import NodeStats
@@ -167,7 +167,7 @@ class Target3D:
         kept = []
         for index, mask in enumerate(answer.instances):
             geometry, invalid = target_geometry(mask, depth_m, k, max_depth=s.max_depth, erode_px=s.erode_px,
-                                                min_points=s.min_points)
+                                                min_points=s.min_points, cloud_step=s.decimation)
             self._stats.add("invalid_depth_pixels", invalid)
             if geometry is not None:
                 kept.append((geometry, answer.ids[index]))
@@ -196,7 +196,7 @@ class Target3D:
         centres = moved([g.centre for g in geometries])
         outputs = Outputs(
             point=detections.point_stamped(header, centres[0]),
-            cloud=detections.point_cloud(header, moved(decimate(geometries[0], s.decimation))),
+            cloud=detections.point_cloud(header, moved(geometries[0].cloud)),
             detections=detections.detections_3d(
                 header, geometries, centres, moved([g.box_centre for g in geometries]), transform.rotation,
                 [i for _, i in kept], answer.keyword, answer.score))

@@ -7,7 +7,6 @@ import pytest
 
 from keyseg_core.geometry import (
     Intrinsics,
-    decimate,
     depth_to_metres,
     erode,
     target_geometry,
@@ -39,7 +38,7 @@ def test_centroid_within_1cm_of_the_analytic_value_with_holes(scenes):
             truth = analytic_centroid(mask, object_depth(k), K)
             assert np.linalg.norm(geometry.centre - truth) < 0.01, (i, k)
             assert geometry.centre[2] == pytest.approx(object_depth(k), abs=1e-6)
-            assert invalid == int(mask.sum()) - len(geometry.points) > 0
+            assert invalid == int(mask.sum()) - geometry.valid > 0
             checked += 1
     assert checked >= 30
 
@@ -54,7 +53,7 @@ def test_16uc1_millimetres_and_32fc1_metres_give_the_same_answer(scenes):
         b, _ = target_geometry(mask, from_m, K, max_depth=10.0, erode_px=2, min_points=10)
         np.testing.assert_allclose(a.centre, b.centre, atol=1e-6)
         np.testing.assert_allclose(a.box_size, b.box_size, atol=1e-5)
-        assert len(a.points) == len(b.points)
+        assert a.valid == b.valid
 
 
 def test_invalid_depths_are_left_out_and_counted():
@@ -66,7 +65,7 @@ def test_invalid_depths_are_left_out_and_counted():
     assert valid_depth(depth, 5.0).sum() == 20 * 30 - 40
     mask = np.ones_like(depth, bool)
     geometry, invalid = target_geometry(mask, depth, K, max_depth=5.0, erode_px=0, min_points=1)
-    assert invalid == 40 and len(geometry.points) == 560
+    assert invalid == 40 and geometry.valid == 560
     assert geometry.centre[2] == pytest.approx(1.5)
 
 
@@ -95,12 +94,31 @@ def test_box_of_a_tilted_plane_and_erosion():
     assert geometry.centre[2] == pytest.approx(np.median(1.0 + 0.01 * np.arange(22, 48)), abs=1e-5)
 
 
-def test_decimation_keeps_every_nth_pixel_row_and_column():
+def test_the_cloud_keeps_every_nth_pixel_row_and_column():
     mask = np.ones((24, 32), bool)
-    geometry, _ = target_geometry(mask, np.ones((24, 32), np.float32), K, max_depth=5.0, erode_px=0,
-                                  min_points=1)
-    assert len(decimate(geometry, 1)) == 24 * 32
-    assert len(decimate(geometry, 4)) == 6 * 8
+    depth = np.ones((24, 32), np.float32)
+    whole, _ = target_geometry(mask, depth, K, max_depth=5.0, erode_px=0, min_points=1)
+    assert len(whole.cloud) == whole.valid == 24 * 32
+    sparse, _ = target_geometry(mask, depth, K, max_depth=5.0, erode_px=0, min_points=1, cloud_step=4)
+    assert len(sparse.cloud) == 6 * 8
+    np.testing.assert_allclose(sparse.cloud[1], [(4 - 160) / 300, (0 - 120) / 300, 1.0], rtol=1e-6)
+    shifted = np.zeros((24, 32), bool)
+    shifted[3:, 5:] = True  # the grid stays on image rows and columns divisible by 4
+    cloud = target_geometry(shifted, depth, K, max_depth=5.0, erode_px=0, min_points=1, cloud_step=4)[0].cloud
+    assert len(cloud) == 5 * 6 and np.allclose((cloud[:, 0] * 300 + 160) % 4, 0, atol=1e-3)
+
+
+def test_box_matches_the_points_min_and_max():
+    rng = np.random.default_rng(0)
+    depth = rng.uniform(0.5, 4.0, (60, 80)).astype(np.float32)
+    mask = np.zeros((60, 80), bool)
+    mask[5:50, 10:70] = rng.random((45, 60)) > 0.2
+    geometry, _ = target_geometry(mask, depth, K, max_depth=10.0, erode_px=0, min_points=1)
+    v, u = np.nonzero(mask)
+    z = depth[v, u].astype(np.float64)
+    points = np.stack([(u - K.cx) * z / K.fx, (v - K.cy) * z / K.fy, z], axis=1)
+    np.testing.assert_allclose(geometry.box_centre, (points.min(0) + points.max(0)) / 2, atol=1e-6)
+    np.testing.assert_allclose(geometry.box_size, points.max(0) - points.min(0), atol=1e-6)
 
 
 def test_zero_focal_length_is_refused():
