@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=100)
     parser.add_argument("--speeds", default="2,6", help="fastest drift, px/frame at 320x240 (comma list)")
     parser.add_argument("--strides", default="1,3", help="feed every n-th frame (comma list)")
-    parser.add_argument("--iou-threshold", type=float, default=0.2)
+    parser.add_argument("--iou-threshold", type=float, default=0.1)
     parser.add_argument("--lost-frames", type=int, default=10)
     parser.add_argument("--model", nargs="?", const="", default=None,
                         help="also run a predictor (no value: the shipped model)")

@@ -190,7 +190,7 @@ PARAMS: tuple[ParamSpec, ...] = (
         "Smallest instance, in pixels; smaller ones (and smaller components) are not detections.",
         _int_range(1, 100_000_000), live=True),
     ParamSpec(
-        "track_iou", 0.2,
+        "track_iou", 0.1,
         "Track ids: a mask keeps the id of the previous frame's mask it overlaps by more than this IoU "
         "(after moving it by its track's motion).", _unit_interval, live=True),
     ParamSpec(
