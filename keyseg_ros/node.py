@@ -314,7 +314,8 @@ class KeySegNode(LifecycleNode):
             self._target3d = Target3D(
                 settings=self._settings_3d, publish=self._publish_3d, stats=self._stats,
                 logger=self.get_logger(), tf_buffer=self._tf_buffer,
-                depth_topic=self.resolve_topic_name("depth"), info_topic=self.resolve_topic_name("camera_info"))
+                depth_topic=self.resolve_topic_name("depth"), info_topic=self.resolve_topic_name("camera_info"),
+                background=True)
         self._mailbox = Mailbox()
         self._halt = threading.Event()
         self._last_published = -1.0
@@ -423,6 +424,9 @@ class KeySegNode(LifecycleNode):
         stream = self._stream
         if stream is not None:
             stream.close(timeout=0)
+        target3d = self._target3d
+        if target3d is not None:
+            target3d.close(timeout=0)
 
     def idle(self) -> bool:
         """True once the inference thread has ended and no `segment` call is still waiting."""
@@ -463,6 +467,9 @@ class KeySegNode(LifecycleNode):
             self.get_logger().warning(
                 f"the reasoning thread is still in the model after {SHUTDOWN_TIMEOUT_S:g} s; "
                 "its result will be discarded")
+        target3d = self._target3d
+        if target3d is not None and not target3d.close(timeout=SHUTDOWN_TIMEOUT_S):
+            self.get_logger().warning(f"the 3D thread is still busy after {SHUTDOWN_TIMEOUT_S:g} s")
 
     # ---- callbacks (executor threads; never wait on the model) -----------------------------
 

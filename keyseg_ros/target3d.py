@@ -3,8 +3,13 @@
 The colour frame goes through the model on its own; its depth and camera_info arrive through the
 synchroniser (sync.py), usually before the model is done, sometimes after. Whichever of the two
 comes second completes the pair, and the outputs (target_point, target_cloud, detections_3d) go
-out then, in the frame's header (or target_frame's, at the frame's stamp). Nothing here waits:
-an answer whose depth never comes is dropped after a few newer ones and counted.
+out then, in the frame's header (or target_frame's, at the frame's stamp). An answer whose depth
+never comes is dropped after a few newer ones and counted.
+
+In the node (`background=True`) the computation runs on a thread of its own: the tf2 lookup may
+wait up to tf_timeout, and neither the inference thread nor an executor callback (which would
+hold back the very /tf messages the lookup waits for) should wait with it. The newest pairs win
+when it falls behind.
 
 Every reason a frame gets no 3D output is counted in /diagnostics and said once in the log (again
 only after 3D outputs were published in between, and at most every REPEAT_S seconds).
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -94,7 +100,8 @@ class Target3D:
     """Pairs answers with synchronised depth sets, computes and hands over the 3D outputs."""
 
     def __init__(self, *, settings: Callable[[], Settings], publish: Callable[[Outputs], bool],
-                 stats: NodeStats, logger, tf_buffer, depth_topic: str, info_topic: str) -> None:
+                 stats: NodeStats, logger, tf_buffer, depth_topic: str, info_topic: str,
+                 background: bool = False) -> None:
         self._settings = settings
         self._publish = publish
         self._stats = stats
@@ -106,6 +113,45 @@ class Target3D:
         self._depths: dict[int, tuple[Image, CameraInfo]] = {}
         self._last_depth: float | None = None
         self._last_info: float | None = None
+        self._work: deque[tuple[Answer, Image, CameraInfo]] = deque(maxlen=2)
+        self._wake = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._serve, name="keyseg_3d", daemon=True) if background else None
+        if self._thread is not None:
+            self._thread.start()
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Stop the 3D thread (a computation in progress finishes); True once it has ended."""
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        if self._thread is None or self._thread is threading.current_thread():
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _serve(self) -> None:
+        while True:
+            with self._wake:
+                while not self._work and not self._closed:
+                    self._wake.wait()
+                if self._closed:
+                    return
+                job = self._work.popleft()
+            try:
+                self._run(*job)
+            except Exception as exc:  # noqa: BLE001 - the thread must outlive one bad frame
+                self._stats.count("bad_depth", f"{type(exc).__name__}: {exc}")
+                self._problems.report(type(exc).__name__, f"no 3D outputs: {type(exc).__name__}: {exc}")
+
+    def _start(self, answer: Answer, depth: Image, info: CameraInfo) -> None:
+        """Compute now, or hand the pair to the 3D thread."""
+        if self._thread is None:
+            self._run(answer, depth, info)
+            return
+        with self._wake:
+            self._work.append((answer, depth, info))
+            self._wake.notify()
 
     # ---- inputs (executor threads) ----
 
@@ -125,7 +171,7 @@ class Target3D:
                 self._depths[stamp] = (depth, info)
                 _trim(self._depths)
         if answer is not None:
-            self._run(answer, depth, info)
+            self._start(answer, depth, info)
 
     # ---- answers (the inference or reasoning thread) ----
 
@@ -137,7 +183,7 @@ class Target3D:
                 self._answers[stamp] = answer
                 dropped = _trim(self._answers)
         if pair is not None:
-            self._run(answer, *pair)
+            self._start(answer, *pair)
             return
         if self._present(self._last_depth) and not self._present(self._last_info):
             self._stats.count("bad_depth", "depth without camera_info")

@@ -37,7 +37,9 @@ def make_buffer(node: Node) -> tuple[Any, Any]:
     except ImportError:
         return None, None
     buffer = tf2_ros.Buffer()
-    return buffer, tf2_ros.TransformListener(buffer, node, spin_thread=True)
+    # The node's own executor feeds the listener (no thread of its own, which would spin this node
+    # in a second executor); lookups wait on the inference thread, never in a callback.
+    return buffer, tf2_ros.TransformListener(buffer, node)
 
 
 def lookup(buffer: Any, target_frame: str, header: Header, timeout_s: float) -> Transform:

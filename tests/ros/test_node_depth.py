@@ -44,20 +44,24 @@ def node(probe, workdir, ros_install, scenes):
     proc = h.Process.start("keyseg_node", [
         "--ros-args", "-r", f"__ns:={ns}", "-p", "model:=config:tiny", "-p", "mask_threshold:=-1000.0",
         "-p", "image_reliability:=reliable", "-p", "diagnostics_period:=0.3"], workdir)
-    session = h.Session(probe, proc, ns)
-    reliable = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
-    session.camera = probe.publisher(Image, f"{ns}/image", reliable)
-    session.depth = probe.publisher(Image, f"{ns}/depth", reliable)
-    session.info = probe.publisher(CameraInfo, f"{ns}/camera_info", reliable)
-    session.points = probe.collect(PointStamped, f"{ns}/target_point")
-    session.clouds = probe.collect(PointCloud2, f"{ns}/target_cloud")
-    session.boxes = probe.collect(Detection3DArray, f"{ns}/detections_3d")
-    session.detections = probe.collect(Detection2DArray, f"{ns}/detections")
-    h.wait_until(lambda: all(p.get_subscription_count() > 0 for p in
-                             (session.camera, session.depth, session.info, session.query)),
-                 60, "keyseg_node to subscribe to image, depth, camera_info and query", proc)
-    session.scene = scenes[0]
-    session.send_query(QUERY)
+    try:
+        session = h.Session(probe, proc, ns)
+        reliable = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+        session.camera = probe.publisher(Image, f"{ns}/image", reliable)
+        session.depth = probe.publisher(Image, f"{ns}/depth", reliable)
+        session.info = probe.publisher(CameraInfo, f"{ns}/camera_info", reliable)
+        session.points = probe.collect(PointStamped, f"{ns}/target_point")
+        session.clouds = probe.collect(PointCloud2, f"{ns}/target_cloud")
+        session.boxes = probe.collect(Detection3DArray, f"{ns}/detections_3d")
+        session.detections = probe.collect(Detection2DArray, f"{ns}/detections")
+        h.wait_until(lambda: all(p.get_subscription_count() > 0 for p in
+                                 (session.camera, session.depth, session.info, session.query)),
+                     60, "keyseg_node to subscribe to image, depth, camera_info and query", proc)
+        session.scene = scenes[0]
+        session.send_query(QUERY)
+    except BaseException:
+        proc.stop()  # a failed set-up must not leave the node running
+        raise
     yield session
     proc.assert_clean_stop()
 
