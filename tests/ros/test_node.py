@@ -148,6 +148,10 @@ def test_streaming_reasons_once_per_query_and_segments_every_frame(node):
     assert not any(r.reasoning_fresh for r in results)
     ages = [r.reasoning_age for r in results]
     assert all(a > 0 for a in ages) and ages == sorted(ages)
+    # Measured between header stamps (whole seconds apart here), not arrival times (0.25 s apart):
+    # right under bag replay and sim time.
+    for a, b in zip(results, results[1:]):
+        assert b.reasoning_age - a.reasoning_age == pytest.approx(b.header.stamp.sec - a.header.stamp.sec)
     assert node.settled_count("reasonings") == reasonings  # no LLM pass for these frames
     reason = node.probe.publisher(Empty, f"{node.ns}/reason", 10)
     h.wait_until(lambda: reason.get_subscription_count() > 0, 10, "the reason subscription", node.proc)

@@ -210,6 +210,34 @@ def test_unknown_target_frame_is_said_once_and_2d_outputs_keep_flowing(node):
     _3d_resumes(node)
 
 
+def test_a_new_query_starts_a_new_track_id(node):
+    def track_id(query: str) -> str:
+        """Send `query`, stream frames until one answered for it has its detections; their id."""
+        def answered(sent):
+            for result in list(node.results.msgs):
+                if result.query == query and _key(result) in sent:
+                    found = node.detections.find(lambda d: _key(d) == _key(result))
+                    if found is not None:
+                        return found.detections[0].id
+            return None
+
+        ids: list[str] = []
+
+        def found(sent) -> bool:
+            track = answered(sent)
+            if track is not None:
+                ids.append(track)
+            return track is not None
+
+        node.send_query(query)
+        _stream(node, found, f"a detection answered for {query!r}")
+        return ids[-1]
+
+    other = track_id("the other thing")
+    again = track_id(QUERY)  # back to the module's query: a new query again, so a new id
+    assert other != again
+
+
 def test_refused_3d_parameters_name_themselves(node):
     result = node.set_parameter("target_frame", "/map")
     assert not result.successful and "parameter 'target_frame'" in result.reason
