@@ -5,8 +5,9 @@ masks of a moving object overlap much more than masks of two different objects, 
 takes the id of the previous mask it overlaps best (greedily, best pairs first, above
 `iou_threshold`). The previous mask is also tried moved by its track's last motion (constant
 velocity of the mask's centroid), and the better overlap counts: a node that skips frames sees an
-object move by a large part of its size, and plain IoU falls. An id ends after its object went unmatched for `lost_frames` frames in a row;
-a new query ends them all. Ids are never reused, so a new id always means a new track.
+object move by a large part of its size, and plain IoU falls. An id ends after its object went
+unmatched for `lost_frames` frames in a row; a new query ends them all. Ids are never reused, so a
+new id always means a new track.
 """
 
 from __future__ import annotations

@@ -130,7 +130,8 @@ def read_depths(path: Path) -> Iterator[tuple[np.ndarray, str]]:
         elif np.issubdtype(depth.dtype, np.integer) and depth.min(initial=0) >= 0 and depth.max(initial=0) < 65536:
             yield np.ascontiguousarray(depth, dtype=np.uint16), "16UC1"
         else:
-            raise RuntimeError(f"{file}: depth of type {depth.dtype} is neither millimetres (uint16) nor metres (float)")
+            raise RuntimeError(f"{file}: depth of type {depth.dtype} is neither millimetres (uint16) nor "
+                               "metres (float)")
 
 
 def depth_message(depth: np.ndarray, encoding: str, header: Header) -> Image:

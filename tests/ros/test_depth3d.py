@@ -318,3 +318,24 @@ def test_vision_msgs_fields_match_the_released_definitions(ros_install):
         "hypothesis": "vision_msgs/ObjectHypothesis", "pose": "geometry_msgs/PoseWithCovariance"}
     assert BoundingBox2D.get_fields_and_field_types() == {
         "center": "vision_msgs/Pose2D", "size_x": "double", "size_y": "double"}
+
+
+def test_image_player_reads_depth_in_millimetres_and_metres(msgs, tmp_path):
+    from PIL import Image as PILImage
+
+    from keyseg_ros.depth import depth_to_array, intrinsics
+    from keyseg_ros.image_player import camera_info, depth_message, read_depths
+
+    metres = np.full((HEIGHT, WIDTH), 1.25, np.float32)
+    metres[0, 0] = np.nan
+    PILImage.fromarray(to_millimetres(metres)).save(tmp_path / "a.png")
+    np.save(tmp_path / "b.npy", metres)
+    np.save(tmp_path / "c.npy", to_millimetres(metres))
+    read = list(read_depths(tmp_path))
+    assert [encoding for _, encoding in read] == ["16UC1", "32FC1", "16UC1"]
+    header = _header(msgs, 7)
+    info = camera_info((300.0, 300.0, 160.0, 120.0), WIDTH, HEIGHT, header)
+    assert intrinsics(info, WIDTH, HEIGHT) == K and info.header == header
+    for depth, encoding in read:
+        back = depth_to_array(depth_message(depth, encoding, header), WIDTH, HEIGHT)
+        assert np.isnan(back[0, 0]) and np.allclose(back[1:], 1.25)
