@@ -12,6 +12,7 @@ ROS_JAZZY_WHEELS = [
     "ros-jazzy-rmw-fastrtps-cpp",
     "ros-jazzy-std-msgs",
     "ros-jazzy-sensor-msgs",
+    "ros-jazzy-geometry-msgs",
     "ros-jazzy-visualization-msgs",
     "ros-jazzy-diagnostic-msgs",
     "ros-jazzy-lifecycle-msgs",

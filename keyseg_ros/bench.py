@@ -2,7 +2,9 @@
 
 1. Adapter overhead, in this process: message -> array, mask/result/overlay -> messages, and the
    publish calls (with a subscriber attached), at 640x480 and 1280x720 (rgb8 frames, a mask
-   covering a quarter of the frame). The model is not involved.
+   covering a quarter of the frame). Also the detections (instances, track ids, Detection2DArray)
+   and the 3D stage (a 16UC1 depth and camera_info matched to the frame -> target_point,
+   target_cloud, detections_3d, published). The model is not involved.
 2. End to end: keyseg_node runs as its own process with --model; frames are streamed to it at
    --rate over DDS and every returned mask is matched to its frame by header stamp.
 
@@ -13,6 +15,7 @@ the environment the shipped one (share/keyseg_ros/config/fastdds.xml) is used.
 from __future__ import annotations
 
 import argparse
+import array
 import json
 import os
 import statistics
@@ -77,15 +80,23 @@ def adapter_overhead(node, repeats: int) -> list[dict]:
     """Median ms per adapter step, per frame size."""
     from rclpy.qos import QoSProfile
     from sensor_msgs.msg import Image
-    from std_msgs.msg import String
+    from geometry_msgs.msg import PointStamped
+    from sensor_msgs.msg import CameraInfo, PointCloud2
+    from vision_msgs.msg import Detection2DArray, Detection3DArray
 
+    from keyseg_core.instances import split_instances
     from keyseg_core.prediction import KeywordCandidate, Prediction, mask_box
-    from keyseg_ros import conversions
-    from keyseg_ros.msg import SegmentationResult
+    from keyseg_core.tracking import MaskTracker
+    from keyseg_ros import conversions, detections
+    from keyseg_ros.diagnostics import NodeStats
+    from keyseg_ros.msg import KeywordStamped, SegmentationResult
+    from keyseg_ros.target3d import Answer, Settings, Target3D
     from keyseg_core.visualize import overlay as draw_overlay
 
     qos = QoSProfile(depth=5)
-    topics = (("mask", Image), ("keyword", String), ("result", SegmentationResult), ("overlay", Image))
+    topics = (("mask", Image), ("keyword", KeywordStamped), ("result", SegmentationResult), ("overlay", Image),
+              ("detections", Detection2DArray), ("target_point", PointStamped), ("target_cloud", PointCloud2),
+              ("detections_3d", Detection3DArray))
     pubs = {name: node.create_publisher(t, f"bench/{name}", qos) for name, t in topics}
     for name, t in topics:
         node.create_subscription(t, f"bench/{name}", lambda _msg: None, qos)
@@ -107,19 +118,50 @@ def adapter_overhead(node, repeats: int) -> list[dict]:
 
         result_msg = result()
         overlay_rgb = draw_overlay(rgb, mask, "cup (0.80)")
+        tracker = MaskTracker()
+
+        def detect():
+            instances = split_instances(mask)
+            pubs["detections"].publish(detections.detections_2d(msg.header, instances, tracker.update(instances),
+                                                                "cup", 0.8))
+            return instances
+
+        instances = detect()
+        depth = Image(header=msg.header, width=width, height=height, encoding="16UC1", step=2 * width)
+        depth.data = array.array("B", np.full((height, width), 1500, "<u2").tobytes())
+        info = CameraInfo(header=msg.header, width=width, height=height,
+                          k=[500.0, 0.0, width / 2, 0.0, 500.0, height / 2, 0.0, 0.0, 1.0])
+        settings = Settings(max_depth=10.0, erode_px=2, min_points=20, decimation=4, target_frame="",
+                            tf_timeout=0.05)
+
+        def publish_3d(outputs) -> bool:
+            pubs["target_point"].publish(outputs.point)
+            pubs["target_cloud"].publish(outputs.cloud)
+            pubs["detections_3d"].publish(outputs.detections)
+            return True
+
+        stage = Target3D(settings=lambda: settings, publish=publish_3d, stats=NodeStats(), logger=node.get_logger(),
+                         tf_buffer=None, depth_topic="depth", info_topic="camera_info")
+
+        def depth_3d():
+            stage.on_synced(msg, depth, info)
+            stage.frame_answered(Answer(msg.header, width, height, instances, ["1"], "cup", 0.8))
         steps = {
             "decode_image": _median_ms(lambda: conversions.image_to_rgb(msg, 4096), repeats),
             "mask_to_msg": _median_ms(lambda: conversions.mask_to_image(mask, msg.header), repeats),
             "result_msg": _median_ms(result, repeats),
             "publish": _median_ms(lambda: (pubs["mask"].publish(mask_msg),
-                                           pubs["keyword"].publish(String(data="cup")),
+                                           pubs["keyword"].publish(KeywordStamped(header=msg.header, keyword="cup")),
                                            pubs["result"].publish(result_msg)), repeats),
+            "detections": _median_ms(detect, repeats),
+            "depth_3d": _median_ms(depth_3d, repeats),
             "overlay_draw": _median_ms(lambda: draw_overlay(rgb, mask, "cup (0.80)"), repeats),
             "overlay_msg_publish": _median_ms(lambda: pubs["overlay"].publish(
                 conversions.rgb_to_image(overlay_rgb, msg.header)), repeats),
         }
-        core = sum(steps[k] for k in ("decode_image", "mask_to_msg", "result_msg", "publish"))
+        core = sum(steps[k] for k in ("decode_image", "mask_to_msg", "result_msg", "publish", "detections"))
         rows.append({"size": f"{width}x{height}", **steps, "total_without_overlay": core,
+                     "total_with_depth": core + steps["depth_3d"],
                      "total_with_overlay": core + steps["overlay_draw"] + steps["overlay_msg_publish"]})
     return rows
 

@@ -330,9 +330,8 @@ class Collector:
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import Image
-        from std_msgs.msg import String
 
-        from keyseg_ros.msg import SegmentationResult
+        from keyseg_ros.msg import KeywordStamped, SegmentationResult
 
         self.node, self.ns = node, ns
         self.lock = threading.Lock()
@@ -344,7 +343,7 @@ class Collector:
         reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
         node.create_subscription(SegmentationResult, f"{ns}/result", self._on_result, reliable)
         node.create_subscription(Image, f"{ns}/mask", self._on_mask, reliable)
-        node.create_subscription(String, f"{ns}/keyword", self._on_keyword, reliable)
+        node.create_subscription(KeywordStamped, f"{ns}/keyword", self._on_keyword, reliable)
         node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
 
     def _on_result(self, msg) -> None:
@@ -361,7 +360,7 @@ class Collector:
 
     def _on_keyword(self, msg) -> None:
         with self.lock:
-            self.keywords.append(msg.data)
+            self.keywords.append(msg.keyword)
 
     def _on_diagnostics(self, msg) -> None:
         for status in msg.status:

@@ -27,9 +27,16 @@ COUNTERS = (
     "bad_queries",
     "inference_errors",
     "service_calls",
+    "depth_received",
+    "targets_3d",  # frames whose target_point, target_cloud and detections_3d went out
+    "depth_sync_drops",  # answered frames whose depth and camera_info never matched within sync_slop
+    "invalid_depth_pixels",  # mask pixels whose depth was 0, NaN or beyond max_depth
+    "too_few_points",  # frames without 3D output: too few valid depths on the target
+    "bad_depth",  # depth of another size or encoding, camera_info unusable or missing
+    "tf_failures",  # no transform to target_frame at the frame's stamp
 )
 # Counters that make the status WARN when they grew during the last period.
-_PROBLEMS = ("bad_frames", "bad_queries", "inference_errors")
+_PROBLEMS = ("bad_frames", "bad_queries", "inference_errors", "bad_depth", "tf_failures")
 
 
 @dataclass
@@ -50,6 +57,11 @@ class NodeStats:
             self.counts[name] += 1
             if problem:
                 self.last_problem = f"{name}: {problem}"
+
+    def add(self, name: str, amount: int) -> None:
+        """Add `amount` to counter `name` (a pixel count, say)."""
+        with self._lock:
+            self.counts[name] += amount
 
     def frame_done(self, latency_ms: float, model_ms: float) -> None:
         """Record one published result: receive-to-publish latency and model time."""

@@ -13,18 +13,25 @@ and on a message on `reason`) starts a full KeySeg pass on the current frame on 
 reasoning thread; every frame runs only SAM's encoder and decoder with the reasoning's S_hat, so
 frames never wait on the LLM. A query that arrives while the reasoning thread works replaces the
 pending one. The reasoned frame's own result is published too (`reasoning_fresh`), unless a newer
-frame was published meanwhile; other results carry `reasoning_age`. After a new query, frames get
-no result until its first reasoning is ready (counted as frames_awaiting_reasoning).
+frame was published meanwhile; other results carry `reasoning_age`, measured between header stamps
+(so it holds under bag replay and sim time). After a new query, frames get no result until its
+first reasoning is ready (counted as frames_awaiting_reasoning).
+
+Every answered frame also gets detections (one per instance, with a track id that follows the
+target while it moves: keyseg_core.tracking) and, with depth, the target in 3D (target3d.py).
 
 Shutdown (SIGINT or SIGTERM, in any state): the signal only sets a flag. The main loop then stops
 the inference thread and joins it, lets waiting `segment` calls answer, and only then destroys the
 node and shuts the ROS context down, so nothing publishes on a dead context. Exit code 0.
 
 Topics (relative, so launch files can remap or namespace them):
-  in   image (sensor_msgs/Image) or image/compressed, query (std_msgs/String),
+  in   image (sensor_msgs/Image) or image/compressed, depth (sensor_msgs/Image 16UC1 or 32FC1),
+       camera_info (sensor_msgs/CameraInfo), query (std_msgs/String),
        clear_query (std_msgs/Empty), reason (std_msgs/Empty: reason again on the next frame)
-  out  mask (sensor_msgs/Image mono8), keyword (std_msgs/String),
-       result (keyseg_ros/SegmentationResult), overlay (sensor_msgs/Image rgb8),
+  out  mask (sensor_msgs/Image mono8), keyword (keyseg_ros/KeywordStamped),
+       detections (vision_msgs/Detection2DArray), result (keyseg_ros/SegmentationResult),
+       overlay (sensor_msgs/Image rgb8), target_point (geometry_msgs/PointStamped),
+       target_cloud (sensor_msgs/PointCloud2), detections_3d (vision_msgs/Detection3DArray),
        /diagnostics (diagnostic_msgs/DiagnosticArray)
   srv  segment (keyseg_ros/Segment)
 """
@@ -47,17 +54,23 @@ from rclpy.exceptions import ParameterException
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.signals import SignalHandlerOptions
-from sensor_msgs.msg import CompressedImage, Image
+from geometry_msgs.msg import PointStamped
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Empty, Header, String
+from vision_msgs.msg import Detection2DArray, Detection3DArray
 
-from keyseg_ros import conversions, qos
+from keyseg_core.instances import split_instances
+from keyseg_core.tracking import MaskTracker
+from keyseg_core.visualize import overlay as draw_overlay
+from keyseg_ros import conversions, detections, qos, transforms
 from keyseg_ros.diagnostics import NodeStats, to_diagnostics
 from keyseg_ros.mailbox import Mailbox
-from keyseg_ros.msg import SegmentationResult
-from keyseg_core.visualize import overlay as draw_overlay
+from keyseg_ros.msg import KeywordStamped, SegmentationResult
 from keyseg_ros.params import PARAMS, PARAMS_BY_NAME, validation_error
 from keyseg_ros.signals import StopSignals
 from keyseg_ros.srv import Segment
+from keyseg_ros.sync import SyncInput, subscribe_synchronised
+from keyseg_ros.target3d import Answer, Outputs, Settings, Target3D
 
 THROTTLE_S = 2.0  # at most one warning of each kind per this many seconds
 SHUTDOWN_TIMEOUT_S = 30.0  # longest wait for a frame in the model when the node stops
@@ -69,6 +82,13 @@ class Frame:
 
     msg: Image | CompressedImage
     received: float
+
+    @property
+    def time(self) -> float:
+        """The frame's time for the streaming clock: its header stamp (bag replay and sim time
+        included), or its arrival time when it is not stamped."""
+        stamp = self.msg.header.stamp
+        return stamp.sec + stamp.nanosec * 1e-9 if stamp.sec or stamp.nanosec else self.received
 
 
 @dataclass
@@ -206,6 +226,10 @@ class KeySegNode(LifecycleNode):
         self._mask_prompt_warned = False
         self._subs: list = []
         self._query_topic = self.resolve_topic_name("query")  # for messages; set again on activate
+        self._tracker: MaskTracker | None = None
+        self._tracked_query: str | None = None  # the query the tracker's ids belong to
+        self._target3d: Target3D | None = None
+        self._tf_buffer = self._tf_listener = None
         self._service = None
         self._service_group = MutuallyExclusiveCallbackGroup()
         # Validation runs for the initial (command line / YAML) values too: a bad one makes
@@ -275,9 +299,23 @@ class KeySegNode(LifecycleNode):
             self.get_logger().warning(
                 f"model '{name}' has untrained (random) weights: masks and keywords are meaningless")
         self._mask_pub = self.create_lifecycle_publisher(Image, "mask", qos.results())
-        self._keyword_pub = self.create_lifecycle_publisher(String, "keyword", qos.results())
+        self._keyword_pub = self.create_lifecycle_publisher(KeywordStamped, "keyword", qos.results())
         self._result_pub = self.create_lifecycle_publisher(SegmentationResult, "result", qos.results())
         self._overlay_pub = self.create_lifecycle_publisher(Image, "overlay", qos.results())
+        self._detections_pub = self.create_lifecycle_publisher(Detection2DArray, "detections", qos.results())
+        self._point_pub = self.create_lifecycle_publisher(PointStamped, "target_point", qos.results())
+        self._cloud_pub = self.create_lifecycle_publisher(PointCloud2, "target_cloud", qos.results())
+        self._detections_3d_pub = self.create_lifecycle_publisher(Detection3DArray, "detections_3d", qos.results())
+        self._tracker = MaskTracker(self._param("track_iou"), self._param("lost_frames"))
+        self._tracked_query = None
+        self._target3d = None
+        if self._param("use_depth"):
+            self._tf_buffer, self._tf_listener = transforms.make_buffer(self)
+            self._target3d = Target3D(
+                settings=self._settings_3d, publish=self._publish_3d, stats=self._stats,
+                logger=self.get_logger(), tf_buffer=self._tf_buffer,
+                depth_topic=self.resolve_topic_name("depth"), info_topic=self.resolve_topic_name("camera_info"),
+                background=True)
         self._mailbox = Mailbox()
         self._halt = threading.Event()
         self._last_published = -1.0
@@ -318,13 +356,26 @@ class KeySegNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Subscribe and serve; lifecycle publishers are enabled by the base class."""
-        if self._param("compressed_input"):
-            self._subs.append(self.create_subscription(
-                CompressedImage, "image/compressed", self._on_image, qos.images(self)))
+        image_type, image_topic = (CompressedImage, "image/compressed") if self._param("compressed_input") \
+            else (Image, "image")
+        target3d = self._target3d
+        if target3d is None:
+            self._subs.append(self.create_subscription(image_type, image_topic, self._on_image, qos.images(self)))
         else:
-            self._subs.append(self.create_subscription(Image, "image", self._on_image, qos.images(self)))
-        self._subs.append(self.create_subscription(String, "query", self._on_query, qos.queries(self)))
-        self._query_topic = self._subs[1].topic_name
+            subs, synchroniser = subscribe_synchronised(self, [
+                SyncInput(image_type, image_topic, qos.images(self), self._on_image),
+                SyncInput(Image, "depth", qos.images(self), target3d.on_depth),
+                SyncInput(CameraInfo, "camera_info", qos.images(self), target3d.on_info)],
+                queue_size=self._param("sync_queue_size"), slop=self._param("sync_slop"),
+                on_set=target3d.on_synced)
+            self._subs += subs
+            self.get_logger().info(
+                f"depth on '{subs[1].topic_name}' and camera_info on '{subs[2].topic_name}' are matched "
+                f"to frames by {synchroniser}")
+        image_sub = self._subs[0]
+        query_sub = self.create_subscription(String, "query", self._on_query, qos.queries(self))
+        self._subs.append(query_sub)
+        self._query_topic = query_sub.topic_name
         self._subs.append(self.create_subscription(Empty, "clear_query", self._on_clear, qos.queries(self)))
         self._subs.append(self.create_subscription(Empty, "reason", self._on_reason, qos.queries(self)))
         self._service = self.create_service(
@@ -333,7 +384,7 @@ class KeySegNode(LifecycleNode):
         with self._publish_lock:
             self._active = True
         self.get_logger().info(
-            f"active: waiting for frames on '{self._subs[0].topic_name}' and a query on "
+            f"active: waiting for frames on '{image_sub.topic_name}' and a query on "
             f"'{self._query_topic}'")
         return result
 
@@ -347,8 +398,12 @@ class KeySegNode(LifecycleNode):
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_worker()
-        for pub in (self._mask_pub, self._keyword_pub, self._result_pub, self._overlay_pub):
+        for pub in (self._mask_pub, self._keyword_pub, self._result_pub, self._overlay_pub,
+                    self._detections_pub, self._point_pub, self._cloud_pub, self._detections_3d_pub):
             self.destroy_lifecycle_publisher(pub)
+        if self._tf_listener is not None:
+            self._tf_listener.unregister()
+        self._tf_buffer = self._tf_listener = self._target3d = self._tracker = None
         name = self._predictor.model_name if self._predictor else ""
         self._predictor = None
         self.get_logger().info(f"cleaned up (lifecycle transition): model '{name}' released")
@@ -369,6 +424,9 @@ class KeySegNode(LifecycleNode):
         stream = self._stream
         if stream is not None:
             stream.close(timeout=0)
+        target3d = self._target3d
+        if target3d is not None:
+            target3d.close(timeout=0)
 
     def idle(self) -> bool:
         """True once the inference thread has ended and no `segment` call is still waiting."""
@@ -409,6 +467,9 @@ class KeySegNode(LifecycleNode):
             self.get_logger().warning(
                 f"the reasoning thread is still in the model after {SHUTDOWN_TIMEOUT_S:g} s; "
                 "its result will be discarded")
+        target3d = self._target3d
+        if target3d is not None and not target3d.close(timeout=SHUTDOWN_TIMEOUT_S):
+            self.get_logger().warning(f"the 3D thread is still busy after {SHUTDOWN_TIMEOUT_S:g} s")
 
     # ---- callbacks (executor threads; never wait on the model) -----------------------------
 
@@ -436,6 +497,8 @@ class KeySegNode(LifecycleNode):
 
     def _on_clear(self, msg: Empty) -> None:
         self._query = None
+        with self._publish_lock:
+            self._tracked_query = None  # the same query asked again starts new tracks
         stream = self._stream
         if stream is not None:
             stream.clear()
@@ -572,7 +635,7 @@ class KeySegNode(LifecycleNode):
         if stream is not None:
             self._apply_stream_params(stream)
             try:
-                streamed = stream.step(rgb, now=frame.received, tag=(frame, rgb, node_ms))
+                streamed = stream.step(rgb, now=frame.time, tag=(frame, rgb, node_ms))
             except Exception as exc:  # noqa: BLE001 - a failing frame must not stop the stream
                 self._report_failure(exc)
                 return
@@ -625,15 +688,21 @@ class KeySegNode(LifecycleNode):
 
     def _publish(self, header: Header, rgb, query: str, prediction, node_ms: dict, received: float) -> bool:
         """Publish one frame's outputs unless the node stopped serving meanwhile or a newer frame
-        was published already (the reasoning thread finishes late); True if sent.
+        was published already (the reasoning thread finishes late); True if sent. Its instances
+        then go to the 3D stage.
 
         Holds `_publish_lock`, so deactivate and shutdown wait for a publish in progress and no
-        publish starts after them (a shut-down context makes publish raise).
+        publish starts after them (a shut-down context makes publish raise). Track ids are given
+        under it too, so they follow the order frames are published in.
         """
         mask = conversions.mask_to_image(prediction.mask, header)
         result = conversions.to_result(
             prediction, header=header, query=query, mask=mask,
             model=self._predictor.model_name, node_timings_ms=node_ms)
+        keyword = KeywordStamped(header=header, keyword=prediction.keyword,
+                                 probability=float(prediction.keyword_prob), query=query)
+        instances = split_instances(prediction.mask, self._param("instance_mode"),
+                                    self._param("min_instance_area"))
         overlay = None
         if self._param("publish_overlay") and self._overlay_pub.get_subscription_count():
             label = f"{prediction.keyword} ({prediction.score:.2f})" if prediction.keyword else query
@@ -642,11 +711,42 @@ class KeySegNode(LifecycleNode):
             if not self._active or self._stopping.is_set() or received <= self._last_published:
                 return False
             self._last_published = received
+            ids = self._track(query, instances)
             self._mask_pub.publish(mask)
-            self._keyword_pub.publish(String(data=prediction.keyword))
+            self._keyword_pub.publish(keyword)
+            self._detections_pub.publish(detections.detections_2d(
+                header, instances, ids, prediction.keyword, prediction.score))
             self._result_pub.publish(result)
             if overlay is not None:
                 self._overlay_pub.publish(overlay)
+        target3d = self._target3d
+        if target3d is not None:
+            target3d.frame_answered(Answer(header, int(prediction.mask.shape[1]), int(prediction.mask.shape[0]),
+                                           instances, ids, prediction.keyword, float(prediction.score)))
+        return True
+
+    def _track(self, query: str, instances: list) -> list[str]:
+        """Track ids of this frame's instances; a new query starts new tracks."""
+        tracker = self._tracker
+        if query != self._tracked_query:
+            tracker.reset()
+            self._tracked_query = query
+        tracker.iou_threshold, tracker.lost_frames = self._param("track_iou"), self._param("lost_frames")
+        return tracker.update(instances)
+
+    def _settings_3d(self) -> Settings:
+        return Settings(max_depth=self._param("max_depth"), erode_px=self._param("mask_erosion"),
+                        min_points=self._param("min_points"), decimation=self._param("cloud_decimation"),
+                        target_frame=self._param("target_frame"), tf_timeout=self._param("tf_timeout"))
+
+    def _publish_3d(self, outputs: Outputs) -> bool:
+        """The 3D stage's outputs, under the same rules as `_publish`; True if sent."""
+        with self._publish_lock:
+            if not self._active or self._stopping.is_set():
+                return False
+            self._point_pub.publish(outputs.point)
+            self._cloud_pub.publish(outputs.cloud)
+            self._detections_3d_pub.publish(outputs.detections)
         return True
 
     def _serve_job(self, job: Job, halt: threading.Event) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 # keyseg_core's backends (imported without torch): the node offers exactly what keyseg_core has
 from keyseg_core.backends import BACKENDS
+from keyseg_core.instances import MODES as INSTANCE_MODES
 
 PRECISIONS = ("auto", "float32", "float16", "bfloat16")
 RELIABILITIES = ("best_effort", "reliable")
@@ -58,6 +59,16 @@ def _any(value: Any) -> str | None:
 
 def _non_negative_int(value: Any) -> str | None:
     return None if value >= 0 else "must be >= 0"
+
+
+def _unit_interval(value: Any) -> str | None:
+    return None if math.isfinite(value) and 0.0 <= value < 1.0 else "must be >= 0 and < 1"
+
+
+def _frame_id(value: Any) -> str | None:
+    if value != value.strip() or value.startswith("/"):
+        return "must be a tf2 frame id: no leading '/' or surrounding spaces (empty: the camera's frame)"
+    return None
 
 
 @dataclass(frozen=True)
@@ -122,7 +133,10 @@ PARAMS: tuple[ParamSpec, ...] = (
         "QoS reliability of the image subscription: best_effort (sensor data, default) or "
         "reliable (needed for reliable-only publishers).", _choice(*RELIABILITIES)),
     ParamSpec(
-        "queue_depth", 1, "QoS depth (keep last) of the image subscription.", _int_range(1, 100)),
+        "queue_depth", 5,
+        "QoS depth (keep last) of the image, depth and camera_info subscriptions. The node still "
+        "serves only the newest frame; a depth of 1 lost frames before the callback in the soak.",
+        _int_range(1, 100)),
     ParamSpec(
         "query_durability", "volatile",
         "QoS durability of the query subscription: volatile matches every publisher; "
@@ -131,6 +145,58 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "compressed_input", False,
         "Subscribe to image/compressed (sensor_msgs/CompressedImage) instead of image.", _any),
+    ParamSpec(
+        "use_depth", True,
+        "Subscribe to `depth` (16UC1 in mm or 32FC1 in m, registered to the colour image) and "
+        "`camera_info`, matched to each frame by header stamp, and publish target_point, "
+        "target_cloud and detections_3d. Without depth publishers nothing else changes.", _any),
+    ParamSpec(
+        "sync_slop", 0.05,
+        "Seconds by which the stamps of a frame, its depth and its camera_info may differ to be "
+        "matched (approximate-time synchronisation).", _positive),
+    ParamSpec(
+        "sync_queue_size", 10,
+        "Messages of each input the synchroniser keeps while waiting for a match.", _int_range(1, 100)),
+    ParamSpec(
+        "max_depth", 10.0,
+        "Depths beyond this many metres are invalid (as are 0 and NaN) and left out of the 3D outputs.",
+        _positive, live=True),
+    ParamSpec(
+        "mask_erosion", 2,
+        "Pixels eroded off the mask before the median depth and the 3D box are taken (borders mix "
+        "in the background's depth).", _int_range(0, 50), live=True),
+    ParamSpec(
+        "min_points", 20,
+        "Fewest valid depths on the (eroded) target for a 3D output; fewer: no 3D output for that "
+        "frame.", _int_range(1, 1_000_000), live=True),
+    ParamSpec(
+        "cloud_decimation", 4,
+        "target_cloud keeps the target's points on every n-th pixel row and column (1: all).",
+        _int_range(1, 64), live=True),
+    ParamSpec(
+        "target_frame", "",
+        "Frame to publish the 3D outputs in, looked up with tf2 at each frame's stamp. Empty: the "
+        "colour image's own (optical) frame.", _frame_id, live=True),
+    ParamSpec(
+        "tf_timeout", 0.05, "Seconds to wait for the target_frame transform of a frame.",
+        _non_negative, live=True),
+    ParamSpec(
+        "instance_mode", "mask",
+        f"What counts as one detected instance: {', '.join(INSTANCE_MODES)}. mask: the answer's whole "
+        "mask; components: each connected component of at least min_instance_area pixels.",
+        _choice(*INSTANCE_MODES), live=True),
+    ParamSpec(
+        "min_instance_area", 20,
+        "Smallest instance, in pixels; smaller ones (and smaller components) are not detections.",
+        _int_range(1, 100_000_000), live=True),
+    ParamSpec(
+        "track_iou", 0.1,
+        "Track ids: a mask keeps the id of the previous frame's mask it overlaps by more than this IoU "
+        "(after moving it by its track's motion).", _unit_interval, live=True),
+    ParamSpec(
+        "lost_frames", 10,
+        "Track ids: a target unmatched for this many answered frames in a row gets a new id when it "
+        "comes back (a new query always does).", _int_range(1, 100_000), live=True),
     ParamSpec(
         "publish_overlay", True, "Publish the overlay image (mask drawn on the frame) for RViz.",
         _any, live=True),

@@ -72,7 +72,7 @@ def _setup(context) -> list:
         actions += [SetEnvironmentVariable("FASTRTPS_DEFAULT_PROFILES_FILE", arg["fastdds_profile"]),
                     SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", arg["fastdds_profile"])]
     overrides = {k: arg[k] for k in ("model", "device") if arg[k]}
-    actions.append(Node(package=PACKAGE, executable="node", name="keyseg_node", namespace=arg["namespace"],
+    actions.append(Node(package=PACKAGE, executable="keyseg_node", name="keyseg_node", namespace=arg["namespace"],
                         parameters=[arg["params_file"], overrides], output="screen", emulate_tty=True))
     demo_args = ["--attach", "--namespace", "/" + arg["namespace"].strip("/")]
     for name, option in DEMO_OPTIONS.items():

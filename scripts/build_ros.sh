@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the keyseg_ros ROS 2 package (messages, service, node, launch and config files) into
-# build/ and install/ at the repository root.
+# build/ and install/ at the repository root, and, where the real vision_msgs is not installed
+# (the ROS 2 PyPI wheels have none), the wire-compatible vision_msgs in interfaces/vision_msgs.
 #
 # Works both on a ROS 2 install (source /opt/ros/<distro>/setup.bash first) and in a Python
 # virtual environment that holds the ROS 2 Jazzy PyPI wheels (pip install -e '.[ros]'), where it
@@ -72,13 +73,31 @@ mkdir -p "$STAGE"
 cp -r package.xml CMakeLists.txt msg srv launch config "$STAGE/"
 mkdir -p "$STAGE/keyseg_ros"
 cp keyseg_ros/*.py "$STAGE/keyseg_ros/"
+# vision_msgs: the real package when any prefix of this environment has it, else ours.
+BASE_PATHS=("$STAGE")
+rm -rf "$ROOT/build/src/vision_msgs"
+vision_msgs_prefix=""
+IFS=: read -r -a prefixes <<< "${AMENT_PREFIX_PATH:-}"
+for prefix in "${prefixes[@]}"; do
+  if [ -n "$prefix" ] && [ "$prefix" != "$ROOT/install" ] && [ -f "$prefix/share/vision_msgs/package.xml" ]; then
+    vision_msgs_prefix="$prefix"
+    break
+  fi
+done
+if [ -z "$vision_msgs_prefix" ]; then
+  cp -r interfaces/vision_msgs "$ROOT/build/src/vision_msgs"
+  BASE_PATHS+=("$ROOT/build/src/vision_msgs")
+  echo "build_ros.sh: vision_msgs is not installed; building the wire-compatible one in interfaces/vision_msgs"
+else
+  echo "build_ros.sh: using vision_msgs from $vision_msgs_prefix"
+fi
 # Fix 3 (harmless on a ROS install).
 "$PYTHON" -m colcon build \
-  --base-paths "$STAGE" \
+  --base-paths "${BASE_PATHS[@]}" \
   --build-base build \
   --install-base install \
   --merge-install \
   --event-handlers console_cohesion- summary- \
   --cmake-args -DPython3_EXECUTABLE="$PYTHON" -DBUILD_TESTING=OFF \
   "$@" 9>&-
-echo "build_ros.sh: built keyseg_ros into $ROOT/install (source install/setup.bash to use it)"
+echo "build_ros.sh: built keyseg_ros (and vision_msgs where needed) into $ROOT/install (source install/setup.bash to use it)"

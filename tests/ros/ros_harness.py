@@ -24,12 +24,15 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
-INSTALL = ROOT / "install"
+# `colcon test` runs these tests against the install space it built (CMakeLists.txt sets this);
+# otherwise the session builds install/ at the repository root.
+PREBUILT = os.environ.get("KEYSEG_ROS_INSTALL")
+INSTALL = Path(PREBUILT) if PREBUILT else ROOT / "install"
 SITE = INSTALL / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
 PROFILE = ROOT / "config" / "fastdds.xml"
 # Inputs of the build: a change to any of them triggers a rebuild before the tests run.
 BUILD_INPUTS = ("package.xml", "CMakeLists.txt", "scripts/build_ros.sh", "msg", "srv", "keyseg_ros",
-                "launch", "config")
+                "launch", "config", "interfaces")
 STAMP = INSTALL / ".keyseg_ros_build_stamp"
 _names = itertools.count()
 
@@ -71,6 +74,8 @@ def ensure_built() -> None:
     serialises it with builds that do not come through here (scripts/demo.sh, a manual build).
     Always this lock first, then the script's: the order never reverses, so no deadlock.
     """
+    if PREBUILT:
+        return
     (ROOT / "build").mkdir(exist_ok=True)
     with open(ROOT / "build" / ".keyseg_ros_build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -92,7 +97,8 @@ def use_install_space() -> None:
     The generated libraries must be loadable by name; the dynamic loader read LD_LIBRARY_PATH at
     start-up, so load them once by path (they are then found by their soname).
     """
-    pending = sorted((INSTALL / "lib").glob("libkeyseg_ros__*.so"))
+    pending = sorted([*(INSTALL / "lib").glob("libvision_msgs__*.so"),
+                      *(INSTALL / "lib").glob("libkeyseg_ros__*.so")])
     while pending:  # dependency order is not known up front; retry until all load
         failed = []
         for lib in pending:
@@ -291,7 +297,7 @@ class Session:
 
     def __init__(self, probe, proc: Process, ns: str) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
-        from keyseg_ros.msg import SegmentationResult
+        from keyseg_ros.msg import KeywordStamped, SegmentationResult
         from rclpy.qos import qos_profile_sensor_data
         from sensor_msgs.msg import Image
         from std_msgs.msg import Empty, String
@@ -301,7 +307,7 @@ class Session:
         self.query = probe.publisher(String, f"{ns}/query", 10)
         self.clear = probe.publisher(Empty, f"{ns}/clear_query", 10)
         self.masks = probe.collect(Image, f"{ns}/mask")
-        self.keywords = probe.collect(String, f"{ns}/keyword")
+        self.keywords = probe.collect(KeywordStamped, f"{ns}/keyword")
         self.results = probe.collect(SegmentationResult, f"{ns}/result")
         self.overlays = probe.collect(Image, f"{ns}/overlay")
         self.diagnostics = probe.collect(DiagnosticArray, "/diagnostics")
@@ -400,6 +406,6 @@ class Session:
 def start_node(probe, workdir: Path, *params: str, ns: str | None = None) -> Session:
     """keyseg_node (install space) in a fresh namespace with `-p` params, plus the probe's side."""
     ns = ns or unique_namespace()
-    proc = Process.start("node", ["--ros-args", "-r", f"__ns:={ns}",
+    proc = Process.start("keyseg_node", ["--ros-args", "-r", f"__ns:={ns}",
                                   *[a for p in params for a in ("-p", p)]], workdir)
     return Session(probe, proc, ns)

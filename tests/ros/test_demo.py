@@ -231,12 +231,12 @@ def test_demo_launch_file_starts_the_node_and_the_attached_demo(launch_file, ros
     for name in ("params_file", "fastdds_profile"):
         assert Path(arguments[name]["default_value"]).is_file(), name
     nodes = {a.kwargs["executable"]: a for a in actions if "executable" in a.kwargs}
-    assert set(nodes) == {"node", "demo"}
-    node, demo = nodes["node"].kwargs, nodes["demo"].kwargs
+    assert set(nodes) == {"keyseg_node", "demo"}
+    node, demo = nodes["keyseg_node"].kwargs, nodes["demo"].kwargs
     assert (node["package"], node["namespace"], node["name"]) == ("keyseg_ros", "keyseg", "keyseg_node")
     assert node["parameters"][1] == {}  # empty model/device: the params file's (the shipped model)
     assert demo["arguments"][:3] == ["--attach", "--namespace", "/keyseg"]
-    for name in ("node", "demo"):
+    for name in ("keyseg_node", "demo"):
         assert Path(h.executable(name)).is_file(), name
     handler = next(a for a in actions if a.args and isinstance(a.args[0], Recorded)
                    and "target_action" in a.args[0].kwargs)
@@ -250,9 +250,9 @@ def test_demo_launch_file_starts_the_node_and_the_attached_demo(launch_file, ros
     _, actions = _describe(launch_file, namespace=ns.strip("/"), queries="1", hold="1", out=str(out),
                            model=MODEL or "", timeout="150")
     nodes = {a.kwargs["executable"]: a.kwargs for a in actions if "executable" in a.kwargs}
-    node, demo = nodes["node"], nodes["demo"]
+    node, demo = nodes["keyseg_node"], nodes["demo"]
     params = [a for k, v in node["parameters"][1].items() for a in ("-p", f"{k}:={v}")]
-    node_proc = h.Process.start("node", ["--ros-args", "-r", "__node:=keyseg_node", "-r", f"__ns:={ns}",
+    node_proc = h.Process.start("keyseg_node", ["--ros-args", "-r", "__node:=keyseg_node", "-r", f"__ns:={ns}",
                                          "--params-file", node["parameters"][0], *params], tmp_path)
     demo_proc = None
     try:

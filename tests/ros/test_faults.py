@@ -62,14 +62,14 @@ def test_runtime_parameter_changes_are_logged_once_with_when_they_apply(node):
     assert node.set_parameter("mask_threshold", 0.25).successful
     assert node.set_parameter("mask_threshold", 0.25).successful  # unchanged: not logged again
     assert node.set_parameter("publish_overlay", False).successful
-    assert node.set_parameter("queue_depth", 2).successful
+    assert node.set_parameter("queue_depth", 2).successful  # the default is 5
     refused = node.set_parameter("device", "gpu")
     assert not refused.successful and "'device'" in refused.reason
     node.answer("after parameter changes")
     threshold = _lines(node, "parameter 'mask_threshold' changed from 0.0 to 0.25")
     assert len(threshold) == 1 and "applies now" in threshold[0]
     assert len(_lines(node, "parameter 'publish_overlay' changed from True to False")) == 1
-    depth = _lines(node, "parameter 'queue_depth' changed from 1 to 2")
+    depth = _lines(node, "parameter 'queue_depth' changed from 5 to 2")
     assert len(depth) == 1 and "applies after a reload" in depth[0]
     assert len(_lines(node, "parameter 'device' = 'gpu' refused")) == 1
     assert not _lines(node, "parameter 'device' changed")

@@ -64,14 +64,13 @@ def launch_file(monkeypatch, ros_install):
 
 
 def _describe(launch_file, **overrides):
-    """(declared arguments by name, actions from the opaque setup, the RViz node)."""
+    """(declared arguments by name, actions from the opaque setup)."""
     description = launch_file.generate_launch_description()
     entities = description.args[0]
     arguments = {e.args[0]: e.kwargs for e in entities if "default_value" in e.kwargs}
     values = {name: kw["default_value"] for name, kw in arguments.items()} | overrides
     opaque = next(e for e in entities if "function" in e.kwargs)
-    rviz = next(e for e in entities if e.kwargs.get("package") == "rviz2")
-    return arguments, opaque.kwargs["function"](Context(values)), rviz
+    return arguments, opaque.kwargs["function"](Context(values))
 
 
 def _nodes(actions) -> dict[str, Recorded]:
@@ -79,43 +78,78 @@ def _nodes(actions) -> dict[str, Recorded]:
 
 
 def test_arguments_are_declared_with_descriptions(launch_file):
-    arguments, _, _ = _describe(launch_file)
+    arguments, _ = _describe(launch_file)
     assert {"model", "backend", "device", "params_file", "namespace", "image_topic", "query_topic",
-            "compressed", "camera", "images", "rviz", "rviz_config", "fastdds_profile"} <= set(arguments)
+            "compressed", "camera", "images", "rviz", "rviz_config", "fastdds_profile", "depth_topic",
+            "camera_info_topic", "target_frame", "camera_frame", "use_sim_time", "log_level",
+            "depth_images", "intrinsics"} <= set(arguments)
     for name, kw in arguments.items():
         assert kw.get("description"), f"launch argument {name} has no description"
         if "choices" in kw:
             assert kw["default_value"] in kw["choices"], name
-    for name in ("params_file", "rviz_config", "fastdds_profile"):
+    for name in ("params_file", "rviz_config"):
         assert Path(arguments[name]["default_value"]).is_file(), name
 
 
 def test_default_launch_starts_keyseg_node_from_the_params_file(launch_file, ros_install):
-    _, actions, rviz = _describe(launch_file)
+    _, actions = _describe(launch_file)
     nodes = _nodes(actions)
-    assert set(nodes) == {"node"}
-    node = nodes["node"].kwargs
+    assert set(nodes) == {"keyseg_node"}  # no RViz unless asked: a headless robot has none
+    node = nodes["keyseg_node"].kwargs
     assert (node["package"], node["namespace"], node["name"]) == ("keyseg_ros", "keyseg", "keyseg_node")
     params_file, overrides = node["parameters"]
-    assert Path(params_file).is_file() and overrides == {"compressed_input": False}
-    assert ("image", "/camera/image_raw") in node["remappings"]
-    assert Path(h.executable("node")).is_file()
-    profile = [a.args for a in actions if a.args and "PROFILES_FILE" in str(a.args[0])]
-    assert {p[0] for p in profile} == {"FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE"}
-    assert rviz.kwargs["condition"].args[0].args[0] == "rviz"
+    assert Path(params_file).is_file() and overrides == {"compressed_input": False, "use_sim_time": False}
+    assert {("image", "/camera/image_raw"), ("depth", "/camera/depth/image_raw"),
+            ("camera_info", "/camera/camera_info")} <= set(node["remappings"])
+    assert node["ros_arguments"] == ["--log-level", "info"]
+    assert Path(h.executable("keyseg_node")).is_file()
+    # The loopback-only Fast DDS profile is not forced: a remote RViz must see the node.
+    assert not [a for a in actions if a.args and "PROFILES_FILE" in str(a.args[0])]
+
+
+def test_fastdds_profile_sim_time_and_log_level_reach_every_process(launch_file, tmp_path, ros_install):
+    profile = str(ros_install / "share" / "keyseg_ros" / "config" / "fastdds.xml")
+    _, actions = _describe(launch_file, fastdds_profile=profile, use_sim_time="true", log_level="debug",
+                           images=str(tmp_path), target_frame="base_link")
+    env = {a.args for a in actions if a.args and "PROFILES_FILE" in str(a.args[0])}
+    assert env == {("FASTRTPS_DEFAULT_PROFILES_FILE", profile), ("FASTDDS_DEFAULT_PROFILES_FILE", profile)}
+    nodes = _nodes(actions)
+    assert nodes["keyseg_node"].kwargs["parameters"][1]["use_sim_time"] is True
+    assert nodes["keyseg_node"].kwargs["parameters"][1]["target_frame"] == "base_link"
+    assert nodes["image_player"].kwargs["parameters"] == [{"use_sim_time": True}]
+    assert all(n.kwargs["ros_arguments"] == ["--log-level", "debug"] for n in nodes.values())
+
+
+def test_rviz_layout_follows_the_namespace_and_the_camera_frame(launch_file):
+    for overrides, prefix, frame in (({}, "/keyseg/", "camera_optical_frame"),
+                                     ({"namespace": "robot1/keyseg", "camera_frame": "head_camera_optical_frame"},
+                                      "/robot1/keyseg/", "head_camera_optical_frame"),
+                                     ({"target_frame": "map"}, "/keyseg/", "map")):
+        _, actions = _describe(launch_file, rviz="true", **overrides)
+        rviz = _nodes(actions)["rviz2"].kwargs
+        layout = yaml.safe_load(Path(rviz["arguments"][1]).read_text())
+        topics = {d["Topic"]["Value"] for d in layout["Visualization Manager"]["Displays"]}
+        assert topics == {prefix + t for t in ("overlay", "mask", "target_cloud", "target_point")}
+        assert layout["Visualization Manager"]["Global Options"]["Fixed Frame"] == frame
 
 
 def test_arguments_override_parameters_and_start_the_image_player(launch_file, tmp_path):
-    _, actions, _ = _describe(launch_file, model="config:tiny", device="cuda:1", images=str(tmp_path),
-                              query_topic="/voice/text", compressed="true")
+    _, actions = _describe(launch_file, model="config:tiny", device="cuda:1", images=str(tmp_path),
+                           query_topic="/voice/text", compressed="true", depth_images=str(tmp_path),
+                           intrinsics="300,300,160,120")
     nodes = _nodes(actions)
-    node = nodes["node"].kwargs
-    assert node["parameters"][1] == {"model": "config:tiny", "device": "cuda:1", "compressed_input": True}
+    node = nodes["keyseg_node"].kwargs
+    assert node["parameters"][1] == {"model": "config:tiny", "device": "cuda:1", "compressed_input": True,
+                                     "use_sim_time": False}
     assert ("query", "/voice/text") in node["remappings"]
     assert ("image/compressed", "/camera/image_raw/compressed") in node["remappings"]
-    player = nodes["image_player"].kwargs
-    assert player["arguments"][:3] == [str(tmp_path), "--topic", "/camera/image_raw"]
-    assert "--compressed" in player["arguments"] and Path(h.executable("image_player")).is_file()
+    player = nodes["image_player"].kwargs["arguments"]
+    assert player[:3] == [str(tmp_path), "--topic", "/camera/image_raw"]
+    assert "--compressed" in player and Path(h.executable("image_player")).is_file()
+    start = player.index("--depth")
+    assert player[start:start + 4] == ["--depth", str(tmp_path), "--depth-topic", "/camera/depth/image_raw"]
+    assert player[player.index("--intrinsics") + 1] == "300,300,160,120"
+    assert player[player.index("--frame-id") + 1] == "camera_optical_frame"
 
 
 def test_a_camera_driver_that_is_not_installed_is_a_clear_error(launch_file):
@@ -137,11 +171,12 @@ def test_params_yaml_sets_exactly_the_node_parameters(ros_install):
         assert validation_error(spec.name, params[spec.name]) is None
 
 
-def test_rviz_layout_shows_overlay_and_mask(ros_install):
+def test_rviz_layout_shows_overlay_mask_and_the_target_in_3d(ros_install):
     layout = yaml.safe_load((ros_install / "share" / "keyseg_ros" / "config" / "keyseg.rviz").read_text())
-    displays = layout["Visualization Manager"]["Displays"]
-    topics = {d["Topic"]["Value"] for d in displays if d["Class"] == "rviz_default_plugins/Image"}
-    assert topics == {"/keyseg/overlay", "/keyseg/mask"}
+    displays = {d["Topic"]["Value"]: d["Class"] for d in layout["Visualization Manager"]["Displays"]}
+    assert displays == {"/keyseg/overlay": "rviz_default_plugins/Image", "/keyseg/mask": "rviz_default_plugins/Image",
+                        "/keyseg/target_cloud": "rviz_default_plugins/PointCloud2",
+                        "/keyseg/target_point": "rviz_default_plugins/PointStamped"}
 
 
 def _command(node: Recorded, namespace: str, topic_prefix: str) -> tuple[str, list[str]]:
@@ -150,7 +185,7 @@ def _command(node: Recorded, namespace: str, topic_prefix: str) -> tuple[str, li
     kw = node.kwargs
     args = [str(a) for a in kw.get("arguments", [])]
     args = [topic_prefix + a if a.startswith("/camera") else a for a in args]
-    ros_args = ["--ros-args", "-r", f"__node:={kw['name']}"]
+    ros_args = ["--ros-args", *kw.get("ros_arguments", []), "-r", f"__node:={kw['name']}"]
     if "namespace" in kw:
         ros_args += ["-r", f"__ns:={namespace}"]
     for param in kw.get("parameters", []):
@@ -171,7 +206,7 @@ def test_launched_processes_answer_a_query_from_the_query_tool(launch_file, prob
     pictures.mkdir()
     for i in range(3):
         PILImage.fromarray(np.full((120, 160, 3), 60 * i, np.uint8)).save(pictures / f"{i}.png")
-    _, actions, _ = _describe(launch_file, model="config:tiny", images=str(pictures), rate="20")
+    _, actions = _describe(launch_file, model="config:tiny", images=str(pictures), rate="20")
     ns, prefix = h.unique_namespace(), h.unique_namespace()
     masks = probe.collect(Image, f"{ns}/mask")
     procs = [h.Process.start(*_command(node, ns, prefix), workdir) for node in _nodes(actions).values()]

@@ -20,7 +20,7 @@ MAX_IMAGE_SIZE = 2048  # overridden on the command line, so the oversized case s
 def node(probe, workdir, ros_install):
     ns = h.unique_namespace()
     params = ros_install / "share" / "keyseg_ros" / "config" / "keyseg.yaml"
-    proc = h.Process.start("node", [
+    proc = h.Process.start("keyseg_node", [
         "--ros-args", "-r", f"__ns:={ns}", "--params-file", str(params),
         "-p", "model:=config:tiny", "-p", f"max_image_size:={MAX_IMAGE_SIZE}",
         "-p", "diagnostics_period:=0.3"], workdir)
@@ -75,7 +75,11 @@ def test_mask_keyword_result_and_overlay_match_the_frame(node):
     if result.has_box:
         box = result.box
         assert box.x_offset + box.width <= 640 and box.y_offset + box.height <= 480
-    assert result.keyword in {k.data for k in node.keywords.msgs}
+    h.wait_until(lambda: node.keywords.find(lambda k: k.header.stamp.sec == stamp) is not None, 10,
+                 "the stamped keyword of the frame", node.proc)
+    keyword = node.keywords.find(lambda k: k.header.stamp.sec == stamp)
+    assert keyword.header == frame.header and keyword.keyword == result.keyword
+    assert keyword.query == "the cup I can drink from" and keyword.probability == pytest.approx(result.keyword_prob)
 
 
 @pytest.mark.parametrize("encoding", ["bgr8", "rgba8", "bgra8", "mono8"])
@@ -144,6 +148,10 @@ def test_streaming_reasons_once_per_query_and_segments_every_frame(node):
     assert not any(r.reasoning_fresh for r in results)
     ages = [r.reasoning_age for r in results]
     assert all(a > 0 for a in ages) and ages == sorted(ages)
+    # Measured between header stamps (whole seconds apart here), not arrival times (0.25 s apart):
+    # right under bag replay and sim time.
+    for a, b in zip(results, results[1:]):
+        assert b.reasoning_age - a.reasoning_age == pytest.approx(b.header.stamp.sec - a.header.stamp.sec)
     assert node.settled_count("reasonings") == reasonings  # no LLM pass for these frames
     reason = node.probe.publisher(Empty, f"{node.ns}/reason", 10)
     h.wait_until(lambda: reason.get_subscription_count() > 0, 10, "the reason subscription", node.proc)

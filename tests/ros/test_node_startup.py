@@ -15,7 +15,7 @@ import ros_harness as h  # noqa: E402
 
 
 def _run_to_exit(workdir, params: list[str], timeout: float = 90.0) -> tuple[int, str]:
-    proc = h.Process.start("node", ["--ros-args", "-r", f"__ns:={h.unique_namespace()}",
+    proc = h.Process.start("keyseg_node", ["--ros-args", "-r", f"__ns:={h.unique_namespace()}",
                                     *[a for p in params for a in ("-p", p)]], workdir)
     try:
         rc = proc.wait(timeout)
@@ -75,7 +75,7 @@ def test_lifecycle_manager_drives_a_node_with_compressed_input(probe, workdir, r
     from std_msgs.msg import String
 
     ns = h.unique_namespace()
-    proc = h.Process.start("node", ["--ros-args", "-r", f"__ns:={ns}", "-p", "model:=config:tiny",
+    proc = h.Process.start("keyseg_node", ["--ros-args", "-r", f"__ns:={ns}", "-p", "model:=config:tiny",
                                     "-p", "autostart:=false", "-p", "compressed_input:=true"], workdir)
 
     def state() -> int:
