@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {name: measure(f, args.sam_size, args.clip_size, device, args.iters) for name, f in frames.items()}
     report = {"device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
               "image_size": args.image_size, "sam_size": args.sam_size, "clip_size": args.clip_size,
-              "iters": args.iters, "frames": results}
+              "iters": args.iters, "by_frame": results}
     for name, r in results.items():
         print(f"{name:<7} PIL {r['pil_ms']:7.2f} ms  device path {r['device_ms']:7.2f} ms  "
               f"SAM levels max {r['sam_levels']['max']} mean {r['sam_levels']['mean']:.3f}  "
