@@ -26,6 +26,7 @@ import torch
 from transformers import DynamicCache
 
 from .config import KEY_TOKEN, SEG_TOKEN
+from .device_preprocess import FrameUploader, clip_pixels
 from .keyword_head import decode_keywords
 from .model import KeySegModel, Reasoned, Timer, _no_timer
 from .prediction import KeywordCandidate
@@ -141,6 +142,9 @@ class Reasoner:
         self.vision = vision
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
+        # on CUDA, a frame's CLIP input is made on the GPU (device_preprocess); on the CPU, by PIL
+        self.on_device = self.device.type == "cuda"
+        self._upload = FrameUploader(self.device)
         vocab = model.config.keyword.vocabulary
         # where the candidates come from, for messages: decoding normalises over exactly this list
         self.keyword_source = "model config" if vocab else "COCO's 80 categories (the model names none)"
@@ -171,7 +175,11 @@ class Reasoner:
         """Vision tower + projector of one frame, kept for every query asked about it."""
         image = validate_image(image)
         with timer("preprocess"):
-            pixels = self.processor.preprocess_clip(image)[None].to(self.device, self.dtype)
+            if self.on_device:
+                pixels = clip_pixels(self._upload(image), self.processor.clip_size,
+                                     self.model.config.backbone.image_preprocess)[None].to(self.dtype)
+            else:
+                pixels = self.processor.preprocess_clip(image)[None].to(self.device, self.dtype)
         with timer("vision_tower"):
             features = self.vision(pixels) if self.vision is not None else self.model.encode_images(pixels)
         return FrameFeatures(image.shape[:2], features)

@@ -21,6 +21,7 @@ from transformers import SamConfig, SamMaskDecoderConfig, SamModel, SamPromptEnc
 
 from .config import SamConfigSpec
 from .cnn_encoder import cnn_encoder_for
+from .sam_attention import use_sdpa_attention
 from .stems import conv_stem_like
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)
@@ -76,7 +77,15 @@ def spec_config(spec: SamConfigSpec) -> SamConfig:
 
 
 def build_sam(spec: SamConfigSpec) -> SamModel:
-    """SamModel from the spec: random init, an original .pth, converted .safetensors, or hub/dir."""
+    """SamModel from the spec: random init, an original .pth, converted .safetensors, or hub/dir;
+    its encoder's attention runs through SDPA with the relative-position bias as the mask (exact,
+    see sam_attention)."""
+    model = _build_sam(spec)
+    use_sdpa_attention(model)
+    return model
+
+
+def _build_sam(spec: SamConfigSpec) -> SamModel:
     weights = spec.weights
     if weights == "random":
         model = SamModel(spec_config(spec))

