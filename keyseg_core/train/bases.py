@@ -53,7 +53,7 @@ STAGE1_PARTS = ["vision_tower.", "sam."]  # plain parameter-name markers of what
 HEADS_FILE = "heads.safetensors"
 STAGE = "bases (vision tower + SAM)"
 METRICS = ["step", "lr", "loss", "prompt_mask", "sam_category", "vision_category",
-           *(f"iou_{k}" for k in PROMPT_KINDS), "step_time_s"]
+           *(f"iou_{k}" for k in PROMPT_KINDS), "absent_area", "step_time_s"]
 
 
 def is_stage1(name: str) -> bool:
@@ -177,6 +177,7 @@ class StageOne:
         self.feature_layer = model.llava.config.vision_feature_layer
         mix = config.prompts
         self.prompt_p = {"point": mix.point, "box": mix.box, "category": mix.category}
+        self.absent_p = mix.absent
 
     def spec(self, split: str = "train", seed: int | None = None) -> SceneSpec:
         """What scene workers need: training draws the train split at scene_seed."""
@@ -201,7 +202,9 @@ class StageOne:
 
     @torch.no_grad()
     def prompted_ious(self, batch: SceneBatch, gen: torch.Generator) -> dict[str, torch.Tensor]:
-        """IoU of each prompted instance, prompts drawn as in training; no losses, no graph."""
+        """IoU of each prompted instance by kind, prompts drawn as in training, and the predicted area
+        (share of the scene) of category prompts ('category_area') and of absent ones ('absent');
+        no losses, no graph."""
         return self._prompt_loss(batch, self.model.sam.encode(batch.sam_pixels), gen)[1]
 
     def _vision_loss(self, batch: SceneBatch, cats: torch.Tensor) -> torch.Tensor:
@@ -247,7 +250,28 @@ class StageOne:
             with torch.no_grad():
                 pred, gt = logits[drawn] > 0, truth[drawn]
                 ious[kind] = (pred & gt).flatten(1).sum(1) / (pred | gt).flatten(1).sum(1).clamp(min=1)
+                if kind == "category":  # predicted area of present objects: the other half of the presence signal
+                    ious["category_area"] = pred.flatten(1).float().mean(1)
+        if self.absent_p:
+            total, count, ious["absent"] = self._absent_loss(batch, embeddings, gen, total, count)
         return total / max(count, 1), ious
+
+    def _absent_loss(self, batch: SceneBatch, embeddings: torch.Tensor, gen: torch.Generator, total: torch.Tensor,
+                     count: int) -> tuple[torch.Tensor, int, torch.Tensor]:
+        """One prompt per drawn scene for a category it does not hold, against the empty mask; returns the
+        running loss sum and row count, and each row's predicted area (share of the scene: 0 is right)."""
+        b = batch.categories.shape[0]
+        drawn = torch.rand(b, generator=gen, device=gen.device) < self.absent_p
+        scores = torch.rand((b, self.n_classes - 1), generator=gen, device=gen.device)
+        scores[batch.valid.nonzero(as_tuple=True)[0], batch.categories[batch.valid]] = -1.0  # never a present one
+        absent = scores.argmax(-1)  # (B,)
+        if not drawn.any():
+            return total, count, embeddings.new_zeros(0)
+        logits = self.decode(embeddings, self.heads.prompt(absent)[:, None, None, :], batch)[:, 0]  # (B, H, W)
+        bce, dice = per_mask_bce_dice(logits[drawn], torch.zeros_like(logits[drawn]))
+        with torch.no_grad():
+            area = (logits[drawn] > 0).flatten(1).float().mean(1)
+        return total + (bce + dice).sum(), count + int(drawn.sum()), area
 
     def _prompts(self, kind: str, batch: SceneBatch, truth: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """(B, N, tokens, C) sparse prompt embeddings for every row (coordinates in SAM's frame)."""
@@ -384,7 +408,8 @@ def pretrain_bases(config: BasesConfig, *, resume: bool = False, stop_at: int | 
         optimizer.zero_grad(set_to_none=True)
         step += 1
         last = {"step": step, "lr": lr, "loss": loss.item(), **{k: v.item() for k, v in losses.items()},
-                **{f"iou_{k}": v.mean().item() if v.numel() else math.nan for k, v in ious.items()},
+                **{f"iou_{k}": ious[k].mean().item() if ious[k].numel() else math.nan for k in PROMPT_KINDS},
+                "absent_area": ious["absent"].mean().item() if "absent" in ious and ious["absent"].numel() else math.nan,
                 "step_time_s": time.perf_counter() - t0}
         logger.log(last)
         recent = (recent + [last["iou_category"]])[-config.log_every:]

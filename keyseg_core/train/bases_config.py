@@ -28,11 +28,14 @@ class PromptMix:
     point: float = _help("probability of a prompt by one point inside the object", default=0.5)
     box: float = _help("probability of a prompt by the object's box, jittered by 5% of its size", default=0.5)
     category: float = _help("probability of a prompt by the object's category", default=1.0)
+    absent: float = _help("probability, per scene, of one more category prompt for a category the scene does not "
+                          "hold, whose target is the empty mask: SAM learns to answer 'not here', the presence "
+                          "signal of a query about an object that is not in view", default=0.0)
 
     def __post_init__(self) -> None:
         chances = dataclasses.asdict(self)
-        if any(not 0 <= p <= 1 for p in chances.values()) or not any(chances.values()):
-            raise ValueError(f"probabilities must be in [0, 1] and not all 0, got {chances}")
+        if any(not 0 <= p <= 1 for p in chances.values()) or not any((self.point, self.box, self.category)):
+            raise ValueError(f"probabilities must be in [0, 1] and point, box, category not all 0, got {chances}")
 
 
 @dataclass

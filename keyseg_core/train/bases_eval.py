@@ -61,10 +61,10 @@ def evaluate_bases(config: BasesConfig, checkpoint: Path, split: str, seed: int,
     heads.load_state_dict(load_file(str(heads_file)))
     model.sam.to(device)  # the only parts prompted IoU runs
     heads.to(device)
-    every = dataclasses.replace(config, prompts=PromptMix(point=1.0, box=1.0, category=1.0))
+    every = dataclasses.replace(config, prompts=PromptMix(point=1.0, box=1.0, category=1.0, absent=1.0))
     stage = StageOne(model.eval(), processor, heads, names, every)
     spec = stage.spec(split, seed)
-    ious: dict[str, list[float]] = {k: [] for k in PROMPT_KINDS}
+    ious: dict[str, list[float]] = {k: [] for k in (*PROMPT_KINDS, "category_area", "absent")}
     shares: list[float] = []
     for index in tqdm(range(scenes), disable=not progress, desc=f"bases {split}", dynamic_ncols=True):
         scene = prepare_scene(spec, index)
@@ -75,14 +75,26 @@ def evaluate_bases(config: BasesConfig, checkpoint: Path, split: str, seed: int,
     share = np.array(shares)
     bins = {name: (share >= lo) & (share < hi) for name, lo, hi in SIZE_BINS}
     rows = {}
-    for kind, values in ious.items():
-        v = np.array(values)
+    for kind in PROMPT_KINDS:
+        v = np.array(ious[kind])
         rows[kind] = {"trained_with": getattr(config.prompts, kind), "mean_iou": float(v.mean()),
                       "iou_at_least_0.5": float((v >= 0.5).mean()),
                       **{f"mean_iou_{name}": float(v[b].mean()) if b.any() else None for name, b in bins.items()}}
     return {"checkpoint": str(checkpoint), "pretrain_steps": meta.get("pretrain_steps"), "split": split,
             "seed": seed, "scenes": scenes, "objects": len(shares),
-            "objects_by_size": {name: int(b.sum()) for name, b in bins.items()}, "prompts": rows}
+            "objects_by_size": {name: int(b.sum()) for name, b in bins.items()}, "prompts": rows,
+            "presence": presence(np.array(ious["category_area"]), np.array(ious["absent"]), config.prompts.absent)}
+
+
+def presence(present: np.ndarray, absent: np.ndarray, trained_with: float, miss: float = 0.05) -> dict:
+    """How well the predicted area tells a present category (prompted by its own category) from an
+    absent one (a category the scene does not hold): the area threshold that misses `miss` of the
+    present objects, the share of absent prompts above it (false positives), and the ROC AUC."""
+    threshold = float(np.quantile(present, miss))
+    greater = (present[:, None] > absent[None, :]).mean() + 0.5 * (present[:, None] == absent[None, :]).mean()
+    return {"trained_with": trained_with, "absent_prompts": len(absent), "mean_area_absent": float(absent.mean()),
+            "mean_area_present": float(present.mean()), "threshold_area": threshold, "miss_rate": miss,
+            "false_positive_rate": float((absent > threshold).mean()), "auc": float(greater)}
 
 
 def format_table(report: dict) -> str:
@@ -96,5 +108,10 @@ def format_table(report: dict) -> str:
         cells = [f"{row[f'mean_iou_{n}']:.3f}" if row[f"mean_iou_{n}"] is not None else "-" for n in sizes]
         lines.append(f"| {kind} | {row['trained_with']:g} | {row['mean_iou']:.3f} | {row['iou_at_least_0.5']:.2f} | "
                      + " | ".join(cells) + " |")
+    p = report["presence"]
+    lines.append(f"presence ({p['absent_prompts']} prompts of absent categories, trained with chance "
+                 f"{p['trained_with']:g}): predicted area {p['mean_area_absent']:.4f} vs {p['mean_area_present']:.4f} "
+                 f"for present objects; at the area that misses {p['miss_rate']:.0%} of present objects "
+                 f"({p['threshold_area']:.4f}), {p['false_positive_rate']:.0%} of absent prompts answer; AUC {p['auc']:.3f}")
     return "\n".join(lines)
 

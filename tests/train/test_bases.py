@@ -142,6 +142,7 @@ def test_eval_bases_prompts_every_object_of_the_split_from_either_layout(run, ca
     assert final["objects"] == drawn == sum(final["objects_by_size"].values())
     assert final["pretrain_steps"] == 4 and set(final["prompts"]) == {"point", "box", "category"}
     assert all(0.0 <= row["mean_iou"] <= 1.0 for row in final["prompts"].values())
+    assert final["presence"]["absent_prompts"] == 3 and 0.0 <= final["presence"]["auc"] <= 1.0
     # a step checkpoint holds model/ and its heads inside: the same weights give the same numbers
     step = run / "run" / "checkpoints" / "step_000004"
     assert cli.main(base + ["--checkpoint", str(step), "--json", str(run / "step.json")]) == 0

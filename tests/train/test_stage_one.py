@@ -159,3 +159,34 @@ def test_bases_vouch_for_their_parts_only_so_another_llm_can_start_from_them(tmp
     config = write_config(tmp_path / "t.yaml", tmp_path / "data", tmp_path / "stage2", max_steps=1,
                           model_overrides=TRAINABLE, init_checkpoint=str(tmp_path / "bases" / "final"))
     assert cli.main(["train", "--config", str(config), "--no-progress"]) == 0
+
+
+def test_absent_prompts_name_a_category_the_scene_lacks_and_train_towards_no_mask(monkeypatch):
+    config = _config(prompts={"point": 0.0, "box": 0.0, "category": 1.0, "absent": 1.0})
+    model, processor = build_model(config.model_config())
+    names = sorted(load_knowledge().categories)
+    stage = StageOne(model, processor, StageOneHeads.for_model(model, len(names)), names, config)
+    scenes = [prepare_scene(stage.spec(), i) for i in range(3)]
+    batch = stage.stack(scenes)
+    prompted = []
+    real_decode = stage.decode
+    monkeypatch.setattr(stage, "decode", lambda e, sparse, b: prompted.append(sparse) or real_decode(e, sparse, b))
+    losses, stats = stage.losses(batch, prompt_generator(torch.device("cpu"), 0, 0))
+    assert stats["absent"].shape == (3,) and ((0 <= stats["absent"]) & (stats["absent"] <= 1)).all()
+    absent_table = stage.heads.prompt.weight
+    for b, scene in enumerate(scenes):  # the absent row's prompt is the embedding of a category not in the scene
+        row = prompted[-1][b, 0, 0]
+        category = int((absent_table - row).abs().sum(1).argmin())
+        assert category not in scene.categories
+    losses["prompt_mask"].backward()  # the empty target reaches the prompt embeddings
+    assert stage.heads.prompt.weight.grad is not None
+
+
+def test_presence_report_separates_by_area():
+    from keyseg_core.train.bases_eval import presence
+
+    present = np.linspace(0.02, 0.2, 100)
+    clean = presence(present, np.zeros(50), 1.0)
+    assert clean["false_positive_rate"] == 0.0 and clean["auc"] == 1.0
+    noisy = presence(present, np.linspace(0.0, 0.2, 50), 1.0)
+    assert 0.5 < noisy["false_positive_rate"] < 1.0 and 0.3 < noisy["auc"] < 0.7
