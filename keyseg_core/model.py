@@ -13,6 +13,7 @@ from typing import ContextManager
 
 import torch
 import torch.nn.functional as F
+from torch.nn.utils.rnn import pad_sequence
 from torch import nn
 
 from .config import KeySegConfig
@@ -238,9 +239,14 @@ class KeySegModel(nn.Module):
         side = self.sam.image_size // 4
         masks = [prompts.new_zeros((0, side, side)) for _ in range(batch_size)]
         ious = [prompts.new_zeros((0,)) for _ in range(batch_size)]
+        if not segmented:
+            return masks, ious
+        per_image = [prompts[seg_batch == i] for i in segmented]
+        counts = [len(p) for p in per_image]
+        padded = pad_sequence(per_image, batch_first=True)  # (B_seg, N_max, C), zero rows past each count
+        low, iou = self.sam.decode_batch(image_embeddings, padded.to(image_embeddings.dtype))  # one decoder call
         for row, i in enumerate(segmented):
-            embedding = image_embeddings[row : row + 1]
-            masks[i], ious[i] = self.sam.decode(embedding, prompts[seg_batch == i].to(embedding.dtype))
+            masks[i], ious[i] = low[row, :counts[row]], iou[row, :counts[row]]
         return masks, ious
 
     # ---- bookkeeping ----

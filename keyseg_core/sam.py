@@ -196,18 +196,29 @@ class SamSegmenter(nn.Module):
         `mask_inputs` the dense prompt is SAM's no-mask embedding; with (1, 4h, 4w) low-res logits (an
         earlier frame's mask) it is SAM's embedding of that mask, shared by all N prompts.
         """
-        n = prompts.shape[0]
-        sparse = prompts[None, :, None, :]  # (1, N, 1, C): N prompt sets of one token each
+        masks, iou = self.decode_batch(embedding, prompts[None], mask_inputs)
+        return masks[0], iou[0]
+
+    def decode_batch(self, embeddings: torch.Tensor, prompts: torch.Tensor,
+                     mask_inputs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """B images' embeddings (B, C, h, w) and N prompts each (B, N, C) -> (B, N, 4h, 4w) logits, (B, N).
+
+        One decoder call for every prompt of every image: each (image, prompt) pair is decoded on its
+        own, so rows that pad an image's prompts to N change nothing in the others (training drops them).
+        """
+        b, n = prompts.shape[:2]
+        sparse = prompts[:, :, None, :]  # (B, N, 1, C): N prompt sets of one token each
         if mask_inputs is None:
             _, dense = self.sam.prompt_encoder(None, None, None, None)  # no-mask embedding (1, C, h, w)
         else:
             dense = self.sam.prompt_encoder.mask_embed(mask_inputs.reshape(1, 1, *mask_inputs.shape[-2:])
-                                                       .to(embedding.dtype))
+                                                       .to(embeddings.dtype))
+        positional = self.sam.get_image_wide_positional_embeddings().to(embeddings.dtype)
         masks, iou = self.sam.mask_decoder(
-            image_embeddings=embedding,
-            image_positional_embeddings=self.sam.get_image_wide_positional_embeddings().to(embedding.dtype),
-            sparse_prompt_embeddings=sparse.to(embedding.dtype),
-            dense_prompt_embeddings=dense.to(embedding.dtype),
+            image_embeddings=embeddings,
+            image_positional_embeddings=positional.expand(b, -1, -1, -1),
+            sparse_prompt_embeddings=sparse.to(embeddings.dtype),
+            dense_prompt_embeddings=dense.to(embeddings.dtype),
             multimask_output=False,
         )[:2]
-        return masks.reshape(n, *masks.shape[-2:]), iou.reshape(n)
+        return masks.reshape(b, n, *masks.shape[-2:]), iou.reshape(b, n)

@@ -148,3 +148,19 @@ def test_load_rejects_changed_frozen_bases(tmp_path, tiny):
     (path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="frozen base weights differ"):
         load_checkpoint(path)
+
+
+def test_decode_masks_is_one_batched_call_with_the_per_image_result(tiny):
+    """Stage 2 decodes every [SEG] of a batch in one mask-decoder call: the same masks as image by image."""
+    model, _ = tiny
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        embeddings = model.sam.encode(torch.randn(2, 3, model.sam.image_size, model.sam.image_size, generator=gen))
+        prompts = torch.randn(3, model.sam.prompt_dim, generator=gen)
+        seg_batch = torch.tensor([0, 0, 2])  # sample 1 has no [SEG]
+        masks, ious = model.decode_masks(embeddings, prompts, seg_batch, [0, 2], 3)
+        assert [m.shape[0] for m in masks] == [2, 0, 1] and [i.shape[0] for i in ious] == [2, 0, 1]
+        for row, i in enumerate([0, 2]):
+            want_m, want_i = model.sam.decode(embeddings[row:row + 1], prompts[seg_batch == i])
+            torch.testing.assert_close(masks[i], want_m, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(ious[i], want_i, atol=1e-5, rtol=1e-5)
