@@ -7,34 +7,64 @@ backend and timing, and composes a `Reasoner` (LLM-bound) and a `Segmenter` (SAM
   generate  the LLM first generates its answer from the prefilled prompt; if that answer holds [SEG]
             the mask is taken from the generated tokens' hidden states, otherwise from the forced
             template run after the same prefilled prompt (the free text is still returned).
+
+Out of GPU memory on a frame (any of predict_batch, predict_queries, reason, segment) fails that call
+with one `OutOfGpuMemory` line naming the device, the step and the backend; the memory the step held
+is freed, so the next call starts clean. Under backend 'auto', OOM_STEP_DOWN failures in a row of
+one call steps down to the next backend (`keyseg_core.backends.step_down`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .backends import BackendChoice, check_backend, use_backend
+from .backends import BackendChoice, check_backend, step_down, use_backend
 from .builder import build_model, registry_config
 from .checkpoint import CONFIG_FILE, META_FILE, load_checkpoint
 from .config import KeySegConfig
+from .gpu_memory import OutOfGpuMemory, free_gpu_memory, is_out_of_memory, summary
 from .model import KeySegModel
+from .precision import enable_tf32, resolve_dtype
 from .prediction import STAGES, Prediction
 from .processor import KeySegProcessor, validate_image
 from .reasoner import MODES, FrameFeatures, Reasoner, Reasoning, cache_token_tables
 from .segmenter import EncodedFrame, Segmenter, to_prediction
 from .shipped import shipped_checkpoint
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 CONFIG_PREFIX = "config:"
+OOM_STEP_DOWN = 3  # out-of-memory failures in a row of one call before 'auto' steps down
+log = logging.getLogger("keyseg.predictor")
+
+
+def _oom_reported(what: str) -> Callable[[Callable], Callable]:
+    """Run a frame's call; out of GPU memory becomes one OutOfGpuMemory line (`Predictor._out_of_memory`)."""
+    def wrap(method: Callable) -> Callable:
+        @functools.wraps(method)
+        def run(self: Predictor, *args, **kwargs):
+            try:
+                result = method(self, *args, **kwargs)
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                cause = summary(exc)
+            else:
+                self._oom_streak[method.__name__] = 0
+                return result
+            # outside the except block: the traceback, and with it the step's tensors, is gone
+            raise self._out_of_memory(method.__name__, what, cause)
+        return run
+    return wrap
 
 
 class StageTimer:
@@ -106,6 +136,7 @@ class Predictor:
         self.llm_lock = threading.RLock()
         self.sam_lock = threading.RLock()
         self._frame: Frame | None = None
+        self._oom_streak: dict[str, int] = {}
 
     @property
     def mode(self) -> str:
@@ -114,16 +145,20 @@ class Predictor:
     @classmethod
     def from_pretrained(
         cls, model: str | None = None, *, device: str = "cpu", dtype: str = "auto", mode: str = "prefill",
-        mask_threshold: float = 0.0, backend: str = "torch",
+        mask_threshold: float = 0.0, backend: str = "torch", cpu_fallback: bool = False,
     ) -> Predictor:
         """Load a checkpoint dir, a hub id of one, 'config:<registry name>', a config file, or (None) the
         shipped KeySeg-Tiny, checked against its checksums.
 
         Registry configs and config files build untrained (random/base) weights; the result says so.
-        dtype: 'auto' (bfloat16 on CUDA, float32 on the CPU), float32, float16 or bfloat16; the model is
-        built straight in that dtype on the device, and on CUDA float32 matmuls use TF32.
+        dtype: 'auto' (bfloat16 on CUDA, float16 on a GPU without bfloat16, float32 on the CPU),
+        float32, float16 or bfloat16 (refused before loading on a GPU without it); the model is built
+        straight in that dtype on the device, and on CUDA float32 matmuls use TF32.
         backend: 'torch', 'compile', 'onnxruntime', 'tensorrt' or 'auto' (keyseg_core.backends): a named
         backend that cannot load is an error that says why; 'auto' falls back and logs its choice.
+        cpu_fallback: a model that does not fit in GPU memory is loaded on the CPU (float32) with one
+        warning, instead of an OutOfGpuMemory error. Off by default: a robot that silently runs a
+        GPU-sized model on its CPU misses every deadline; where slow is better than nothing, allow it.
         """
         check_backend(backend)
         if mode not in MODES:
@@ -135,15 +170,23 @@ class Predictor:
         if torch_device.type == "cuda":
             enable_tf32()
         name = model or str(shipped_checkpoint())
-        untrained = True
-        if name.startswith(CONFIG_PREFIX):
-            net, proc = build_model(registry_config(name[len(CONFIG_PREFIX):]), torch_dtype, torch_device)
-        elif Path(name).suffix in (".json", ".yaml", ".yml") and Path(name).is_file():
-            net, proc = build_model(KeySegConfig.from_file(name), torch_dtype, torch_device)
+        try:
+            net, proc, untrained = _load_model(name, torch_dtype, torch_device)
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            cause = (f"out of GPU memory on {torch_device} while loading model '{name}' in "
+                     f"{str(torch_dtype).replace('torch.', '')} ({summary(exc)})")
         else:
-            directory = _checkpoint_dir(name)
-            net, proc = load_checkpoint(directory, torch_dtype, torch_device)
-            untrained = not json.loads((directory / META_FILE).read_text()).get("train_steps")
+            cause = None
+        if cause is not None:  # outside the except block, so that the partial model is freed
+            free_gpu_memory()
+            if not cpu_fallback:
+                raise OutOfGpuMemory(f"{cause}; free GPU memory, choose a smaller model or dtype, "
+                                     "or allow cpu_fallback")
+            log.warning("%s; loading it on the CPU in float32 instead (cpu_fallback)", cause)
+            torch_device, torch_dtype = torch.device("cpu"), torch.float32
+            net, proc, untrained = _load_model(name, torch_dtype, torch_device)
         choice = use_backend(net.eval(), backend, torch_device)
         return cls(net, proc, model_name=name, untrained=untrained, mode=mode, mask_threshold=mask_threshold,
                    backend=choice)
@@ -155,6 +198,7 @@ class Predictor:
         """Segment what `query` asks for in one HxWx3 uint8 RGB image."""
         return self.predict_batch([image], [query])[0]
 
+    @_oom_reported("predicting a batch")
     @torch.inference_mode()
     def predict_batch(self, images: list[np.ndarray], queries: list[str]) -> list[Prediction]:
         """Segment several images, one query each, in one batched forward pass."""
@@ -203,6 +247,7 @@ class Predictor:
         self._frame = self.encode_frame(image)
         return self._frame
 
+    @_oom_reported("predicting queries on a frame")
     @torch.inference_mode()
     def predict_queries(self, queries: list[str], frame: Frame | None = None) -> list[Prediction]:
         """Several queries on one frame (default: the `set_image` one) as one batch; the frame's
@@ -233,6 +278,7 @@ class Predictor:
 
     # ---- the two clocks: reason once per question, segment every frame ----
 
+    @_oom_reported("reasoning on a frame")
     @torch.inference_mode()
     def reason(self, image: np.ndarray, query: str) -> Reasoning:
         """The LLM-bound half on one frame: S_hat, keyword and answer for `query` (timings included)."""
@@ -244,6 +290,7 @@ class Predictor:
         reasoning.finished = time.monotonic()
         return reasoning
 
+    @_oom_reported("segmenting a frame")
     @torch.inference_mode()
     def segment(self, image: np.ndarray, reasoning: Reasoning, mask_prompt: torch.Tensor | None = None
                 ) -> tuple[Prediction, torch.Tensor]:
@@ -258,6 +305,29 @@ class Predictor:
             prediction = self._prediction(reasoning, segmented.logits)
         (prediction,) = self._timed([prediction], timer, start)
         return prediction, segmented.low_res[:1]
+
+    # ---- out of GPU memory ----
+
+    def _out_of_memory(self, call: str, what: str, cause: str) -> OutOfGpuMemory:
+        """Free the failed call's memory and count it; the OOM_STEP_DOWN-th in a row of one call steps
+        'auto' down to the next backend (the frame still fails: the next one runs on the new backend)."""
+        free_gpu_memory()
+        streak = self._oom_streak[call] = self._oom_streak.get(call, 0) + 1
+        message = f"out of GPU memory on {self.device} while {what} (backend '{self.backend.name}'): {cause}"
+        if streak >= OOM_STEP_DOWN:
+            message += self._step_down(f"ran out of GPU memory on {streak} calls of {call} in a row")
+        return OutOfGpuMemory(message)
+
+    def _step_down(self, why: str) -> str:
+        """Under 'auto', the next backend in place of this one: what happened, for the error line."""
+        with self.llm_lock, self.sam_lock:
+            old = self.backend
+            new = step_down(self.model, old, self.device, why)
+            if new is None:
+                return ""
+            self.backend, self.reasoner.vision = new, new.vision
+            self._oom_streak.clear()
+        return f"; backend auto stepped down from '{old.name}' to '{new.name}'"
 
     # ---- results ----
 
@@ -276,19 +346,15 @@ class Predictor:
         return results
 
 
-def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """'auto' -> bfloat16 on CUDA, float32 elsewhere; a named dtype as is."""
-    if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype '{dtype}' is not one of auto, {', '.join(DTYPES)}")
-    return DTYPES[dtype]
-
-
-def enable_tf32() -> None:
-    """What stays in float32 on CUDA (SAM's postprocessing, a float32 model) uses TF32 tensor cores."""
-    torch.set_float32_matmul_precision("high")
-    torch.backends.cudnn.allow_tf32 = True
+def _load_model(name: str, dtype: torch.dtype, device: torch.device) -> tuple[KeySegModel, KeySegProcessor, bool]:
+    """(model, processor, untrained) from a registry config, a config file or a checkpoint."""
+    if name.startswith(CONFIG_PREFIX):
+        return *build_model(registry_config(name[len(CONFIG_PREFIX):]), dtype, device), True
+    if Path(name).suffix in (".json", ".yaml", ".yml") and Path(name).is_file():
+        return *build_model(KeySegConfig.from_file(name), dtype, device), True
+    directory = _checkpoint_dir(name)
+    net, proc = load_checkpoint(directory, dtype, device)
+    return net, proc, not json.loads((directory / META_FILE).read_text()).get("train_steps")
 
 
 def _checkpoint_dir(name: str) -> Path:

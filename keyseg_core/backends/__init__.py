@@ -11,7 +11,12 @@ decoder); the LLM and the fusion module always run in torch.
 
 Every backend is loaded and run once at load time (a warm-up), so one that cannot work fails there
 with a message that says why, never at the first frame. A named backend that cannot load is an error;
-`auto` moves on to the next.
+`auto` moves on to the next. Out of GPU memory while loading one is said in one line (device, backend,
+torch's first sentences) and the memory it took is freed before the next is tried.
+
+A backend that keeps running out of GPU memory on frames can be stepped down from (`step_down`,
+called by the predictor): under `auto`, the next one in AUTO_ORDER is loaded in its place. For that,
+`auto` keeps the torch SAM that onnxruntime or TensorRT replaced, moved to the host.
 """
 
 from __future__ import annotations
@@ -22,8 +27,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ..gpu_memory import free_gpu_memory, is_out_of_memory, summary
+
 if TYPE_CHECKING:
     import torch
+    from torch import nn
 
     from ..model import KeySegModel
 
@@ -48,7 +56,8 @@ class BackendChoice:
     """Which backend runs the per-frame graphs, and why.
 
     vision: the vision tower + projector replacement ((B, 3, s, s) -> (B, n_img, d)), or None when
-    the model's own tower runs. skipped: (backend, reason) of each one `auto` passed over.
+    the model's own tower runs. skipped: (backend, reason) of each one `auto` passed over or stepped
+    down from. torch_sam: under `auto`, the model's torch SAM (for `step_down`).
     """
 
     name: str
@@ -56,6 +65,7 @@ class BackendChoice:
     reason: str
     skipped: list[tuple[str, str]] = field(default_factory=list)
     vision: Callable | None = None
+    torch_sam: nn.Module | None = None
 
     def describe(self) -> str:
         text = f"backend '{self.name}' ({self.reason})"
@@ -117,22 +127,55 @@ def use_backend(model: KeySegModel, backend: str, device: torch.device) -> Backe
     to do instead); under 'auto' each failure is logged once and the next backend is tried.
     """
     check_backend(backend)
-    auto = backend == "auto"
-    skipped: list[tuple[str, str]] = []
-    for name in AUTO_ORDER if auto else (backend,):
+    if backend != "auto":
+        return _first_that_loads(model, (backend,), device, backend, [], None)
+    return _first_that_loads(model, AUTO_ORDER, device, backend, [], model.sam)
+
+
+def step_down(model: KeySegModel, choice: BackendChoice, device: torch.device, why: str) -> BackendChoice | None:
+    """Under `auto`, replace `choice` by the next backend in AUTO_ORDER that loads; None when there is
+    none (a named backend, or torch already). The model's torch SAM comes back first, since every
+    backend is loaded from it; what the old backend held is freed before the next one loads."""
+    rest = AUTO_ORDER[AUTO_ORDER.index(choice.name) + 1:]
+    if choice.torch_sam is None or not rest:
+        return None
+    log.warning("backend auto: %s %s; stepping down to the next backend", choice.name, why)
+    model.sam = choice.torch_sam  # the old backend's runtime goes with the module it replaced
+    free_gpu_memory()
+    model.sam.to(device)
+    return _first_that_loads(model, rest, device, choice.requested, [*choice.skipped, (choice.name, why)],
+                             choice.torch_sam)
+
+
+def _first_that_loads(model: KeySegModel, names: tuple[str, ...], device: torch.device, requested: str,
+                      skipped: list[tuple[str, str]], torch_sam: nn.Module | None) -> BackendChoice:
+    """The first of `names` that loads; each failure is logged (auto) or raised (a named backend)."""
+    auto = requested == "auto"
+    for name in names:
         why = unavailable_reason(name, device, auto=auto)
-        if why is None:
-            try:
-                reason, vision = _load(name, model, device)
-            except Exception as exc:  # noqa: BLE001 - any load failure is reported by name, then skipped
-                why = str(exc) if isinstance(exc, BackendUnavailable) else f"{type(exc).__name__}: {exc}"
-            else:
-                choice = BackendChoice(name, backend, reason, skipped, vision)
-                if auto:
-                    log.info("backend auto: chose %s", choice.describe())
-                return choice
+        loaded = _try_load(name, model, device) if why is None else why
+        if not isinstance(loaded, str):
+            choice = BackendChoice(name, requested, loaded[0], skipped, loaded[1], torch_sam)
+            if torch_sam is not None and not any(m is torch_sam for m in model.sam.modules()):
+                torch_sam.to("cpu")  # replaced, not wrapped: kept for step_down, off the GPU
+                free_gpu_memory()
+            if auto:
+                log.info("backend auto: chose %s", choice.describe())
+            return choice
         if not auto:
-            raise BackendUnavailable(f"backend '{name}' cannot run: {why}")
-        skipped.append((name, why))
-        log.warning("backend auto: %s cannot run (%s); trying the next backend", name, why)
+            raise BackendUnavailable(f"backend '{name}' cannot run: {loaded}")
+        skipped.append((name, loaded))
+        log.warning("backend auto: %s cannot run (%s); trying the next backend", name, loaded)
     raise AssertionError("torch is always available")  # pragma: no cover
+
+
+def _try_load(name: str, model: KeySegModel, device: torch.device) -> tuple[str, Callable | None] | str:
+    """_load's result, or why it failed in one line (after freeing what an out-of-memory load held)."""
+    try:
+        return _load(name, model, device)
+    except Exception as exc:  # noqa: BLE001 - any load failure is reported by name, then skipped
+        if not is_out_of_memory(exc):
+            return str(exc) if isinstance(exc, BackendUnavailable) else f"{type(exc).__name__}: {exc}"
+        why = f"out of GPU memory on {device} while loading it ({summary(exc)})"
+    free_gpu_memory()  # outside the except block: the traceback no longer holds the load's tensors
+    return why

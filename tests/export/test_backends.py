@@ -65,6 +65,30 @@ def test_auto_falls_back_to_torch_when_a_backend_fails_to_load(tiny_model, monke
     assert tiny_model.sam is sam  # a failed backend leaves the model as it was
 
 
+def test_out_of_gpu_memory_while_loading_a_backend_is_one_line_then_the_next(tiny_model, cuda_oom, monkeypatch,
+                                                                             caplog):
+    from keyseg_core.backends import onnxruntime_sam
+
+    def on_a_full_gpu(*args, **kwargs):
+        raise cuda_oom
+
+    frees = []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: frees.append(1))
+    monkeypatch.setattr(onnxruntime_sam, "load_onnxruntime", on_a_full_gpu)
+    cause = ("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 79.19 GiB of which "
+             "1.06 GiB is free.")
+    with caplog.at_level(logging.WARNING, logger="keyseg.backends"):
+        choice = use_backend(tiny_model, "auto", CPU)
+    assert choice.name == "torch" and len(frees) == 1
+    assert dict(choice.skipped)["onnxruntime"] == f"out of GPU memory on cpu while loading it ({cause})"
+    assert sum("onnxruntime cannot run (out of GPU memory" in r.message for r in caplog.records) == 1
+    monkeypatch.setattr(torch, "compile", lambda *a, **k: on_a_full_gpu)  # OOM inside the warm-up's wrapper
+    with pytest.raises(BackendUnavailable, match=r"^backend 'compile' cannot run: out of GPU memory on cpu while "
+                                                 r"loading it \(torch.compile failed while warming up"):
+        use_backend(tiny_model, "compile", CPU)
+    assert isinstance(tiny_model.sam, SamSegmenter)
+
+
 def test_a_named_backend_that_cannot_run_is_an_error_with_the_reason(tiny_model, monkeypatch):
     with pytest.raises(BackendUnavailable, match="backend 'tensorrt' cannot run: TensorRT is not installed"):
         use_backend(tiny_model, "tensorrt", CPU)
