@@ -336,7 +336,7 @@ class KeySegNode(LifecycleNode):
         return Predictor.from_pretrained(
             self._param("model") or None, device=self._param("device"),
             dtype=self._param("precision"), mask_threshold=self._param("mask_threshold"),
-            backend=self._param("backend"))
+            backend=self._param("backend"), cpu_fallback=self._param("cpu_fallback"))
 
     def _make_stream(self, halt: threading.Event):
         """The streaming driver: reasoning on its own thread, through this node's fault drill and

@@ -104,8 +104,13 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "precision", "auto",
         f"Model weights and compute precision: {', '.join(PRECISIONS)}. auto: bfloat16 on CUDA "
-        "(TF32 for what stays float32), float32 on the CPU.",
+        "(TF32 for what stays float32), float16 on a GPU without bfloat16, float32 on the CPU.",
         _choice(*PRECISIONS)),
+    ParamSpec(
+        "cpu_fallback", False,
+        "When the model does not fit in GPU memory at configure: true loads it on the CPU in float32 "
+        "(one warning; slow), false fails the configure transition with the reason.",
+        _any),
     ParamSpec(
         "streaming", True,
         "Reason once per question, segment every frame: a new query (or reasoning_period, or a "
