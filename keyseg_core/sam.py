@@ -169,6 +169,20 @@ def postprocess_masks(
     return x[:, 0]
 
 
+class ImageByImageDecoding:
+    """`decode_batch` for segmenters whose decoder takes one image per call (exported ONNX / TensorRT
+    graphs, graphs compiled for static shapes): the batch's images go through `decode` in turn."""
+
+    def decode_batch(self, embeddings: torch.Tensor, prompts: torch.Tensor,
+                     mask_inputs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if mask_inputs is not None and len(embeddings) != 1:
+            raise ValueError("a previous-frame mask prompt belongs to one image; got a batch of "
+                             f"{len(embeddings)}")
+        extra = {} if mask_inputs is None else {"mask_inputs": mask_inputs}
+        decoded = [self.decode(embeddings[i:i + 1], prompts[i], **extra) for i in range(len(embeddings))]
+        return torch.stack([m for m, _ in decoded]), torch.stack([q for _, q in decoded])
+
+
 class SamSegmenter(nn.Module):
     """SAM's encoder (frozen by the caller), prompt encoder and mask decoder, driven by S_hat prompts."""
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..model import KeySegModel, image_features
-from ..sam import SamSegmenter
+from ..sam import ImageByImageDecoding, SamSegmenter
 
 # CUDA graphs replay fixed shapes: the encoder at SAM's image size and the decoder at one prompt are
 # captured once; another prompt count is compiled (and captured) on first use.
@@ -20,7 +20,7 @@ CUDA_MODE = "reduce-overhead"
 CPU_MODE = "default"
 
 
-class CompiledSamSegmenter(nn.Module):
+class CompiledSamSegmenter(ImageByImageDecoding, nn.Module):
     """A SamSegmenter whose encode and decode run compiled; same interface, same weights."""
 
     accepts_mask_prompt = True

@@ -24,13 +24,13 @@ from ..export.exporter import DEFAULT_OPSET, export_sam, export_vision, sam_fing
 from ..export.graphs import PARTS, VISION_PART
 from ..export.manifest import read_manifest
 from ..offline import cache_root
-from ..sam import SamSegmenter
+from ..sam import ImageByImageDecoding, SamSegmenter
 from .ort import CPU, CUDA, create_session, resolve_providers
 
 log = logging.getLogger("keyseg.backends")
 
 
-class OrtSamSegmenter(nn.Module):
+class OrtSamSegmenter(ImageByImageDecoding, nn.Module):
     """Runs an export directory's sam_encoder.onnx and decoder.onnx with onnxruntime."""
 
     accepts_mask_prompt = False  # the exported decoder takes S_hat only

@@ -36,6 +36,7 @@ from torch import nn
 
 from ..export.manifest import read_manifest
 from ..offline import cache_root
+from ..sam import ImageByImageDecoding
 
 log = logging.getLogger("keyseg.backends")
 
@@ -271,7 +272,7 @@ def build_engine(trt, onnx_path: Path, shapes: dict[str, tuple[tuple[int, ...], 
 
 # ---- the backend ----
 
-class TrtSamSegmenter(nn.Module):
+class TrtSamSegmenter(ImageByImageDecoding, nn.Module):
     """SAM encoder and decoder engines behind the SamSegmenter interface (no parameters)."""
 
     accepts_mask_prompt = False
