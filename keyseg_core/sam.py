@@ -215,13 +215,15 @@ class SamSegmenter(nn.Module):
 
     def decode_batch(self, embeddings: torch.Tensor, prompts: torch.Tensor,
                      mask_inputs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """B images' embeddings (B, C, h, w) and N prompts each (B, N, C) -> (B, N, 4h, 4w) logits, (B, N).
+        """B images' embeddings (B, C, h, w) and N prompts each -> (B, N, 4h, 4w) logits, (B, N).
 
-        One decoder call for every prompt of every image: each (image, prompt) pair is decoded on its
-        own, so rows that pad an image's prompts to N change nothing in the others (training drops them).
+        prompts: (B, N, C), one S_hat token per prompt, or (B, N, T, C) prompt sets of T tokens (stage
+        1's point and box prompts from SAM's prompt encoder). One decoder call for every prompt of every
+        image: each (image, prompt) pair is decoded on its own, so rows that pad an image's prompts to N
+        change nothing in the others (training drops them).
         """
         b, n = prompts.shape[:2]
-        sparse = prompts[:, :, None, :]  # (B, N, 1, C): N prompt sets of one token each
+        sparse = prompts[:, :, None, :] if prompts.dim() == 3 else prompts  # (B, N, T, C)
         if mask_inputs is None:
             _, dense = self.sam.prompt_encoder(None, None, None, None)  # no-mask embedding (1, C, h, w)
         else:

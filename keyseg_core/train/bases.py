@@ -221,23 +221,12 @@ class StageOne:
         return soft_cross_entropy(logits, targets)
 
     def decode(self, embeddings: torch.Tensor, sparse: torch.Tensor, batch: SceneBatch) -> torch.Tensor:
-        """(B, C, g, g) embeddings + (B, N, T, C) prompt sets -> (B, N, H, W) mask logits at the scene's size.
-
-        Category prompts (one token) go through SamSegmenter.decode_batch, the decoder call stage 2 and
-        inference make; point and box prompts (two tokens each) through the same mask decoder directly.
-        """
-        sam = self.model.sam
+        """(B, C, g, g) embeddings + (B, N, T, C) prompt sets -> (B, N, H, W) mask logits at the scene's size,
+        by the decoder call stage 2 and inference make (SamSegmenter.decode_batch)."""
         b, n = sparse.shape[:2]
-        if sparse.shape[2] == 1:
-            low = sam.decode_batch(embeddings, sparse[:, :, 0])[0]
-        else:
-            positional = sam.sam.get_image_wide_positional_embeddings().to(embeddings.dtype).expand(b, -1, -1, -1)
-            _, dense = sam.sam.prompt_encoder(None, None, None, None)  # no-mask embedding, shared
-            low = sam.sam.mask_decoder(image_embeddings=embeddings, image_positional_embeddings=positional,
-                                       sparse_prompt_embeddings=sparse.to(embeddings.dtype),
-                                       dense_prompt_embeddings=dense.to(embeddings.dtype), multimask_output=False)[0]
+        low = self.model.sam.decode_batch(embeddings, sparse)[0]
         logits = postprocess_masks(low.reshape(b * n, *low.shape[-2:]), batch.resized_hw, batch.original_hw,
-                                   sam.image_size)
+                                   self.model.sam.image_size)
         return logits.view(b, n, *logits.shape[-2:])
 
     def _prompt_loss(self, batch: SceneBatch, embeddings: torch.Tensor,
