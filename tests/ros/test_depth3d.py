@@ -73,6 +73,14 @@ def _image(msgs, header):
     return msgs.Image(header=header, width=WIDTH, height=HEIGHT, encoding="rgb8", step=WIDTH * 3)
 
 
+def _answer_frame(stage, msgs, sec: int, masks, depth, make_depth=None, make_info=None) -> None:
+    """One answered frame at stamp `sec` with its depth (32FC1 unless `make_depth`) and camera_info."""
+    header = _header(msgs, sec)
+    stage.answer(header, masks)
+    depth_msg = make_depth(msgs, header, depth) if make_depth else _depth_msg(msgs, header, depth, "32FC1")
+    stage.target3d.on_synced(_image(msgs, header), depth_msg, (make_info or _info)(msgs, header))
+
+
 class Stage:
     """A Target3D with recording publish/log, as keyseg_node wires it."""
 
@@ -194,9 +202,7 @@ def test_a_static_transform_moves_the_point_exactly(msgs, scene):
     masks = [m for _, m in _objects(scene)]
     plain, moved = Stage(), Stage(target_frame="base_link", tf_buffer=StandInBuffer(static))
     for stage in (plain, moved):
-        header = _header(msgs, 30)
-        stage.answer(header, masks)
-        stage.target3d.on_synced(_image(msgs, header), _depth_msg(msgs, header, depth, "32FC1"), _info(msgs, header))
+        _answer_frame(stage, msgs, 30, masks, depth)
     p = plain.outputs[0].point.point
     m = moved.outputs[0].point.point
     # the rotation takes optical (x, y, z) to base (z, -x, -y); then the translation
@@ -211,10 +217,7 @@ def test_a_static_transform_moves_the_point_exactly(msgs, scene):
 
     unknown = Stage(target_frame="no_such_frame", tf_buffer=StandInBuffer(static))
     for sec in range(3):
-        header = _header(msgs, 40 + sec)
-        unknown.answer(header, masks)
-        unknown.target3d.on_synced(_image(msgs, header), _depth_msg(msgs, header, depth, "32FC1"),
-                                   _info(msgs, header))
+        _answer_frame(unknown, msgs, 40 + sec, masks, depth)
     assert unknown.outputs == [] and unknown.stats.counts["tf_failures"] == 3
     assert len(unknown.logger.lines) == 1 and "'no_such_frame'" in unknown.logger.lines[0]
 
@@ -223,9 +226,7 @@ def test_target_frame_without_tf2_is_said_once(msgs, scene):
     depth = plane_depth(scene.labels)
     stage = Stage(target_frame="map", tf_buffer=None)
     for sec in range(3):
-        header = _header(msgs, 50 + sec)
-        stage.answer(header, [scene.labels > 0])
-        stage.target3d.on_synced(_image(msgs, header), _depth_msg(msgs, header, depth, "32FC1"), _info(msgs, header))
+        _answer_frame(stage, msgs, 50 + sec, [scene.labels > 0], depth)
     assert stage.outputs == [] and stage.stats.counts["tf_failures"] == 3
     assert len(stage.logger.lines) == 1 and "target_frame 'map'" in stage.logger.lines[0]
 
@@ -250,14 +251,10 @@ def test_bad_depth_is_said_once_and_counted(msgs, scene, case):
     depth = plane_depth(scene.labels)
     stage = Stage()
     for sec in range(4):
-        header = _header(msgs, 60 + sec)
-        stage.answer(header, [scene.labels > 0])
-        stage.target3d.on_synced(_image(msgs, header), make_depth(msgs, header, depth), make_info(msgs, header))
+        _answer_frame(stage, msgs, 60 + sec, [scene.labels > 0], depth, make_depth, make_info)
     assert stage.outputs == [] and stage.stats.counts["bad_depth"] == 4
     assert len(stage.logger.lines) == 1 and expected in stage.logger.lines[0], stage.logger.lines
-    header = _header(msgs, 70)  # good input again: 3D outputs resume
-    stage.answer(header, [scene.labels > 0])
-    stage.target3d.on_synced(_image(msgs, header), _depth_msg(msgs, header, depth, "32FC1"), _info(msgs, header))
+    _answer_frame(stage, msgs, 70, [scene.labels > 0], depth)  # good input again: 3D outputs resume
     assert len(stage.outputs) == 1
 
 
@@ -275,9 +272,7 @@ def test_too_few_valid_points_give_no_3d_output_said_once(msgs, scene):
     depth = np.full((HEIGHT, WIDTH), np.nan, np.float32)
     stage = Stage()
     for sec in range(3):
-        header = _header(msgs, 90 + sec)
-        stage.answer(header, [scene.labels > 0])
-        stage.target3d.on_synced(_image(msgs, header), _depth_msg(msgs, header, depth, "32FC1"), _info(msgs, header))
+        _answer_frame(stage, msgs, 90 + sec, [scene.labels > 0], depth)
     assert stage.outputs == [] and stage.stats.counts["too_few_points"] == 3
     assert len(stage.logger.lines) == 1 and "fewer than min_points=20" in stage.logger.lines[0]
 
