@@ -10,6 +10,8 @@
 #                                           # (default $OUT or out/gpu)
 #   bash scripts/bench_gpu.sh --dry-run [OUT_DIR]   # the same steps on the CPU at tiny sizes: proves
 #                                           # the script, its JSON and its table before device time
+#   bash scripts/bench_gpu.sh --only sam_b,preprocess [OUT_DIR]   # some of the steps below (a short
+#                                           # run after another on a warm machine)
 #
 # With the device tool: run(command="bash scripts/bench_gpu.sh", carry=["out/gpu_cache"], timeout_s=590).
 # Steps, each under its own time limit so a slow one cannot take the others with it:
@@ -38,8 +40,17 @@ if [ "${1:-}" = "--prepare" ]; then
   exit 0
 fi
 
-DRY=0
-if [ "${1:-}" = "--dry-run" ]; then DRY=1; shift; fi
+DRY=0 ONLY=sam_h,sam_b,preprocess
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --dry-run) DRY=1; shift ;;
+    --only) ONLY="$2"; shift 2 ;;
+    *) break ;;
+  esac
+done
+for name in ${ONLY//,/ }; do
+  case "$name" in sam_h|sam_b|preprocess) ;; *) echo "--only: '$name' is not sam_h, sam_b or preprocess"; exit 2 ;; esac
+done
 OUT_DIR="${1:-${OUT:-$ROOT/out/gpu}}"
 mkdir -p "$OUT_DIR"
 PARTS="$(mktemp -d)"
@@ -73,6 +84,7 @@ fi
 PART_ARGS=()
 step() {  # name, time limit (s), then the command; its JSON goes to $PARTS/name.json
   local name="$1" limit="$2"; shift 2
+  [[ ",$ONLY," == *",$name,"* ]] || return 0
   echo "=== $name (limit ${limit}s) ==="
   local start=$SECONDS
   timeout "$limit" "$@" --json "$PARTS/$name.json"
