@@ -36,6 +36,9 @@ class Prediction:
         fresh_reasoning: True when this frame had its own reasoning pass (always, outside streaming);
             False when its mask came from S_hat reasoned on an earlier frame (keyseg_core.streaming).
         reasoning_age_s: seconds between the frame the reasoning ran on and this one (0 when fresh).
+        present: False when the model's presence calibration (keyseg_core.presence) says the asked-for
+            object is not in view: the mask is then empty, `box` None, and `answer` says so; True
+            otherwise, and always for a checkpoint without a calibration.
     """
 
     mask: np.ndarray
@@ -50,6 +53,7 @@ class Prediction:
     keyword_candidates: int = 0
     fresh_reasoning: bool = True
     reasoning_age_s: float = 0.0
+    present: bool = True
 
 
 # Stage names used in `Prediction.timings_ms` and by `keyseg bench`, in pipeline order.

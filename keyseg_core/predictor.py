@@ -37,6 +37,7 @@ from .gpu_memory import OutOfGpuMemory, free_gpu_memory, is_out_of_memory, summa
 from .model import KeySegModel
 from .precision import enable_tf32, resolve_dtype
 from .prediction import STAGES, Prediction
+from .presence import PRESENCE_FILE, PresenceCalibration, not_here
 from .processor import KeySegProcessor, validate_image
 from .reasoner import MODES, FrameFeatures, Reasoner, Reasoning, cache_token_tables
 from .segmenter import EncodedFrame, Segmenter, to_prediction
@@ -118,6 +119,7 @@ class Predictor:
         mask_threshold: float = 0.0,
         max_new_tokens: int = 48,
         backend: BackendChoice | None = None,
+        presence: PresenceCalibration | None = None,
     ) -> None:
         self.model = model.eval()
         cache_token_tables(model)  # exact; skips peft's per-call rebuild of the (V, d) tables
@@ -125,6 +127,7 @@ class Predictor:
         self.model_name = model_name
         self.untrained = untrained
         self.mask_threshold = mask_threshold
+        self.presence = presence  # None: every answer is taken as present (the paper's behaviour)
         self.backend = backend or BackendChoice("torch", "torch", "requested")
         self.reasoner = Reasoner(model, processor, mode=mode, max_new_tokens=max_new_tokens,
                                  vision=self.backend.vision)
@@ -145,7 +148,7 @@ class Predictor:
     @classmethod
     def from_pretrained(
         cls, model: str | None = None, *, device: str = "cpu", dtype: str = "auto", mode: str = "prefill",
-        mask_threshold: float = 0.0, backend: str = "torch", cpu_fallback: bool = False,
+        mask_threshold: float = 0.0, backend: str = "torch", cpu_fallback: bool = False, presence: bool = True,
     ) -> Predictor:
         """Load a checkpoint dir, a hub id of one, 'config:<registry name>', a config file, or (None) the
         shipped KeySeg-Tiny, checked against its checksums.
@@ -159,6 +162,9 @@ class Predictor:
         cpu_fallback: a model that does not fit in GPU memory is loaded on the CPU (float32) with one
         warning, instead of an OutOfGpuMemory error. Off by default: a robot that silently runs a
         GPU-sized model on its CPU misses every deadline; where slow is better than nothing, allow it.
+        presence: apply the checkpoint's presence calibration (its presence.json, written by `keyseg
+        eval-presence`), so that an object out of view gets "not here" (Prediction.present False)
+        instead of a mask; False answers every query with a mask, as the paper does.
         """
         check_backend(backend)
         if mode not in MODES:
@@ -188,8 +194,9 @@ class Predictor:
             torch_device, torch_dtype = torch.device("cpu"), torch.float32
             net, proc, untrained = _load_model(name, torch_dtype, torch_device)
         choice = use_backend(net.eval(), backend, torch_device)
+        calibration = _presence_calibration(name) if presence else None
         return cls(net, proc, model_name=name, untrained=untrained, mode=mode, mask_threshold=mask_threshold,
-                   backend=choice)
+                   backend=choice, presence=calibration)
 
     # ---- one-shot: image + query -> prediction ----
 
@@ -332,8 +339,11 @@ class Predictor:
     # ---- results ----
 
     def _prediction(self, reasoning: Reasoning, logits: torch.Tensor) -> Prediction:
-        return to_prediction(reasoning, logits, self.mask_threshold, untrained=self.untrained,
-                             candidates=len(self.keyword_candidates))
+        prediction = to_prediction(reasoning, logits, self.mask_threshold, untrained=self.untrained,
+                                   candidates=len(self.keyword_candidates))
+        if self.presence is not None and not self.presence.present(prediction):
+            return not_here(prediction)
+        return prediction
 
     @staticmethod
     def _timed(results: list[Prediction], timer: StageTimer, start: float) -> list[Prediction]:
@@ -355,6 +365,12 @@ def _load_model(name: str, dtype: torch.dtype, device: torch.device) -> tuple[Ke
     directory = _checkpoint_dir(name)
     net, proc = load_checkpoint(directory, dtype, device)
     return net, proc, not json.loads((directory / META_FILE).read_text()).get("train_steps")
+
+
+def _presence_calibration(name: str) -> PresenceCalibration | None:
+    """The presence calibration saved beside a local checkpoint (None for configs, hub ids, or none saved)."""
+    path = Path(name) / PRESENCE_FILE
+    return PresenceCalibration.load(path) if path.is_file() else None
 
 
 def _checkpoint_dir(name: str) -> Path:

@@ -361,3 +361,36 @@ def make_queries(
         if not is_valid(q.spec, objects, kb):
             raise RuntimeError(f"query {q.text!r} does not single out {target}")
     return queries
+
+
+ABSENT_TYPES = ("name", "use", "property")  # kind/size/spatial name no single category when none is there
+
+
+def absent_specs(target: str, objects: Sequence[ObjectInfo], kb: Knowledge) -> list[QuerySpec]:
+    """Specs about `target` that nothing in the scene answers: the target is not there, and no object
+    holds the fact (not even arguably, `also`) or has the noun's kind. Empty when `target` is present."""
+    if any(o.category == target for o in objects):
+        return []
+    cat = kb.category(target)
+    specs = [QuerySpec("name", target)]
+    specs += [QuerySpec("use", target, fact=f) for f in cat.uses]
+    specs += [QuerySpec("property", target, fact=f, noun_kind=n) for f in cat.properties for n in (None, *cat.kinds)]
+    return [s for s in specs
+            if not any(resolve(s, objects, kb).matches + resolve(s, objects, kb).ambiguous)
+            and (s.type == "name" or target in kb.facts[s.fact].members)]
+
+
+def absent_query(objects: Sequence[ObjectInfo], kb: Knowledge, rng: np.random.Generator, *, test: bool,
+                 categories: Sequence[str] | None = None) -> Query:
+    """One query about an object the scene does not hold ("not here": the right answer is nothing),
+    worded like the present ones (held-out templates on test). Its type is drawn from ABSENT_TYPES
+    among those some absent category supports; `categories` limits the absent targets."""
+    present = {o.category for o in objects}
+    pool = [c for c in (categories or sorted(kb.categories)) if c not in present]
+    for i in rng.permutation(len(pool)):
+        specs = absent_specs(pool[int(i)], objects, kb)
+        if specs:
+            qtype = ABSENT_TYPES[int(rng.integers(len(ABSENT_TYPES)))]
+            of_type = [s for s in specs if s.type == qtype] or specs
+            return render_query(of_type[int(rng.integers(len(of_type)))], kb, rng, test)
+    raise ValueError(f"no category outside this scene ({sorted(present)}) can be asked about")

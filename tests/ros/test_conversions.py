@@ -68,6 +68,12 @@ def test_mask_result_and_box(conv):
                                       keyword_topk=[], answer="", box=None),
                            header=frame.header, query="q", mask=mask_msg, model="m", node_timings_ms={})
     assert not empty.has_box and empty.box.width == 0
+    assert result.present and empty.present  # a prediction that was not judged absent
+    from keyseg_core.presence import not_here
+
+    gone = conv.to_result(not_here(pred), header=frame.header, query="q", mask=conv.mask_to_image(pred.mask, frame.header),
+                          model="m", node_timings_ms={})
+    assert not gone.present and gone.keyword == "" and not gone.has_box and gone.answer == "I don't see the mug here."
 
 
 def test_overlay_changes_only_the_mask_and_the_label(ros_install):
