@@ -103,8 +103,12 @@ stage1() {  # name: train, score and pack one candidate; its own log lines are p
   echo "=== $name eval-bases: exit $?, $((SECONDS - start)) s ==="
   tar -c -C "$run" final heads.safetensors metrics.csv summary.json bases_config.json | split -b 15M - "$OUT_DIR/$name.tar.part-"
 }
+PIDS=()
 for name in "${NAMES[@]}"; do
   stage1 "$name" 2>&1 | sed -u "s/^/[$name] /" &
+  PIDS+=($!)
 done
-wait
+# wait for the candidates only: a bare `wait` also waits for the log's tee (its process substitution),
+# which ends only when this script does; on the H200 that hung the run until its time limit
+wait "${PIDS[@]}"
 ls -l "$OUT_DIR"
