@@ -394,3 +394,38 @@ def absent_query(objects: Sequence[ObjectInfo], kb: Knowledge, rng: np.random.Ge
             of_type = [s for s in specs if s.type == qtype] or specs
             return render_query(of_type[int(rng.integers(len(of_type)))], kb, rng, test)
     raise ValueError(f"no category outside this scene ({sorted(present)}) can be asked about")
+
+
+# "all the fruit": every object of a kind the scene holds two or more of. Not part of make_queries (the
+# training data has one target per query); keyseg eval-instances asks them to count instances.
+ALL_TEMPLATES: tuple[str, ...] = (
+    "all the {plural}",
+    "Segment all the {plural}.",
+    "Show me every {noun} in this picture.",
+    "Where are the {plural} in this image?",
+    "Find each {noun} you can see.",  # test only (the last HELD_OUT_TEMPLATES)
+    "Mark all of the {plural} here.",
+)
+
+
+@dataclass(frozen=True)
+class MultiQuery:
+    """A query about several objects: every category of `kind` in the scene."""
+
+    kind: str
+    targets: tuple[str, ...]
+    text: str
+
+
+def multi_instance_query(objects: Sequence[ObjectInfo], kb: Knowledge, rng: np.random.Generator, *,
+                         test: bool) -> MultiQuery | None:
+    """One "all the <kind>" query over a kind with >= 2 objects in the scene (None when none has)."""
+    kinds = sorted({k for o in objects for k in kb.category(o.category).kinds})
+    groups = [(k, tuple(o.category for o in objects if kb.has_kind(o.category, k))) for k in kinds]
+    groups = [(k, members) for k, members in groups if len(members) >= 2]
+    if not groups:
+        return None
+    kind, members = groups[int(rng.integers(len(groups)))]
+    _, template = _pick(rng, ALL_TEMPLATES, HELD_OUT_TEMPLATES, test)
+    noun = kb.kinds[kind]
+    return MultiQuery(kind, members, template.format(noun=noun.noun, plural=noun.plural))
