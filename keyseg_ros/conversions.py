@@ -127,7 +127,7 @@ def to_result(
     return SegmentationResult(
         header=header,
         query=query,
-        present=bool(getattr(prediction, "present", True)),
+        present=bool(prediction.present),
         keyword=prediction.keyword,
         keyword_prob=float(prediction.keyword_prob),
         keyword_topk=[

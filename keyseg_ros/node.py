@@ -705,7 +705,10 @@ class KeySegNode(LifecycleNode):
                                     self._param("min_instance_area"))
         overlay = None
         if self._param("publish_overlay") and self._overlay_pub.get_subscription_count():
-            label = f"{prediction.keyword} ({prediction.score:.2f})" if prediction.keyword else query
+            if not prediction.present:
+                label = f"not here: {query}"
+            else:
+                label = f"{prediction.keyword} ({prediction.score:.2f})" if prediction.keyword else query
             overlay = conversions.rgb_to_image(draw_overlay(rgb, prediction.mask, label), header)
         with self._publish_lock:
             if not self._active or self._stopping.is_set() or received <= self._last_published:

@@ -45,7 +45,7 @@ from keyseg_core.scenes import load_knowledge
 from . import state as ckpt
 from .bases_config import BasesConfig
 from .logger import MetricsLogger
-from .loop import learning_rate, make_optimizer
+from .loop import learning_rate, make_optimizer, set_lr
 from .scene_source import PreparedScene, SceneSource, SceneSpec, default_workers
 
 PROMPT_KINDS = ("point", "box", "category")
@@ -389,8 +389,7 @@ def pretrain_bases(config: BasesConfig, *, resume: bool = False, stop_at: int | 
         if step >= end:
             break
         lr = learning_rate(step, config)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        set_lr(optimizer, lr)
         t0 = time.perf_counter()
         batch = stage.stack(scenes)
         with autocast:

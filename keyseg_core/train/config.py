@@ -84,10 +84,20 @@ class OptimizerConfig:
     betas: list[float] = _help("AdamW betas", default_factory=lambda: [0.9, 0.95])
     eps: float = _help("AdamW epsilon", default=1e-8)
     weight_decay: float = _help("decoupled weight decay (not applied to biases and norms)", default=0.0)
+    lr_scale: dict[str, float] = _help(
+        "learning-rate multipliers by parameter-name prefix (names in the KeySeg model, or in stage 1's "
+        "vision_tower/sam/heads), e.g. {sam.: 0.0} keeps a stage-1 SAM as it is while still saving it; "
+        "the longest matching prefix wins, and every prefix must match a trainable parameter",
+        default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.lr > 0:
             raise ValueError(f"lr: {self.lr} must be > 0")
+        for prefix, scale in self.lr_scale.items():
+            if not isinstance(prefix, str) or not prefix:
+                raise ValueError(f"lr_scale: key {prefix!r} must be a parameter-name prefix such as 'sam.'")
+            if not isinstance(scale, (int, float)) or isinstance(scale, bool) or scale < 0:
+                raise ValueError(f"lr_scale.{prefix}: {scale!r} must be a number >= 0")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"betas: {self.betas} must be two numbers in [0, 1)")
         if self.weight_decay < 0:

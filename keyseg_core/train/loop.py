@@ -99,14 +99,31 @@ class LossModule(torch.nn.Module):
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW over trainable parameters; no weight decay on biases, norms and other 1-D tensors."""
-    decay, no_decay = [], []
-    for _, p in model.named_parameters():
-        if p.requires_grad:
-            (decay if p.ndim >= 2 else no_decay).append(p)
+    """AdamW over trainable parameters; no weight decay on biases, norms and other 1-D tensors; each
+    group carries its `lr_scale` (optimizer.lr_scale, by longest name prefix), applied by `set_lr`."""
     o = config.optimizer
-    groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps)
+    prefixes = sorted(o.lr_scale, key=len, reverse=True)
+    groups: dict[tuple[bool, float], list] = {}
+    used = set()
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        name = name.removeprefix("module.").removeprefix("model.")  # DDP's and LossModule's wrappers
+        prefix = next((x for x in prefixes if name.startswith(x)), None)
+        used.add(prefix)
+        groups.setdefault((p.ndim >= 2, o.lr_scale[prefix] if prefix else 1.0), []).append(p)
+    unused = [x for x in prefixes if x not in used]
+    if unused:
+        raise ValueError(f"optimizer.lr_scale.{unused[0]}: matches no trainable parameter name")
+    param_groups = [{"params": params, "weight_decay": o.weight_decay if decay else 0.0, "lr_scale": scale}
+                    for (decay, scale), params in sorted(groups.items(), key=lambda kv: (not kv[0][0], kv[0][1]))]
+    return torch.optim.AdamW(param_groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """The schedule's lr for this step, times each group's lr_scale."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
 def weights_digest(model: torch.nn.Module) -> str:
@@ -228,8 +245,7 @@ def train(config: TrainConfig, *, resume: bool = False, stop_at: int | None = No
     bar = tqdm(total=config.max_steps, initial=state.step, disable=not (main and progress), desc="train", dynamic_ncols=True)
     while state.step < end:
         lr = learning_rate(state.step, config)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        set_lr(optimizer, lr)
         t0 = time.perf_counter()
         sums = torch.zeros(len(LOSS_KEYS) + 1, device=accelerator.device)
         for _ in range(config.grad_accum):

@@ -37,6 +37,7 @@ def test_defaults_are_lisa_and_model_resolves():
     ({"model_overrides": {"fusion": {"preset": "nope"}}}, "fusion.preset"),
     ({"model": "llama-99b"}, "llama-99b"),
     ({"keep_last": 0}, "keep_last"),
+    ({"optimizer": {"lr_scale": {"sam.": -1}}}, "lr_scale.sam."),
 ])
 def test_errors_name_the_key_and_the_file(tmp_path, change, key):
     path = write(tmp_path, {**MINIMAL, **change})
@@ -96,3 +97,31 @@ def test_ablation_files_select_the_paper_rows():
     for row, switches in expected.items():
         fusion = TrainConfig.from_file(CONFIGS / "ablations" / f"{row}.yaml").model_config().fusion
         assert (fusion.use_key, fusion.cross_attn, fusion.self_attn, fusion.residual) == switches, row
+
+
+def test_lr_scale_groups_and_keeps_a_part_as_it_is(tmp_path):
+    """optimizer.lr_scale {sam.: 0}: SAM's tensors stay bit-identical over steps (and stay trainable, so
+    they are saved); every other part moves; a prefix that names nothing is refused by its key."""
+    import torch
+
+    from keyseg_core.builder import build_model, registry_config
+    from keyseg_core.train.loop import LossModule, make_optimizer, set_lr
+
+    config = TrainConfig.from_file(write(tmp_path, {**MINIMAL, "optimizer": {"lr": 1e-2, "lr_scale": {"sam.": 0.0}}}))
+    model, _ = build_model(registry_config("tiny"))
+    module = LossModule(model, None, 0.0)
+    optimizer = make_optimizer(module, config)
+    assert sorted({g["lr_scale"] for g in optimizer.param_groups}) == [0.0, 1.0]
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    for _ in range(2):
+        set_lr(optimizer, 1e-2)
+        loss = sum(p.float().square().sum() for p in model.parameters() if p.requires_grad)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    moved = {n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p, before[n])}
+    assert moved and all(not n.startswith("sam.") for n in moved)
+    assert any(n.startswith("sam.") for n in before)  # SAM's decoder is still trainable, hence saved
+    bad = TrainConfig.from_file(write(tmp_path, {**MINIMAL, "optimizer": {"lr": 1e-3, "lr_scale": {"sem.": 0.0}}}, "bad.yaml"))
+    with pytest.raises(ValueError, match="optimizer.lr_scale.sem.: matches no trainable parameter"):
+        make_optimizer(LossModule(model, None, 0.0), bad)
