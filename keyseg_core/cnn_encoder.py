@@ -8,8 +8,9 @@ as the ViT it replaces (p = the ViT's patch size), so the prompt encoder, mask d
 streaming code see no difference: residual stages of stride 2 down to the grid, then dilated blocks
 (rates 1, 2, 4, 8) for context across the whole image, then SAM's own neck (1x1 conv, per-location
 channel LayerNorm, 3x3 conv, LayerNorm): every cell's feature has unit scale, as the mask decoder's
-attention sees from the ViT. A first version normalised the whole map at once (GroupNorm(1)); on the
-H200 it reached half the ViT's category IoU at the same steps (docs/training.md), which is why.
+attention sees from the ViT. A first version normalised the whole map at once (GroupNorm(1)) and
+reached half the ViT's category IoU at the same steps; with SAM's neck it still trails the ViT on an
+H200 (0.287 against 0.464 in 400 s each, docs/training.md), so the ViT stays KeySeg-Tiny's encoder.
 """
 
 from __future__ import annotations
