@@ -39,12 +39,19 @@ def roc_auc(present: np.ndarray, absent: np.ndarray) -> float:
 
 
 def threshold_for_miss(present: np.ndarray, max_miss: float) -> float:
-    """The largest threshold t with at most `max_miss` of present signals <= t (present means signal > t)."""
+    """The largest threshold t with at most `max_miss` of present signals <= t (present means signal > t).
+
+    Just below a value, t steps down by a relative 1e-9 (not to the next float: a denormal there
+    reads as 0 where the CPU flushes denormals, and would count that value as a miss)."""
     values = np.sort(np.asarray(present, float))
+    if not len(values):
+        return 0.0
     k = int(np.floor(max_miss * len(values)))  # this many present targets may fall at or below t
-    if k == 0:
-        return float(np.nextafter(values[0], -np.inf)) if len(values) else 0.0
-    return float(np.nextafter(values[k], -np.inf)) if values[k - 1] == values[k] else float(values[k - 1])
+    if k >= len(values):
+        return float(values[-1])
+    if k > 0 and values[k - 1] < values[k]:
+        return float(values[k - 1])
+    return float(values[k] - 1e-9 * max(1.0, abs(values[k])))
 
 
 @dataclass(frozen=True)
