@@ -9,8 +9,9 @@ import numpy as np
 from tqdm import tqdm
 
 from keyseg_core.instances import split_instances
-from keyseg_core.presence_eval import SPLIT_CODES
-from keyseg_core.scenes.generator import SceneConfig, make_sample
+from keyseg_core.metrics import mask_iou
+from keyseg_core.presence_eval import check_generated_split
+from keyseg_core.scenes.generator import SPLIT_IDS, SceneConfig, make_sample
 from keyseg_core.scenes.knowledge import load_knowledge
 from keyseg_core.scenes.queries import multi_instance_query
 
@@ -19,15 +20,12 @@ def instance_report(predictor, seed: int, split: str, scenes: int, min_area: int
                     progress: bool = True) -> dict:
     """Count accuracy, count error and union IoU over the scenes 0..N-1 that hold two or more objects
     of a kind (the others are skipped and counted)."""
-    if split not in SPLIT_CODES:
-        raise ValueError(f"split: '{split}' is not one of {', '.join(SPLIT_CODES)}")
-    if scenes < 1:
-        raise ValueError(f"scenes: {scenes} must be >= 1")
+    check_generated_split(split, scenes)
     kb, config = load_knowledge(), SceneConfig()
     right, errors, ious, counts, skipped = [], [], [], Counter(), 0
     for index in tqdm(range(scenes), desc=f"{split} scenes", disable=not progress):
         sample = make_sample(seed, split, index, config, kb)
-        rng = np.random.default_rng([seed, SPLIT_CODES[split], index, 0x1257])
+        rng = np.random.default_rng([seed, SPLIT_IDS[split], index, 0x1257])
         query = multi_instance_query(sample.scene.objects, kb, rng, test=split == "test")
         if query is None:
             skipped += 1
@@ -37,8 +35,7 @@ def instance_report(predictor, seed: int, split: str, scenes: int, min_area: int
         truth = np.zeros(prediction.mask.shape, bool)
         for category in query.targets:
             truth |= sample.scene.mask(category).astype(bool)
-        union = (truth | prediction.mask).sum()
-        ious.append(float((truth & prediction.mask).sum() / union) if union else 1.0)
+        ious.append(mask_iou(prediction.mask, truth))
         right.append(found == len(query.targets))
         errors.append(found - len(query.targets))
         counts[f"{len(query.targets)} asked, {found} found"] += 1

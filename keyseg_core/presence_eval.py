@@ -13,14 +13,12 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
+from keyseg_core.metrics import mask_iou
 from keyseg_core.presence import (SIGNALS, PresenceCalibration, calibrate, rates, roc_auc, signals,
                                   threshold_for_miss)
-from keyseg_core.scenes.generator import SceneConfig, make_sample
+from keyseg_core.scenes.generator import SPLIT_IDS, SceneConfig, make_sample
 from keyseg_core.scenes.knowledge import load_knowledge
 from keyseg_core.scenes.queries import absent_query
-
-SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
-
 
 @dataclass
 class SplitSignals:
@@ -38,15 +36,20 @@ class SplitSignals:
 
 def absent_rng(seed: int, split: str, index: int) -> np.random.Generator:
     """The absent query's draw for one scene: a function of (seed, split, index) only."""
-    return np.random.default_rng([seed, SPLIT_CODES[split], index, 0xAB5E])
+    return np.random.default_rng([seed, SPLIT_IDS[split], index, 0xAB5E])
+
+
+def check_generated_split(split: str, scenes: int) -> None:
+    """Refuse, by name, a split the generator has no code for or an empty range of scenes."""
+    if split not in SPLIT_IDS:
+        raise ValueError(f"split: '{split}' is not one of {', '.join(SPLIT_IDS)}")
+    if scenes < 1:
+        raise ValueError(f"scenes: {scenes} must be >= 1")
 
 
 def collect(predictor, seed: int, split: str, scenes: int, progress: bool = True) -> SplitSignals:
     """Run the predictor (its presence decision off) on scenes 0..N-1 of a generated split."""
-    if split not in SPLIT_CODES:
-        raise ValueError(f"split: '{split}' is not one of {', '.join(SPLIT_CODES)}")
-    if scenes < 1:
-        raise ValueError(f"scenes: {scenes} must be >= 1")
+    check_generated_split(split, scenes)
     kb, config = load_knowledge(), SceneConfig()
     saved, predictor.presence = predictor.presence, None
     present = {s: [] for s in SIGNALS}
@@ -61,9 +64,7 @@ def collect(predictor, seed: int, split: str, scenes: int, progress: bool = True
                 present[name].append(value)
             for name, value in signals(gone).items():
                 absent[name].append(value)
-            target = sample.target_mask.astype(bool)
-            union = (here.mask | target).sum()
-            ious.append(float((here.mask & target).sum() / union) if union else 1.0)
+            ious.append(mask_iou(here.mask, sample.target_mask))
     finally:
         predictor.presence = saved
     return SplitSignals(f"generated {split}, seed {seed}, scenes 0-{scenes - 1}",
@@ -76,16 +77,17 @@ def presence_report(calibration_split: SplitSignals, test_split: SplitSignals, m
     """Calibrate on one split, measure on the other: (the calibration, a JSON-able report)."""
     chosen = calibrate(calibration_split.present, calibration_split.absent, max_miss, calibration_split.name)
     miss, fp = rates(test_split.present[chosen.signal], test_split.absent[chosen.signal], chosen.threshold)
+    test_auc, calibration_auc = test_split.auc(), calibration_split.auc()
     per_signal = {}
     for name in SIGNALS:
         t = threshold_for_miss(calibration_split.present[name], max_miss)
         m, f = rates(test_split.present[name], test_split.absent[name], t)
         per_signal[name] = {"threshold": t, "test_miss_rate": m, "test_false_positive_rate": f,
-                            "test_auc": test_split.auc()[name], "calibration_auc": calibration_split.auc()[name]}
+                            "test_auc": test_auc[name], "calibration_auc": calibration_auc[name]}
     report = {
         "calibrated_on": calibration_split.name, "measured_on": test_split.name, "max_miss": max_miss,
         "signal": chosen.signal, "threshold": chosen.threshold,
-        "test_miss_rate": miss, "test_false_positive_rate": fp, "test_auc": test_split.auc()[chosen.signal],
+        "test_miss_rate": miss, "test_false_positive_rate": fp, "test_auc": test_auc[chosen.signal],
         "calibration_miss_rate": chosen.miss_rate, "calibration_false_positive_rate": chosen.false_positive_rate,
         "present_target_miou": float(test_split.present_iou.mean()),
         "targets": {"false_positive_rate": 0.05, "miss_rate": 0.05},

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.min_area < 1:
         raise ValueError(f"--min-area: {args.min_area} must be >= 1")
-    checkpoint = args.checkpoint if (args.checkpoint or "").startswith("config:") else resolve_checkpoint(args.checkpoint)
+    checkpoint = resolve_checkpoint(args.checkpoint)  # config:<name> passes through
     predictor = Predictor.from_pretrained(checkpoint, device=args.device)
     report = instance_report(predictor, args.seed, args.split, args.scenes, args.min_area, not args.no_progress)
     report["checkpoint"] = checkpoint

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--max-miss: {args.max_miss} must be in [0, 1)")
     if args.save and Path(args.save).exists():
         raise ValueError(f"--save: {args.save} exists; move it away first (nothing is overwritten)")
-    checkpoint = args.checkpoint if (args.checkpoint or "").startswith("config:") else resolve_checkpoint(args.checkpoint)
+    checkpoint = resolve_checkpoint(args.checkpoint)  # config:<name> passes through
     predictor = Predictor.from_pretrained(checkpoint, device=args.device, presence=False)
     progress = not args.no_progress
     val = collect(predictor, args.calibrate_seed, "val", args.scenes, progress)

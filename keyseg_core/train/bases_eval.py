@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from keyseg_core.builder import build_model
 from keyseg_core.checkpoint import load_weights_into
 from keyseg_core.scenes import load_knowledge
+from keyseg_core.presence import roc_auc
 from keyseg_core.scenes.generator import SPLIT_IDS
 
 from . import state as ckpt
@@ -91,10 +92,9 @@ def presence(present: np.ndarray, absent: np.ndarray, trained_with: float, miss:
     absent one (a category the scene does not hold): the area threshold that misses `miss` of the
     present objects, the share of absent prompts above it (false positives), and the ROC AUC."""
     threshold = float(np.quantile(present, miss))
-    greater = (present[:, None] > absent[None, :]).mean() + 0.5 * (present[:, None] == absent[None, :]).mean()
     return {"trained_with": trained_with, "absent_prompts": len(absent), "mean_area_absent": float(absent.mean()),
             "mean_area_present": float(present.mean()), "threshold_area": threshold, "miss_rate": miss,
-            "false_positive_rate": float((absent > threshold).mean()), "auc": float(greater)}
+            "false_positive_rate": float((absent > threshold).mean()), "auc": roc_auc(present, absent)}
 
 
 def format_table(report: dict) -> str:
