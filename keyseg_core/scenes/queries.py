@@ -375,9 +375,9 @@ def absent_specs(target: str, objects: Sequence[ObjectInfo], kb: Knowledge) -> l
     specs = [QuerySpec("name", target)]
     specs += [QuerySpec("use", target, fact=f) for f in cat.uses]
     specs += [QuerySpec("property", target, fact=f, noun_kind=n) for f in cat.properties for n in (None, *cat.kinds)]
-    return [s for s in specs
-            if not any(resolve(s, objects, kb).matches + resolve(s, objects, kb).ambiguous)
-            and (s.type == "name" or target in kb.facts[s.fact].members)]
+    specs = [s for s in specs if s.type == "name" or target in kb.facts[s.fact].members]
+    resolved = [(s, resolve(s, objects, kb)) for s in specs]
+    return [s for s, r in resolved if not (r.matches or r.ambiguous)]
 
 
 def absent_query(objects: Sequence[ObjectInfo], kb: Knowledge, rng: np.random.Generator, *, test: bool,
