@@ -40,7 +40,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["keyseg_core", "keyseg_core.*"]),
-    package_data={"keyseg_core.scenes": ["knowledge.yaml"], "keyseg_core": ["weights/keyseg-tiny/*"]},
+    package_data={"keyseg_core.scenes": ["knowledge.yaml"], "keyseg_core.weights": ["keyseg-tiny/*"]},
     install_requires=[
         "torch>=2.3",
         "transformers>=5.0,<6",
@@ -69,5 +69,5 @@ setup(
         "ros": [f"{w}; python_version == '3.11'" for w in ROS_JAZZY_WHEELS],
         "dev": ["pytest>=8", "pytest-xdist>=3", "pytest-timeout>=2", "scikit-image>=0.22", "gguf>=0.10"],
     },
-    entry_points={"console_scripts": ["keyseg=keyseg_core.cli:main"]},
+    entry_points={"console_scripts": ["keyseg=keyseg_core.cli.app:main"]},
 )

@@ -11,22 +11,22 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "KeySegConfig": "config",
-    "FusionConfig": "config",
-    "KeySegModel": "model",
-    "KeySegProcessor": "processor",
-    "build_model": "builder",
-    "registry_config": "builder",
-    "MODEL_REGISTRY": "builder",
-    "save_checkpoint": "checkpoint",
-    "load_checkpoint": "checkpoint",
-    "Predictor": "predictor",
-    "Reasoner": "reasoner",
-    "Reasoning": "reasoner",
-    "Segmenter": "segmenter",
-    "StreamingSegmenter": "streaming",
-    "Prediction": "prediction",
-    "KeywordCandidate": "prediction",
+    "KeySegConfig": "config.model",
+    "FusionConfig": "config.model",
+    "KeySegModel": "modeling.keyseg",
+    "KeySegProcessor": "modeling.processor",
+    "build_model": "modeling.build",
+    "registry_config": "modeling.build",
+    "MODEL_REGISTRY": "modeling.build",
+    "save_checkpoint": "weights.checkpoint",
+    "load_checkpoint": "weights.checkpoint",
+    "Predictor": "inference.predictor",
+    "Reasoner": "inference.reasoner",
+    "Reasoning": "inference.reasoner",
+    "Segmenter": "inference.segmenter",
+    "StreamingSegmenter": "inference.stream",
+    "Prediction": "inference.results",
+    "KeywordCandidate": "inference.results",
 }
 
 __all__ = sorted(_EXPORTS)

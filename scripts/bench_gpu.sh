@@ -20,7 +20,7 @@
 #      streaming fps, prefill vs generation, cached second query.
 #   2. SAM ViT-B, the light SAM encoder config, behind the tiny random LLM (building a second 7B LLM
 #      would take minutes; the LLM plays no part in a streamed frame): streaming fps.
-#   3. Preprocessing of one frame, PIL against on the device (keyseg_core.preprocess_bench).
+#   3. Preprocessing of one frame, PIL against on the device (keyseg_core.runtime.preprocess_bench).
 # scripts/perf_table.py then merges the steps into one JSON and prints the README's table from it.
 # Targets (issue 8): full query-to-mask <= 40 ms in bf16; streaming >= 60 fps with ViT-H and >= 10x the
 # full rate; prefill >= 5x faster per query than generation. The video part (mean IoU) needs the
@@ -67,7 +67,7 @@ else
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
   python - "$PARTS/tiny-llm-sam-b.json" <<'EOF'
 import sys
-from keyseg_core.builder import registry_config
+from keyseg_core.modeling.build import registry_config
 config = registry_config("tiny")
 config.name, config.sam.size, config.sam.image_size = "tiny-llm-sam-b", "vit_b", 1024
 config.fusion.num_heads = 8
@@ -98,7 +98,7 @@ step() {  # name, time limit (s), then the command; its JSON goes to $PARTS/name
 # the limits sum to 520 s, under the 9 minutes one run may take (the 7B build alone took 134 s on an H200)
 step sam_h 400 python -m keyseg_core.cli bench "${DEVICE[@]}" "${BIG[@]}"
 step sam_b 90 python -m keyseg_core.cli bench "${DEVICE[@]}" "${LIGHT[@]}"
-step preprocess 30 python -m keyseg_core.preprocess_bench "${PRE[@]}"
+step preprocess 30 python -m keyseg_core.runtime.preprocess_bench "${PRE[@]}"
 python scripts/perf_table.py combine "$OUT_DIR/bench_gpu.json" "${PART_ARGS[@]}"
 python scripts/perf_table.py table "$OUT_DIR/bench_gpu.json" > "$OUT_DIR/bench_gpu.md"
 cat "$OUT_DIR/bench_gpu.md"

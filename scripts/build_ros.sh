@@ -72,7 +72,15 @@ rm -rf "$STAGE"
 mkdir -p "$STAGE"
 cp -r package.xml CMakeLists.txt msg srv launch config "$STAGE/"
 mkdir -p "$STAGE/keyseg_ros"
-cp keyseg_ros/*.py "$STAGE/keyseg_ros/"
+# the keyseg_ros package's sources, subpackages (node/, tools/, tools/demo/) included
+(cd keyseg_ros && find . -name '*.py' -not -path '*/__pycache__/*' -exec cp --parents {} "$STAGE/keyseg_ros/" \;)
+# install(DIRECTORY) never deletes: drop the keyseg_ros sources an earlier build installed, so a
+# module that moved or was removed can not linger (the generated message modules stay).
+SITE_ROS="$ROOT/install/lib/$("$PYTHON" -c 'import sys; print(f"python{sys.version_info[0]}.{sys.version_info[1]}")')/site-packages/keyseg_ros"
+if [ -d "$SITE_ROS" ]; then
+  find "$SITE_ROS" -maxdepth 1 -name '*.py' -not -name '__init__.py' -delete
+  rm -rf "$SITE_ROS/node" "$SITE_ROS/tools"
+fi
 # vision_msgs: the real package when any prefix of this environment has it, else ours.
 BASE_PATHS=("$STAGE")
 rm -rf "$ROOT/build/src/vision_msgs"

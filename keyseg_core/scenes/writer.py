@@ -197,7 +197,7 @@ def contact_sheet(
     tiles: Sequence[tuple[np.ndarray, np.ndarray, str, str]], path: str | Path, columns: int = 4
 ) -> Path:
     """Grid of (image, mask, query, caption) tiles: target tinted and outlined, query written below."""
-    from keyseg_core.visualize import overlay
+    from keyseg_core.inference.overlay import overlay
 
     if not tiles:
         raise ValueError("no samples for the contact sheet")

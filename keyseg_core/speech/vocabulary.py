@@ -6,7 +6,7 @@ pocketsphinx recogniser builds a small trigram language model from them, so "whi
 this room is used for sleeping" is heard as that and not as "we are in the group is used for
 sleeping".
 
-The default is built from `keyseg_core.vocabulary.COCO_CATEGORIES` and the generic phrasings
+The default is built from `keyseg_core.config.default_keywords.COCO_CATEGORIES` and the generic phrasings
 below. Point it at a scene generator's or a trained model's own table with
 `QueryVocabulary.from_file(path)` (YAML/JSON with `phrases` and `keywords`, or a text file with
 one phrase per line) or `QueryVocabulary(phrases, keywords)`.
@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from keyseg_core.vocabulary import COCO_CATEGORIES
+from keyseg_core.config.default_keywords import COCO_CATEGORIES
 
 # Generic ways to ask for an object. {keyword} is every keyword in turn; {other} a few others.
 TEMPLATES = (

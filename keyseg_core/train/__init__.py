@@ -1,9 +1,5 @@
-"""Training: validated config, mixed data stream, accelerate engine, atomic resumable checkpoints.
+"""Training: stage 1 (`stage1`: SAM and the vision tower on generated scenes) and stage 2 (`stage2`:
+KeySeg on ReasonSeg and its mixtures), sharing resumable state, the accelerate engine and the logger.
 
-Entry points: `TrainConfig.from_file` and `train`; the CLI is `keyseg train` (docs/training.md).
+The CLI is `keyseg pretrain` / `keyseg train` (docs/training.md).
 """
-
-from keyseg_core.train.config import DataSource, OptimizerConfig, ScheduleConfig, TrainConfig
-from keyseg_core.train.loop import learning_rate, train
-
-__all__ = ["DataSource", "OptimizerConfig", "ScheduleConfig", "TrainConfig", "learning_rate", "train"]

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import TrainConfig
+from keyseg_core.train.stage2.config import TrainConfig
 
 PRECISIONS = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}

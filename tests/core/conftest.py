@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from keyseg_core.builder import build_model, registry_config
+from keyseg_core.modeling.build import build_model, registry_config
 
 
 @pytest.fixture(scope="module")

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from keyseg_core.backends.ort import CPU, create_session
-from keyseg_core.builder import build_model, registry_config
-from keyseg_core.checkpoint import load_checkpoint, save_checkpoint
-from keyseg_core.cnn_encoder import CnnImageEncoder
-from keyseg_core.config import KeySegConfig, SamConfigSpec
-from keyseg_core.export import export_sam
+from keyseg_core.runtime.backends.ort import CPU, create_session
+from keyseg_core.modeling.build import build_model, registry_config
+from keyseg_core.weights.checkpoint import load_checkpoint, save_checkpoint
+from keyseg_core.modeling.cnn_encoder import CnnImageEncoder
+from keyseg_core.config.model import KeySegConfig, SamConfigSpec
+from keyseg_core.runtime.export import export_sam
 
 
 def _tiny_cnn() -> KeySegConfig:

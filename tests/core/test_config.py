@@ -1,6 +1,6 @@
 import pytest
 
-from keyseg_core.config import FUSION_PRESETS, KeySegConfig
+from keyseg_core.config.model import FUSION_PRESETS, KeySegConfig
 
 
 def test_round_trip_json(tmp_path):

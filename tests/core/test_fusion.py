@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from keyseg_core.config import FUSION_PRESETS, FusionConfig
-from keyseg_core.fusion import FusionModule
+from keyseg_core.config.model import FUSION_PRESETS, FusionConfig
+from keyseg_core.modeling.fusion import FusionModule
 
 D, HEADS, PROMPT = 16, 2, 8
 

@@ -1,11 +1,11 @@
-"""keyseg_core.geometry on depth with a known answer: generated scenes as planes (synthetic_depth)."""
+"""keyseg_core.inference.geometry on depth with a known answer: generated scenes as planes (synthetic_depth)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from keyseg_core.geometry import (
+from keyseg_core.inference.geometry import (
     Intrinsics,
     depth_to_metres,
     erode,
@@ -14,7 +14,7 @@ from keyseg_core.geometry import (
     valid_depth,
 )
 from keyseg_core.scenes import make_sample
-from keyseg_core.synthetic_depth import analytic_centroid, object_depth, plane_depth, to_millimetres
+from keyseg_core.scenes.depth import analytic_centroid, object_depth, plane_depth, to_millimetres
 
 K = Intrinsics(fx=300.0, fy=300.0, cx=160.0, cy=120.0)  # 320x240, the issue's test camera
 

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from keyseg_core.cli import main
-from keyseg_core.instances_eval import instance_report
+from keyseg_core.cli.app import main
+from keyseg_core.eval.instances import instance_report
 from keyseg_core.scenes.generator import make_sample
 from keyseg_core.scenes.knowledge import load_knowledge
 from keyseg_core.scenes.queries import ALL_TEMPLATES, HELD_OUT_TEMPLATES, multi_instance_query
@@ -37,7 +37,7 @@ class _Oracle:
         self.seed, self.split, self.index = seed, split, 0
 
     def predict(self, image, text):
-        from keyseg_core.prediction import Prediction
+        from keyseg_core.inference.results import Prediction
 
         kb = load_knowledge()
         for index in range(50):

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from keyseg_core.keyword_head import KeywordHead, decode_keywords, keyword_loss
+from keyseg_core.modeling.keyword_head import KeywordHead, decode_keywords, keyword_loss
 
 
 def test_head_is_scaled_dot_product_with_vocab_table():

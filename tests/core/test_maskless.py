@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from keyseg_core.processor import IGNORE_INDEX, preprocess_clip_crop
+from keyseg_core.modeling.processor import IGNORE_INDEX, preprocess_clip_crop
 
 VQA_TURNS = [("What colour is the box?", "It is yellow."), ("Is it big?", "No, it is small.")]
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from keyseg_core.builder import build_model, registry_config
-from keyseg_core.checkpoint import WEIGHTS_FILE, load_checkpoint, save_checkpoint
+from keyseg_core.modeling.build import build_model, registry_config
+from keyseg_core.weights.checkpoint import WEIGHTS_FILE, load_checkpoint, save_checkpoint
 
 TRAINABLE = re.compile(
     r"(lora_[AB]\.|trainable_tokens_delta|^fusion\.|^keyword_head\.|^sam\.sam\.mask_decoder\.)"

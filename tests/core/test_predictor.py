@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from skimage import data
 
-from keyseg_core.prediction import STAGES
-from keyseg_core.predictor import Predictor
+from keyseg_core.inference.results import STAGES
+from keyseg_core.inference.predictor import Predictor
 
 
 @pytest.fixture(scope="module")

@@ -6,12 +6,12 @@ import json
 import numpy as np
 import pytest
 
-from keyseg_core.checkpoint import save_checkpoint
-from keyseg_core.builder import build_model, registry_config
-from keyseg_core.cli import main
-from keyseg_core.prediction import Prediction
-from keyseg_core.predictor import Predictor
-from keyseg_core.presence import (PRESENCE_FILE, PresenceCalibration, calibrate, not_here, rates, roc_auc,
+from keyseg_core.weights.checkpoint import save_checkpoint
+from keyseg_core.modeling.build import build_model, registry_config
+from keyseg_core.cli.app import main
+from keyseg_core.inference.results import Prediction
+from keyseg_core.inference.predictor import Predictor
+from keyseg_core.inference.presence import (PRESENCE_FILE, PresenceCalibration, calibrate, not_here, rates, roc_auc,
                                   signals, threshold_for_miss)
 from keyseg_core.scenes.generator import make_sample
 from keyseg_core.scenes.knowledge import load_knowledge

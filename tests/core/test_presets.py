@@ -4,8 +4,8 @@ preset must agree with it (the error names both keys), and a later config layer 
 import pytest
 import yaml
 
-from keyseg_core.config import KeySegConfig, layer_section
-from keyseg_core.train.config import TrainConfig
+from keyseg_core.config.model import KeySegConfig, layer_section
+from keyseg_core.train.stage2.config import TrainConfig
 
 
 def test_an_explicit_weight_is_kept_without_a_preset():

@@ -8,9 +8,9 @@ import pytest
 import torch
 from transformers import SamModel
 
-from keyseg_core.config import SamConfigSpec
-from keyseg_core.sam import build_sam, sam_config
-from keyseg_core.sam_attention import RelPosSdpaAttention, use_sdpa_attention
+from keyseg_core.config.model import SamConfigSpec
+from keyseg_core.modeling.sam import build_sam, sam_config
+from keyseg_core.modeling.sam_attention import RelPosSdpaAttention, use_sdpa_attention
 
 
 def _eager_and_sdpa(image_size: int, global_attn: list[int], dtype: torch.dtype) -> tuple[SamModel, SamModel]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from keyseg_core import shipped
+from keyseg_core.weights import shipped
 
 
 def _checkpoint(tmp_path):

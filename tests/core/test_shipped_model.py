@@ -8,12 +8,12 @@ import shutil
 import numpy as np
 import pytest
 
-from keyseg_core import cli
-from keyseg_core.image_io import load_image, save_png
-from keyseg_core.predictor import Predictor
+from keyseg_core.cli import app as cli
+from keyseg_core.inference.image_io import load_image, save_png
+from keyseg_core.inference.predictor import Predictor
 from keyseg_core.scenes import generate_sequence, make_sample
-from keyseg_core.shipped import CHECKSUM_FILE, SHIPPED_DIR, shipped_checkpoint
-from keyseg_core.streaming import StreamingSegmenter
+from keyseg_core.weights.shipped import CHECKSUM_FILE, SHIPPED_DIR, shipped_checkpoint
+from keyseg_core.inference.stream import StreamingSegmenter
 
 MAX_MB = 30
 SCENES = range(12)  # test split, seed 3 as in the README's evaluation; its first 12 scenes
@@ -50,7 +50,7 @@ def test_a_changed_byte_is_named(tmp_path, monkeypatch):
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF
     weights.write_bytes(bytes(data))
-    monkeypatch.setattr("keyseg_core.shipped.SHIPPED_DIR", copy)
+    monkeypatch.setattr("keyseg_core.weights.shipped.SHIPPED_DIR", copy)
     with pytest.raises(ValueError, match=f"trainable.safetensors.*does not match {CHECKSUM_FILE}"):
         Predictor.from_pretrained()
 

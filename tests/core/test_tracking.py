@@ -1,13 +1,13 @@
-"""Track ids (keyseg_core.tracking), instances (keyseg_core.instances) and the id-switch measurement."""
+"""Track ids (keyseg_core.inference.tracking), instances (keyseg_core.inference.instances) and the id-switch measurement."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from keyseg_core.instances import split_instances
-from keyseg_core.tracking import MaskTracker, shifted
-from keyseg_core.tracking_eval import evaluate, id_switches
+from keyseg_core.inference.instances import split_instances
+from keyseg_core.inference.tracking import MaskTracker, shifted
+from keyseg_core.eval.tracking import evaluate, id_switches
 
 
 def _square(x: int, y: int, size: int = 20, shape=(120, 160)) -> np.ndarray:

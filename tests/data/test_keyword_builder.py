@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from keyseg_core.cli import main
+from keyseg_core.cli.app import main
 from keyseg_core.data import open_dataset, read_keyword_file
 from keyseg_core.keywords import KeywordBuildConfig, build_keywords
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from keyseg_core.metrics import IoUAccumulator, intersection_union, mask_iou
+from keyseg_core.eval.metrics import IoUAccumulator, intersection_union, mask_iou
 
 
 def test_hand_computed_iou_with_ignore():
@@ -49,7 +49,7 @@ def test_merge_shape_check_and_order():
 
 
 def test_keyword_accuracy_counts_only_items_with_a_keyword():
-    from keyseg_core.evaluate import KeywordAccuracy
+    from keyseg_core.eval.segmentation import KeywordAccuracy
 
     acc = KeywordAccuracy()
     assert acc.update("bed", ["bed", "couch"]) == 1

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from keyseg_core.cli import main
+from keyseg_core.cli.app import main
 from keyseg_core.data import DatasetError, open_dataset
 from keyseg_core.data.keyword_file import read_keyword_file
 from keyseg_core.scenes import SceneConfig, generate_sequence, generate_split, load_knowledge, make_sample

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from keyseg_core.builder import build_model, registry_config
-from keyseg_core.export import export_sam
+from keyseg_core.modeling.build import build_model, registry_config
+from keyseg_core.runtime.export import export_sam
 
 
 @pytest.fixture(scope="package")
@@ -23,7 +23,7 @@ def tiny_export(tiny_sam, tmp_path_factory):
 @pytest.fixture
 def onnx_cache(tmp_path, monkeypatch):
     """Point the on-demand export cache at a temporary directory (KEYSEG_CACHE also holds the offline LLM)."""
-    from keyseg_core.backends import onnxruntime_sam
+    from keyseg_core.runtime.backends import onnxruntime_sam
 
     monkeypatch.setattr(onnxruntime_sam, "export_cache_dir", lambda: tmp_path / "onnx")
     return tmp_path / "onnx"

@@ -4,10 +4,10 @@ import pytest
 import torch
 from skimage import data
 
-from keyseg_core.backends import use_backend
-from keyseg_core.backends.onnxruntime_sam import OrtSamSegmenter
-from keyseg_core.backends.ort import resolve_providers
-from keyseg_core.predictor import Predictor
+from keyseg_core.runtime.backends import use_backend
+from keyseg_core.runtime.backends.onnxruntime_sam import OrtSamSegmenter
+from keyseg_core.runtime.backends.ort import resolve_providers
+from keyseg_core.inference.predictor import Predictor
 
 
 def test_ort_segmenter_matches_torch_segmenter(tiny_export, tiny_sam):
@@ -27,7 +27,7 @@ def test_ort_segmenter_matches_torch_segmenter(tiny_export, tiny_sam):
 
 
 def test_ort_segmenter_needs_both_parts(tiny_sam, tmp_path):
-    from keyseg_core.export import export_sam
+    from keyseg_core.runtime.export import export_sam
 
     export_sam(tiny_sam, tmp_path / "enc", parts=("sam_encoder",))
     with pytest.raises(ValueError, match="lacks decoder"):
@@ -47,7 +47,7 @@ def test_predictor_onnxruntime_gives_the_torch_mask(onnx_cache, monkeypatch):
     assert (got.mask == want.mask).mean() > 0.99
     assert got.score == pytest.approx(want.score, abs=1e-3) and got.keyword == want.keyword
     # a second load reuses the cached export instead of exporting again
-    from keyseg_core.backends import onnxruntime_sam
+    from keyseg_core.runtime.backends import onnxruntime_sam
 
     monkeypatch.setattr(onnxruntime_sam, "export_sam", lambda *a, **k: pytest.fail("exported twice"))
     monkeypatch.setattr(onnxruntime_sam, "export_vision", lambda *a, **k: pytest.fail("exported twice"))

@@ -10,14 +10,14 @@ import pytest
 import torch
 from skimage import data
 
-from keyseg_core import backends
-from keyseg_core.backends import BackendUnavailable, unavailable_reason, use_backend
-from keyseg_core.backends import tensorrt as trt_layer
-from keyseg_core.backends.onnxruntime_sam import OrtSamSegmenter, OrtVision, cached_export, cached_vision_export
-from keyseg_core.builder import build_model, registry_config
-from keyseg_core.export.exporter import export_vision
-from keyseg_core.predictor import Predictor
-from keyseg_core.sam import SamSegmenter
+from keyseg_core.runtime import backends
+from keyseg_core.runtime.backends import BackendUnavailable, unavailable_reason, use_backend
+from keyseg_core.runtime.backends import tensorrt as trt_layer
+from keyseg_core.runtime.backends.onnxruntime_sam import OrtSamSegmenter, OrtVision, cached_export, cached_vision_export
+from keyseg_core.modeling.build import build_model, registry_config
+from keyseg_core.runtime.export.exporter import export_vision
+from keyseg_core.inference.predictor import Predictor
+from keyseg_core.modeling.sam import SamSegmenter
 
 CPU = torch.device("cpu")
 
@@ -48,7 +48,7 @@ def test_auto_on_a_cpu_skips_tensorrt_and_compile_and_runs_onnxruntime(onnx_cach
 
 
 def test_auto_falls_back_to_torch_when_a_backend_fails_to_load(tiny_model, monkeypatch, caplog):
-    from keyseg_core.backends import onnxruntime_sam
+    from keyseg_core.runtime.backends import onnxruntime_sam
 
     def broken(model, device):
         raise RuntimeError("decoder.onnx: protobuf parsing failed")
@@ -67,7 +67,7 @@ def test_auto_falls_back_to_torch_when_a_backend_fails_to_load(tiny_model, monke
 
 def test_out_of_gpu_memory_while_loading_a_backend_is_one_line_then_the_next(tiny_model, cuda_oom, monkeypatch,
                                                                              caplog):
-    from keyseg_core.backends import onnxruntime_sam
+    from keyseg_core.runtime.backends import onnxruntime_sam
 
     def on_a_full_gpu(*args, **kwargs):
         raise cuda_oom
@@ -103,7 +103,7 @@ def test_a_named_backend_that_cannot_run_is_an_error_with_the_reason(tiny_model,
 
 
 def test_compile_backend_matches_torch(tiny_model):
-    from keyseg_core.backends.compiled import CompiledSamSegmenter, load_compiled
+    from keyseg_core.runtime.backends.compiled import CompiledSamSegmenter, load_compiled
 
     pixels = torch.randn(1, 3, 128, 128, generator=torch.Generator().manual_seed(0))
     clip = torch.randn(1, 3, 56, 56, generator=torch.Generator().manual_seed(1))
@@ -134,7 +134,7 @@ def test_vision_tower_export_matches_torch(tiny_model, tmp_path):
 
 
 def test_export_command_writes_the_vision_tower(tmp_path, capsys):
-    from keyseg_core.cli import main
+    from keyseg_core.cli.app import main
 
     assert main(["export", "--model", "config:tiny", "--out", str(tmp_path / "v"), "--parts", "vision_tower"]) == 0
     assert "vision_tower: onnxruntime vs torch max |diff|" in capsys.readouterr().out
@@ -145,7 +145,7 @@ def test_export_command_writes_the_vision_tower(tmp_path, capsys):
 
 
 def test_a_broken_or_stale_cached_export_is_made_again(tiny_model, onnx_cache, caplog):
-    from keyseg_core.backends.onnxruntime_sam import load_onnxruntime
+    from keyseg_core.runtime.backends.onnxruntime_sam import load_onnxruntime
 
     directory = cached_export(tiny_model.sam)
     vision_dir = cached_vision_export(tiny_model.llava.model)

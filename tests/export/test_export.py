@@ -7,12 +7,12 @@ import onnx
 import pytest
 import torch
 
-from keyseg_core.backends.ort import CPU, create_session
-from keyseg_core.cli import main
-from keyseg_core.export import MANIFEST_FILE, export_sam, parse_parts, read_manifest
-from keyseg_core.export.exporter import check_graph
-from keyseg_core.export.graphs import graph_specs
-from keyseg_core.export.loading import load_segmenter
+from keyseg_core.runtime.backends.ort import CPU, create_session
+from keyseg_core.cli.app import main
+from keyseg_core.runtime.export import MANIFEST_FILE, export_sam, parse_parts, read_manifest
+from keyseg_core.runtime.export.exporter import check_graph
+from keyseg_core.runtime.export.graphs import graph_specs
+from keyseg_core.runtime.export.loading import load_segmenter
 
 
 def test_manifest_describes_graphs(tiny_export, tiny_sam):
@@ -152,7 +152,7 @@ def test_graph_over_protobuf_limit_gets_one_weights_file(tiny_sam, tmp_path, mon
 
 def test_trtexec_commands_name_the_checked_shapes(tiny_export):
     out, manifest = tiny_export
-    from keyseg_core.export.trtexec import trtexec_commands
+    from keyseg_core.runtime.export.trtexec import trtexec_commands
 
     mkdir, decoder, encoder = trtexec_commands(out, max_sizes={"num_prompts": 5})
     assert mkdir == f"mkdir -p $HOME/.cache/keyseg/trt/{manifest['fingerprint'][:16]}"

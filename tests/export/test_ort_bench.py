@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from keyseg_core.backends.bench import main
+from keyseg_core.runtime.ort_bench import main
 
 
 def test_bench_tiny_table_and_json(onnx_cache, tmp_path, capsys):

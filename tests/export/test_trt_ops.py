@@ -6,10 +6,10 @@ import onnx
 import torch
 from onnx import helper
 
-from keyseg_core.builder import build_model, registry_config
-from keyseg_core.export import export_sam
-from keyseg_core.export.exporter import export_vision
-from keyseg_core.export.trt_ops import NEWER_THAN_TENSORRT_8_5, op_types, unsupported_ops
+from keyseg_core.modeling.build import build_model, registry_config
+from keyseg_core.runtime.export import export_sam
+from keyseg_core.runtime.export.exporter import export_vision
+from keyseg_core.runtime.export.trt_ops import NEWER_THAN_TENSORRT_8_5, op_types, unsupported_ops
 
 
 def test_exported_graphs_have_no_op_tensorrt_lacks(tiny_export, tmp_path):

@@ -1,7 +1,7 @@
 """Runs keyseg_node's real `main()` many times in one process and stops each run with a real signal.
 
 Used by test_shutdown.py (a process start costs ~5 s of imports; a cycle here costs well under
-one). Each cycle: a fresh ROS context, `keyseg_ros.node.main()` on the main thread with the real
+one). Each cycle: a fresh ROS context, `keyseg_ros.node.run.main()` on the main thread with the real
 tiny predictor (loaded once and reused), and a driver thread with its own context that brings the
 node into the state under test, then sends SIGINT or SIGTERM to this process, exactly as Ctrl-C or
 `ros2 launch`/systemd would. Checks per cycle: main() returned 0, the inference thread is gone,
@@ -26,7 +26,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import qos_profile_sensor_data
 from rclpy.signals import SignalHandlerOptions
 
-from keyseg_ros import node as keyseg_node
+from keyseg_ros.node import run as keyseg_node
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ros_harness as h  # noqa: E402

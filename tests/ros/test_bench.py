@@ -1,4 +1,4 @@
-"""`python -m keyseg_ros.bench` runs end to end and writes its JSON (numbers are not asserted)."""
+"""`python -m keyseg_ros.tools.node_bench` runs end to end and writes its JSON (numbers are not asserted)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import ros_harness as h  # noqa: E402
 
 def test_bench_prints_tables_and_writes_json(ros_install, workdir):
     out = workdir / "bench.json"
-    proc = subprocess.run([sys.executable, "-m", "keyseg_ros.bench", "--repeats", "3", "--duration", "1",
+    proc = subprocess.run([sys.executable, "-m", "keyseg_ros.tools.node_bench", "--repeats", "3", "--duration", "1",
                            "--rate", "10", "--json", str(out)], cwd=workdir, env=h.child_env(),
                           capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]

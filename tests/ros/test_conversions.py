@@ -14,7 +14,7 @@ import ros_harness as h  # noqa: E402
 
 @pytest.fixture(scope="module")
 def conv(ros_install):
-    from keyseg_ros import conversions
+    from keyseg_ros.node import conversions
 
     return conversions
 
@@ -48,7 +48,7 @@ def test_bad_images_are_refused_with_the_reason(conv, mutate, message):
 
 
 def test_mask_result_and_box(conv):
-    from keyseg_core.prediction import KeywordCandidate, Prediction, mask_box
+    from keyseg_core.inference.results import KeywordCandidate, Prediction, mask_box
 
     frame = h.make_image(12, 8)
     mask = np.zeros((8, 12), bool)
@@ -69,7 +69,7 @@ def test_mask_result_and_box(conv):
                            header=frame.header, query="q", mask=mask_msg, model="m", node_timings_ms={})
     assert not empty.has_box and empty.box.width == 0
     assert result.present and empty.present  # a prediction that was not judged absent
-    from keyseg_core.presence import not_here
+    from keyseg_core.inference.presence import not_here
 
     gone = conv.to_result(not_here(pred), header=frame.header, query="q", mask=conv.mask_to_image(pred.mask, frame.header),
                           model="m", node_timings_ms={})
@@ -77,7 +77,7 @@ def test_mask_result_and_box(conv):
 
 
 def test_overlay_changes_only_the_mask_and_the_label(ros_install):
-    from keyseg_core.visualize import overlay as draw_overlay
+    from keyseg_core.inference.overlay import overlay as draw_overlay
 
     rgb = np.full((60, 80, 3), 100, np.uint8)
     mask = np.zeros((60, 80), bool)
@@ -91,7 +91,7 @@ def test_overlay_changes_only_the_mask_and_the_label(ros_install):
 
 
 def test_query_checks(ros_install):
-    from keyseg_ros.node import query_problem
+    from keyseg_ros.node.lifecycle import query_problem
 
     assert query_problem("the red cup", 20) is None
     assert "empty" in query_problem(" \n", 20)
@@ -100,7 +100,7 @@ def test_query_checks(ros_install):
 
 
 def test_parameter_table_validates_by_name(ros_install):
-    from keyseg_ros.params import PARAMS, validation_error
+    from keyseg_ros.node.params import PARAMS, validation_error
 
     for spec in PARAMS:
         assert validation_error(spec.name, spec.default) is None, spec.name

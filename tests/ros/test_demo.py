@@ -162,7 +162,7 @@ def test_a_missing_install_space_names_the_build_command(tmp_path):
 
 
 def test_missing_rclpy_or_shipped_model_is_named(monkeypatch):
-    from keyseg_core.commands import demo
+    from keyseg_core.cli import demo
 
     args = types.SimpleNamespace(model=None, ros_install=None)
     real_find_spec = importlib.util.find_spec
@@ -171,7 +171,7 @@ def test_missing_rclpy_or_shipped_model_is_named(monkeypatch):
     with pytest.raises(RuntimeError, match=r"rclpy \(ROS 2\) is not importable: run `bash scripts/install"):
         demo.check_prerequisites(args)
     monkeypatch.setattr(importlib.util, "find_spec", real_find_spec)
-    monkeypatch.setattr("keyseg_core.shipped.SHIPPED_DIR", Path("/nonexistent/keyseg-tiny"))
+    monkeypatch.setattr("keyseg_core.weights.shipped.SHIPPED_DIR", Path("/nonexistent/keyseg-tiny"))
     with pytest.raises(RuntimeError, match="shipped keyseg-tiny model is not in /nonexistent.*--model"):
         demo.check_prerequisites(args)
 

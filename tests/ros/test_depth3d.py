@@ -1,6 +1,6 @@
 """The 3D stage and the standard messages, offline: real message types, no DDS, no node process.
 
-Depth comes from generated scenes as planes (keyseg_core.synthetic_depth: background 3 m, object k
+Depth comes from generated scenes as planes (keyseg_core.scenes.depth: background 3 m, object k
 at 1 + 0.25 k m, 0 and NaN holes) with CameraInfo fx = fy = 300 at 320x240.
 """
 
@@ -14,8 +14,8 @@ pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not importable: install RO
 
 import numpy as np  # noqa: E402
 
-from keyseg_core.geometry import Intrinsics  # noqa: E402
-from keyseg_core.synthetic_depth import analytic_centroid, object_depth, plane_depth, to_millimetres  # noqa: E402
+from keyseg_core.inference.geometry import Intrinsics  # noqa: E402
+from keyseg_core.scenes.depth import analytic_centroid, object_depth, plane_depth, to_millimetres  # noqa: E402
 
 WIDTH, HEIGHT = 320, 240
 K = Intrinsics(300.0, 300.0, 160.0, 120.0)
@@ -85,8 +85,8 @@ class Stage:
     """A Target3D with recording publish/log, as keyseg_node wires it."""
 
     def __init__(self, *, target_frame: str = "", tf_buffer=None, min_points: int = 20) -> None:
-        from keyseg_ros.diagnostics import NodeStats
-        from keyseg_ros.target3d import Settings, Target3D
+        from keyseg_ros.node.diagnostics import NodeStats
+        from keyseg_ros.node.target3d import Settings, Target3D
 
         self.outputs, self.logger, self.stats = [], Logger(), NodeStats()
         settings = Settings(max_depth=10.0, erode_px=2, min_points=min_points, decimation=4,
@@ -100,7 +100,7 @@ class Stage:
         return True
 
     def answer(self, header, masks, keyword: str = "cup"):
-        from keyseg_ros.target3d import Answer
+        from keyseg_ros.node.target3d import Answer
 
         ids = [str(i + 1) for i in range(len(masks))]
         self.target3d.frame_answered(Answer(header, WIDTH, HEIGHT, list(masks), ids, keyword, 0.9))
@@ -140,7 +140,7 @@ def test_centroid_point_cloud_and_boxes_from_synchronised_depth(msgs, scene, enc
 
 
 def test_16uc1_and_32fc1_give_the_same_answer(msgs, scene):
-    from keyseg_ros.depth import depth_to_array
+    from keyseg_ros.node.depth import depth_to_array
 
     depth = plane_depth(scene.labels, rng=np.random.default_rng(1), holes=0.05)
     header = _header(msgs, 1)
@@ -151,7 +151,7 @@ def test_16uc1_and_32fc1_give_the_same_answer(msgs, scene):
 
 
 def test_a_stamp_skew_beyond_sync_slop_gives_no_3d_output(msgs, scene):
-    from keyseg_ros.sync import ApproximateSync
+    from keyseg_ros.node.sync import ApproximateSync
 
     depth = plane_depth(scene.labels)
     stage = Stage()
@@ -278,8 +278,8 @@ def test_too_few_valid_points_give_no_3d_output_said_once(msgs, scene):
 
 
 def test_detection2d_array_from_synthetic_masks(msgs):
-    from keyseg_core.instances import split_instances
-    from keyseg_ros.detections import detections_2d
+    from keyseg_core.inference.instances import split_instances
+    from keyseg_ros.node.detections import detections_2d
 
     header = _header(msgs, 5)
     assert detections_2d(header, split_instances(np.zeros((HEIGHT, WIDTH), bool), "components"), [], "cup",
@@ -318,8 +318,8 @@ def test_vision_msgs_fields_match_the_released_definitions(ros_install):
 def test_image_player_reads_depth_in_millimetres_and_metres(msgs, tmp_path):
     from PIL import Image as PILImage
 
-    from keyseg_ros.depth import depth_to_array, intrinsics
-    from keyseg_ros.image_player import camera_info, depth_message, read_depths
+    from keyseg_ros.node.depth import depth_to_array, intrinsics
+    from keyseg_ros.tools.image_player import camera_info, depth_message, read_depths
 
     metres = np.full((HEIGHT, WIDTH), 1.25, np.float32)
     metres[0, 0] = np.nan

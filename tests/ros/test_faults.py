@@ -15,7 +15,7 @@ pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not importable: install RO
 
 import ros_harness as h  # noqa: E402
 
-TINY_AS_FILE = ("import sys; from keyseg_core.builder import registry_config; "
+TINY_AS_FILE = ("import sys; from keyseg_core.modeling.build import registry_config; "
                 "registry_config('tiny').to_json(sys.argv[1])")
 
 

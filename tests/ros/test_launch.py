@@ -158,7 +158,7 @@ def test_a_camera_driver_that_is_not_installed_is_a_clear_error(launch_file):
 
 
 def test_params_yaml_sets_exactly_the_node_parameters(ros_install):
-    from keyseg_ros.params import PARAMS, validation_error
+    from keyseg_ros.node.params import PARAMS, validation_error
 
     config = yaml.safe_load((ros_install / "share" / "keyseg_ros" / "config" / "keyseg.yaml").read_text())
     params = config["/**/keyseg_node"]["ros__parameters"]

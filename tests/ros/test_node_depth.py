@@ -17,8 +17,8 @@ pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not importable: install RO
 import numpy as np  # noqa: E402
 import ros_harness as h  # noqa: E402
 
-from keyseg_core.geometry import Intrinsics, target_geometry  # noqa: E402
-from keyseg_core.synthetic_depth import plane_depth, to_millimetres  # noqa: E402
+from keyseg_core.inference.geometry import Intrinsics, target_geometry  # noqa: E402
+from keyseg_core.scenes.depth import plane_depth, to_millimetres  # noqa: E402
 
 WIDTH, HEIGHT = 320, 240
 INTRINSICS = "300,300,160,120"

@@ -1,4 +1,4 @@
-"""`python -m keyseg_ros.soak` on a short run: it drives a node it starts, reports, writes JSON.
+"""`python -m keyseg_ros.tools.soak` on a short run: it drives a node it starts, reports, writes JSON.
 
 The 10,000-frame run is a benchmark (docs/ros.md has its figures), not a test.
 """
@@ -17,7 +17,7 @@ import ros_harness as h  # noqa: E402
 
 
 def test_help_names_the_options(ros_install, workdir):
-    proc = subprocess.run([sys.executable, "-m", "keyseg_ros.soak", "--help"], cwd=workdir,
+    proc = subprocess.run([sys.executable, "-m", "keyseg_ros.tools.soak", "--help"], cwd=workdir,
                           env=h.child_env(), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     for option in ("--frames", "--rate", "--model", "--json", "--query-every", "--bad-every",
@@ -28,7 +28,7 @@ def test_help_names_the_options(ros_install, workdir):
 def test_short_soak_reports_service_errors_latency_and_memory(ros_install, workdir):
     out = workdir / "soak.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "keyseg_ros.soak", "--frames", "150", "--rate", "40", "--warmup", "20",
+        [sys.executable, "-m", "keyseg_ros.tools.soak", "--frames", "150", "--rate", "40", "--warmup", "20",
          "--query-every", "50", "--bad-every", "10", "--size", "160x120", "--max-growth", "100",
          "--timeout", "120", "--json", str(out)],
         cwd=workdir, env=h.child_env(), capture_output=True, text=True, timeout=300)

@@ -11,7 +11,7 @@ pytest.importorskip("pocketsphinx", reason="pocketsphinx is not installed (pip i
 
 from keyseg_core.speech import (SAMPLE_RATE, QueryVocabulary, RecognizerUnavailable, Utterances,  # noqa: E402
                                 make_recognizer, read_wav)
-from keyseg_core.speech import bench  # noqa: E402
+from keyseg_core.speech import recognizer_bench as bench  # noqa: E402
 
 SPOKEN = {  # query -> the keyword it must be heard with
     "where is the remote": "remote",

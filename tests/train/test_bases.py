@@ -10,8 +10,8 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from keyseg_core import cli
-from keyseg_core.train.bases import category_maps, cell_targets
+from keyseg_core.cli import app as cli
+from keyseg_core.train.stage1.loop import category_maps, cell_targets
 
 TRAINABLE = {"trainable": {"vision_tower": True, "sam_image_encoder": True, "sam_prompt_encoder": True}}
 
@@ -118,7 +118,7 @@ def test_stage_two_anchors_prompts_on_the_category_embeddings(run, tmp_path, pre
 
 
 def test_anchor_loss_is_zero_on_the_anchor_and_skips_unknown_keywords():
-    from keyseg_core.train.anchors import PromptAnchors
+    from keyseg_core.train.stage2.anchors import PromptAnchors
 
     table = torch.tensor([[1.0, 2.0], [3.0, -1.0]])
     anchors = PromptAnchors(table, ["cup", "bed"])

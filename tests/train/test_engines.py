@@ -15,9 +15,9 @@ from PIL import Image
 from test_train_cli import keyseg, ok
 from train_fixtures import write_config, write_reasonseg
 
-from keyseg_core.keyword_head import KeywordHead
+from keyseg_core.modeling.keyword_head import KeywordHead
 from keyseg_core.train import engine
-from keyseg_core.train.config import TrainConfig
+from keyseg_core.train.stage2.config import TrainConfig
 
 MINIMAL = {"model": "tiny", "data": [{"name": "reasonseg", "root": "/d"}]}
 
@@ -51,7 +51,7 @@ def test_fsdp_two_processes_train_save_and_resume(tmp_path):
     steps = {float(s["step"]) for s in state["state"].values()}
     assert steps == {4.0}  # AdamW carried its 2 steps over the resume
     assert any(name.startswith("model.fusion.") for name in state["state"])  # keyed by parameter name
-    from keyseg_core.checkpoint import load_checkpoint
+    from keyseg_core.weights.checkpoint import load_checkpoint
 
     load_checkpoint(tmp_path / "run" / "final")  # complete weights; frozen fingerprint matches
 

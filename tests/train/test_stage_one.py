@@ -6,21 +6,21 @@ import numpy as np
 import pytest
 import torch
 
-from keyseg_core import cli
-from keyseg_core.builder import build_model
-from keyseg_core.sam import postprocess_masks, preprocess_sam
+from keyseg_core.cli import app as cli
+from keyseg_core.modeling.build import build_model
+from keyseg_core.modeling.sam import postprocess_masks, preprocess_sam
 from keyseg_core.scenes import SceneConfig, load_knowledge, make_sample
-from keyseg_core.train import scene_source
-from keyseg_core.train.bases import StageOne, StageOneHeads, fit_steps, prompt_generator
-from keyseg_core.train.bases_config import BasesConfig
-from keyseg_core.train.scene_source import SceneSource, prepare_many, prepare_scene
+from keyseg_core.train.stage1 import scene_source
+from keyseg_core.train.stage1.loop import StageOne, StageOneHeads, fit_steps, prompt_generator
+from keyseg_core.train.stage1.config import BasesConfig
+from keyseg_core.train.stage1.scene_source import SceneSource, prepare_many, prepare_scene
 
 TRAINABLE = {"trainable": {"vision_tower": True, "sam_image_encoder": True, "sam_prompt_encoder": True}}
 
 
 def _config(**overrides) -> BasesConfig:
     data = {"model": "tiny", "model_overrides": TRAINABLE, "scene_size": [128, 96], "objects": [2, 4], **overrides}
-    from keyseg_core.config import build_dataclass
+    from keyseg_core.config.model import build_dataclass
 
     return build_dataclass(BasesConfig, data)
 
@@ -183,7 +183,7 @@ def test_absent_prompts_name_a_category_the_scene_lacks_and_train_towards_no_mas
 
 
 def test_presence_report_separates_by_area():
-    from keyseg_core.train.bases_eval import presence
+    from keyseg_core.eval.bases import presence
 
     present = np.linspace(0.02, 0.2, 100)
     clean = presence(present, np.zeros(50), 1.0)

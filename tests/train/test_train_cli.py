@@ -20,7 +20,7 @@ import pytest
 from safetensors.torch import load_file
 from train_fixtures import write_config, write_reasonseg
 
-from keyseg_core import cli
+from keyseg_core.cli import app as cli
 
 STEPS = 8
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
@@ -117,8 +117,8 @@ def test_two_process_ddp_run_keeps_ranks_identical(work):
 
 def test_eval_writes_report_csv_overlays_matching_metrics(work):
     from keyseg_core.data import open_dataset
-    from keyseg_core.metrics import intersection_union
-    from keyseg_core.predictor import Predictor
+    from keyseg_core.eval.metrics import intersection_union
+    from keyseg_core.inference.predictor import Predictor
 
     out = work / "eval_val"
     result = ok(keyseg("eval", "--checkpoint", "run/checkpoints/step_000008", "--dataset", "reasonseg", "--split", "val",
@@ -129,7 +129,7 @@ def test_eval_writes_report_csv_overlays_matching_metrics(work):
     with open(out / "per_sample.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["query"] for r in rows] == ["first query", "which thing is the b?"]  # text[0]
-    # by hand: same checkpoint, same queries, keyseg_core.metrics
+    # by hand: same checkpoint, same queries, keyseg_core.eval.metrics
     predictor = Predictor.from_pretrained(str(work / "run" / "checkpoints" / "step_000008" / "model"))
     dataset = open_dataset("reasonseg", work / "data", "val")
     ious, inters, unions = [], [], []
@@ -180,7 +180,7 @@ def test_eval_unknown_split_is_named(work, capsys):
 ])
 def test_eval_report_folder_names_the_run(checkpoint, label):
     """Every run ends in final/: the default report folder must not let two runs overwrite each other."""
-    from keyseg_core.commands.eval import report_label
+    from keyseg_core.cli.eval import report_label
 
     assert report_label(checkpoint) == label
 

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from keyseg_core.train.bases_config import BasesConfig
-from keyseg_core.train.config import TrainConfig, apply_override
-from keyseg_core.train.loop import learning_rate
+from keyseg_core.train.stage1.config import BasesConfig
+from keyseg_core.train.stage2.config import TrainConfig, apply_override
+from keyseg_core.train.stage2.loop import learning_rate
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 MINIMAL = {"model": "tiny", "data": [{"name": "reasonseg", "root": "/data"}]}
@@ -64,7 +64,7 @@ def test_setting_a_switch_drops_the_base_preset():
 
 
 def test_refer_data_without_keyword_source_is_refused_when_model_uses_key(tmp_path):
-    from keyseg_core.train.data import open_sources
+    from keyseg_core.train.stage2.data import open_sources
 
     config = TrainConfig.from_dict({**MINIMAL, "data": [{"name": "refcocog", "root": str(tmp_path)}]})
     with pytest.raises(ValueError, match=r"data\[0\].keyword.*category"):
@@ -104,8 +104,8 @@ def test_lr_scale_groups_and_keeps_a_part_as_it_is(tmp_path):
     they are saved); every other part moves; a prefix that names nothing is refused by its key."""
     import torch
 
-    from keyseg_core.builder import build_model, registry_config
-    from keyseg_core.train.loop import LossModule, make_optimizer, set_lr
+    from keyseg_core.modeling.build import build_model, registry_config
+    from keyseg_core.train.stage2.loop import LossModule, make_optimizer, set_lr
 
     config = TrainConfig.from_file(write(tmp_path, {**MINIMAL, "optimizer": {"lr": 1e-2, "lr_scale": {"sam.": 0.0}}}))
     model, _ = build_model(registry_config("tiny"))

@@ -1,1 +1,0 @@
-"""Subcommands of the `keyseg` CLI; see keyseg_core/cli.py for the contract."""

@@ -1,0 +1,140 @@
+"""`python -m keyseg_core.eval.tracking`: id switches of `MaskTracker` on generated moving scenes.
+
+Each sequence (keyseg_core.scenes.video) has one target that drifts and scales over a background;
+its true mask is known on every frame. The masks fed to the tracker come from
+  truth   the true masks, each randomly eroded or dilated by up to 2 px, with a few frames
+          dropped (empty), as a segmenter's jitter and misses would look;
+  model   a predictor streaming the sequence (one reasoning pass, SAM on every frame), as the
+          ROS node runs it.
+On each frame the target's id is the id of the instance that overlaps the true mask best; an id
+switch is a change of that id between two frames where the target was found. `stride` feeds every
+n-th frame only (a node that skips frames sees n times the motion).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from keyseg_core.inference.instances import split_instances
+from keyseg_core.inference.tracking import MaskTracker, mask_iou
+
+
+@dataclass
+class TrackingResult:
+    source: str
+    speed: float
+    stride: int
+    sequences: int
+    frames: int  # frames fed to the tracker, all sequences
+    found: int  # frames where an instance overlapped the true target
+    id_switches: int
+    ids_started: int  # distinct ids given to the target, all sequences (one per sequence is ideal)
+
+
+def id_switches(ids: list[str | None]) -> int:
+    """Changes of id between consecutive frames where the target had one (None: not found)."""
+    seen = [i for i in ids if i is not None]
+    return sum(a != b for a, b in zip(seen, seen[1:]))
+
+
+def target_id(instances: list[np.ndarray], ids: list[str], truth: np.ndarray) -> str | None:
+    """The id of the instance overlapping the true mask best; None when none overlaps it."""
+    best, best_iou = None, 0.0
+    for mask, track_id in zip(instances, ids):
+        iou = mask_iou(mask, truth)
+        if iou > best_iou:
+            best, best_iou = track_id, iou
+    return best
+
+
+def jitter(mask: np.ndarray, rng: np.random.Generator, drop: float) -> np.ndarray:
+    """The true mask eroded or dilated by 0-2 px, or empty with probability `drop`."""
+    if rng.random() < drop:
+        return np.zeros_like(mask, dtype=bool)
+    radius = int(rng.integers(-2, 3))
+    if radius == 0:
+        return mask.astype(bool)
+    kernel = np.ones((2 * abs(radius) + 1,) * 2, np.uint8)
+    op = cv2.dilate if radius > 0 else cv2.erode
+    return op(mask.astype(np.uint8), kernel).astype(bool)
+
+
+def evaluate(source: str, *, sequences: int, frames: int, speed: float, stride: int, seed: int,
+             iou_threshold: float, lost_frames: int, predictor=None, drop: float = 0.05,
+             instance_mode: str = "mask") -> TrackingResult:
+    from keyseg_core.scenes import generate_sequence
+
+    switches = found = fed = started = 0
+    for s in range(sequences):
+        seq = generate_sequence(frames * stride, seed=seed + s, speed=speed)
+        tracker = MaskTracker(iou_threshold, lost_frames)
+        rng = np.random.default_rng(seed + s)
+        masks = _model_masks(predictor, seq, stride) if source == "model" else \
+            [jitter(m, rng, drop) for m in seq.masks[::stride]]
+        ids = []
+        for mask, truth in zip(masks, seq.masks[::stride]):
+            instances = split_instances(mask, instance_mode, min_area=20)
+            ids.append(target_id(instances, tracker.update(instances), truth.astype(bool)))
+        fed += len(ids)
+        found += sum(i is not None for i in ids)
+        switches += id_switches(ids)
+        started += len({i for i in ids if i is not None})
+    return TrackingResult(source, speed, stride, sequences, fed, found, switches, started)
+
+
+def _model_masks(predictor, seq, stride: int) -> list[np.ndarray]:
+    from keyseg_core.inference.stream import StreamingSegmenter
+
+    stream = StreamingSegmenter(predictor)
+    stream.set_query(seq.texts[0])
+    return [stream.step(frame, now=t / 30.0).prediction.mask
+            for t, frame in enumerate(seq.frames[::stride])]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m keyseg_core.eval.tracking", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sequences", type=int, default=20)
+    parser.add_argument("--frames", type=int, default=60, help="frames fed per sequence")
+    parser.add_argument("--seed", type=int, default=100)
+    parser.add_argument("--speeds", default="2,6", help="fastest drift, px/frame at 320x240 (comma list)")
+    parser.add_argument("--strides", default="1,3", help="feed every n-th frame (comma list)")
+    parser.add_argument("--iou-threshold", type=float, default=0.1)
+    parser.add_argument("--lost-frames", type=int, default=10)
+    parser.add_argument("--model", nargs="?", const="", default=None,
+                        help="also run a predictor (no value: the shipped model)")
+    parser.add_argument("--json", type=Path)
+    opts = parser.parse_args(argv)
+    predictor = None
+    if opts.model is not None:
+        from keyseg_core.inference.predictor import Predictor
+
+        predictor = Predictor.from_pretrained(opts.model or None)
+    rows = []
+    sources = ["truth"] + (["model"] if predictor is not None else [])
+    for source in sources:
+        for speed in (float(v) for v in opts.speeds.split(",")):
+            for stride in (int(v) for v in opts.strides.split(",")):
+                start = time.perf_counter()
+                rows.append(evaluate(source, sequences=opts.sequences, frames=opts.frames, speed=speed,
+                                     stride=stride, seed=opts.seed, iou_threshold=opts.iou_threshold,
+                                     lost_frames=opts.lost_frames, predictor=predictor))
+                print(f"{source} speed {speed:g} stride {stride}: {time.perf_counter() - start:.1f} s", flush=True)
+    print("| masks | drift px/frame | stride | sequences | frames | target found | id switches | ids per sequence |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r.source} | {r.speed:g} | {r.stride} | {r.sequences} | {r.frames} | "
+              f"{r.found / max(r.frames, 1):.1%} | {r.id_switches} | {r.ids_started / max(r.sequences, 1):.2f} |")
+    if opts.json:
+        opts.json.write_text(json.dumps([asdict(r) for r in rows], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

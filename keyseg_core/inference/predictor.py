@@ -1,0 +1,390 @@
+"""Predictor: image + query -> mask, confidence, keyword (+ alternatives), answer text, timings.
+
+Separate from the nn.Module (as SAM's predictor is): it owns device/dtype, inference mode, the
+backend and timing, and composes a `Reasoner` (LLM-bound) and a `Segmenter` (SAM-bound). Two modes:
+  prefill   one forward pass over the prompt plus the forced answer template (no token-by-token
+            generation), the fast path for robots;
+  generate  the LLM first generates its answer from the prefilled prompt; if that answer holds [SEG]
+            the mask is taken from the generated tokens' hidden states, otherwise from the forced
+            template run after the same prefilled prompt (the free text is still returned).
+
+Out of GPU memory on a frame (any of predict_batch, predict_queries, reason, segment) fails that call
+with one `OutOfGpuMemory` line naming the device, the step and the backend; the memory the step held
+is freed, so the next call starts clean. Under backend 'auto', OOM_STEP_DOWN failures in a row of
+one call steps down to the next backend (`keyseg_core.runtime.backends.step_down`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from keyseg_core.runtime.backends import BackendChoice, check_backend, step_down, use_backend
+from keyseg_core.modeling.build import build_model, registry_config
+from keyseg_core.weights.checkpoint import CONFIG_FILE, META_FILE, load_checkpoint
+from keyseg_core.config.model import KeySegConfig
+from keyseg_core.inference.gpu_memory import OutOfGpuMemory, free_gpu_memory, is_out_of_memory, summary
+from keyseg_core.modeling.keyseg import KeySegModel
+from keyseg_core.weights.precision import enable_tf32, resolve_dtype
+from keyseg_core.inference.results import STAGES, Prediction
+from keyseg_core.inference.presence import PRESENCE_FILE, PresenceCalibration, not_here
+from keyseg_core.modeling.processor import KeySegProcessor, validate_image
+from keyseg_core.inference.reasoner import MODES, FrameFeatures, Reasoner, Reasoning, cache_token_tables
+from keyseg_core.inference.segmenter import EncodedFrame, Segmenter, to_prediction
+from keyseg_core.weights.shipped import shipped_checkpoint
+
+CONFIG_PREFIX = "config:"
+OOM_STEP_DOWN = 3  # out-of-memory failures in a row of one call before 'auto' steps down
+log = logging.getLogger("keyseg.predictor")
+
+
+def _oom_reported(what: str) -> Callable[[Callable], Callable]:
+    """Run a frame's call; out of GPU memory becomes one OutOfGpuMemory line (`Predictor._out_of_memory`)."""
+    def wrap(method: Callable) -> Callable:
+        @functools.wraps(method)
+        def run(self: Predictor, *args, **kwargs):
+            try:
+                result = method(self, *args, **kwargs)
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                cause = summary(exc)
+            else:
+                self._oom_streak[method.__name__] = 0
+                return result
+            # outside the except block: the traceback, and with it the step's tensors, is gone
+            raise self._out_of_memory(method.__name__, what, cause)
+        return run
+    return wrap
+
+
+class StageTimer:
+    """Context-manager factory recording wall time per stage (synchronising CUDA so numbers are real)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.ms: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        self._sync()
+        start = time.perf_counter()
+        yield
+        self._sync()
+        self.ms[stage] = self.ms.get(stage, 0.0) + (time.perf_counter() - start) * 1e3
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+@dataclass
+class Frame:
+    """One frame as the predictor caches it (SAM's set_image, for the reasoner too): the SAM image
+    embedding and the reasoner's vision features + prefilled prefix, each computed on first use."""
+
+    image: np.ndarray
+    sam: EncodedFrame | None = None
+    features: FrameFeatures | None = None
+
+
+class Predictor:
+    """Runs a KeySegModel on images and queries. Use `from_pretrained` to construct.
+
+    Composed of a `Reasoner` (image + query -> S_hat, keyword, answer; LLM-bound) and a `Segmenter`
+    (frame + S_hat -> mask; SAM-bound). `predict`/`predict_batch` run both on the same frames;
+    `set_image` + `predict_queries` answer several queries on one frame with the image encoded once
+    and the queries in one batch; `reason` + `segment` run the halves on their own clocks (streaming).
+    The LLM half and the SAM half each hold a lock, so two threads may drive them concurrently.
+    """
+
+    def __init__(
+        self,
+        model: KeySegModel,
+        processor: KeySegProcessor,
+        *,
+        model_name: str,
+        untrained: bool,
+        mode: str = "prefill",
+        mask_threshold: float = 0.0,
+        max_new_tokens: int = 48,
+        backend: BackendChoice | None = None,
+        presence: PresenceCalibration | None = None,
+    ) -> None:
+        self.model = model.eval()
+        cache_token_tables(model)  # exact; skips peft's per-call rebuild of the (V, d) tables
+        self.processor = processor
+        self.model_name = model_name
+        self.untrained = untrained
+        self.mask_threshold = mask_threshold
+        self.presence = presence  # None: every answer is taken as present (the paper's behaviour)
+        self.backend = backend or BackendChoice("torch", "torch", "requested")
+        self.reasoner = Reasoner(model, processor, mode=mode, max_new_tokens=max_new_tokens,
+                                 vision=self.backend.vision)
+        self.segmenter = Segmenter(model, processor)
+        param = next(model.parameters())
+        self.device, self.dtype = param.device, param.dtype
+        self.keyword_source = self.reasoner.keyword_source
+        self.keyword_candidates = self.reasoner.keyword_candidates
+        self.llm_lock = threading.RLock()
+        self.sam_lock = threading.RLock()
+        self._frame: Frame | None = None
+        self._oom_streak: dict[str, int] = {}
+
+    @property
+    def mode(self) -> str:
+        return self.reasoner.mode
+
+    @classmethod
+    def from_pretrained(
+        cls, model: str | None = None, *, device: str = "cpu", dtype: str = "auto", mode: str = "prefill",
+        mask_threshold: float = 0.0, backend: str = "torch", cpu_fallback: bool = False, presence: bool = True,
+    ) -> Predictor:
+        """Load a checkpoint dir, a hub id of one, 'config:<registry name>', a config file, or (None) the
+        shipped KeySeg-Tiny, checked against its checksums.
+
+        Registry configs and config files build untrained (random/base) weights; the result says so.
+        dtype: 'auto' (bfloat16 on CUDA, float16 on a GPU without bfloat16, float32 on the CPU),
+        float32, float16 or bfloat16 (refused before loading on a GPU without it); the model is built
+        straight in that dtype on the device, and on CUDA float32 matmuls use TF32.
+        backend: 'torch', 'compile', 'onnxruntime', 'tensorrt' or 'auto' (keyseg_core.runtime.backends): a named
+        backend that cannot load is an error that says why; 'auto' falls back and logs its choice.
+        cpu_fallback: a model that does not fit in GPU memory is loaded on the CPU (float32) with one
+        warning, instead of an OutOfGpuMemory error. Off by default: a robot that silently runs a
+        GPU-sized model on its CPU misses every deadline; where slow is better than nothing, allow it.
+        presence: apply the checkpoint's presence calibration (its presence.json, written by `keyseg
+        eval-presence`), so that an object out of view gets "not here" (Prediction.present False)
+        instead of a mask; False answers every query with a mask, as the paper does.
+        """
+        check_backend(backend)
+        if mode not in MODES:
+            raise ValueError(f"mode '{mode}' is not one of {', '.join(MODES)}")
+        torch_device = torch.device(device)
+        if torch_device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"device '{device}' requested but CUDA is not available")
+        torch_dtype = resolve_dtype(dtype, torch_device)
+        if torch_device.type == "cuda":
+            enable_tf32()
+        name = model or str(shipped_checkpoint())
+        try:
+            net, proc, untrained = _load_model(name, torch_dtype, torch_device)
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            cause = (f"out of GPU memory on {torch_device} while loading model '{name}' in "
+                     f"{str(torch_dtype).replace('torch.', '')} ({summary(exc)})")
+        else:
+            cause = None
+        if cause is not None:  # outside the except block, so that the partial model is freed
+            free_gpu_memory()
+            if not cpu_fallback:
+                raise OutOfGpuMemory(f"{cause}; free GPU memory, choose a smaller model or dtype, "
+                                     "or allow cpu_fallback")
+            log.warning("%s; loading it on the CPU in float32 instead (cpu_fallback)", cause)
+            torch_device, torch_dtype = torch.device("cpu"), torch.float32
+            net, proc, untrained = _load_model(name, torch_dtype, torch_device)
+        choice = use_backend(net.eval(), backend, torch_device)
+        calibration = _presence_calibration(name) if presence else None
+        return cls(net, proc, model_name=name, untrained=untrained, mode=mode, mask_threshold=mask_threshold,
+                   backend=choice, presence=calibration)
+
+    # ---- one-shot: image + query -> prediction ----
+
+    @torch.inference_mode()
+    def predict(self, image: np.ndarray, query: str) -> Prediction:
+        """Segment what `query` asks for in one HxWx3 uint8 RGB image."""
+        return self.predict_batch([image], [query])[0]
+
+    @_oom_reported("predicting a batch")
+    @torch.inference_mode()
+    def predict_batch(self, images: list[np.ndarray], queries: list[str]) -> list[Prediction]:
+        """Segment several images, one query each, in one batched forward pass."""
+        if len(images) != len(queries):
+            raise ValueError(f"{len(images)} images but {len(queries)} queries")
+        timer = StageTimer(self.device)
+        start = time.perf_counter()
+        with timer("preprocess"):
+            images = [validate_image(img, f"image {i}") for i, img in enumerate(images)]
+        if self.mode == "generate":
+            return self._predict_generated(images, queries, timer, start)
+        with timer("preprocess"):
+            batch = self.processor(images, queries).to(self.device, self.dtype)
+        with self.llm_lock:
+            reasoned, reasonings = self.reasoner.reason_batch(batch, queries, timer)
+        with self.sam_lock:
+            masks, _ = self.model.segment(batch.sam_pixels, reasoned.prompts, reasoned.seg_batch, batch.resized_hw,
+                                          batch.original_hw, timer)
+        with timer("postprocess"):
+            results = [self._prediction(r, m) for r, m in zip(reasonings, masks)]
+        return self._timed(results, timer, start)
+
+    def _predict_generated(self, images: list[np.ndarray], queries: list[str], timer: StageTimer,
+                           start: float) -> list[Prediction]:
+        """Generate mode: per image, the answer generated from the prefilled prompt, then its mask."""
+        results = []
+        for image, query in zip(images, queries):
+            with self.llm_lock:
+                features = self.reasoner.encode_frame(image, timer)
+                (reasoning,) = self.reasoner.reason_frame(features, [query], timer)
+            with self.sam_lock:
+                segmented = self.segmenter.decode(self.segmenter.encode(image, timer), reasoning.prompts, timer)
+            with timer("postprocess"):
+                results.append(self._prediction(reasoning, segmented.logits))
+        return self._timed(results, timer, start)
+
+    # ---- one frame, several queries: SAM's set_image ----
+
+    def encode_frame(self, image: np.ndarray) -> Frame:
+        """A frame to ask several queries about (`predict_queries(queries, frame)`); encodes lazily."""
+        return Frame(validate_image(image))
+
+    def set_image(self, image: np.ndarray) -> Frame:
+        """Cache `image`: later `predict_queries` calls run the vision tower, the prompt prefix and SAM's
+        image encoder on it once. Returns the cached Frame."""
+        self._frame = self.encode_frame(image)
+        return self._frame
+
+    @_oom_reported("predicting queries on a frame")
+    @torch.inference_mode()
+    def predict_queries(self, queries: list[str], frame: Frame | None = None) -> list[Prediction]:
+        """Several queries on one frame (default: the `set_image` one) as one batch; the frame's
+        encodings are computed on first use and reused by later calls."""
+        frame = frame or self._frame
+        if frame is None:
+            raise RuntimeError("predict_queries needs a frame: call set_image(image) first")
+        if not queries:
+            raise ValueError("give at least one query")
+        timer = StageTimer(self.device)
+        start = time.perf_counter()
+        with self.llm_lock:
+            if frame.features is None:
+                frame.features = self.reasoner.encode_frame(frame.image, timer)
+            reasonings = self.reasoner.reason_frame(frame.features, list(queries), timer)
+        with self.sam_lock:
+            if frame.sam is None:
+                frame.sam = self.segmenter.encode(frame.image, timer)
+            prompts = torch.cat([r.prompts[:1] for r in reasonings])
+            segmented = self.segmenter.decode(frame.sam, prompts, timer)
+        with timer("postprocess"):
+            results, row = [], 0
+            for r in reasonings:
+                rows = min(len(r.prompts), 1)
+                results.append(self._prediction(r, segmented.logits[row: row + rows]))
+                row += rows
+        return self._timed(results, timer, start)
+
+    # ---- the two clocks: reason once per question, segment every frame ----
+
+    @_oom_reported("reasoning on a frame")
+    @torch.inference_mode()
+    def reason(self, image: np.ndarray, query: str) -> Reasoning:
+        """The LLM-bound half on one frame: S_hat, keyword and answer for `query` (timings included)."""
+        timer = StageTimer(self.device)
+        start = time.perf_counter()
+        with self.llm_lock:
+            reasoning = self.reasoner.reason(image, query, timer)
+        reasoning.timings_ms = dict(timer.ms) | {"total": (time.perf_counter() - start) * 1e3}
+        reasoning.finished = time.monotonic()
+        return reasoning
+
+    @_oom_reported("segmenting a frame")
+    @torch.inference_mode()
+    def segment(self, image: np.ndarray, reasoning: Reasoning, mask_prompt: torch.Tensor | None = None
+                ) -> tuple[Prediction, torch.Tensor]:
+        """The SAM-bound half on one frame with an earlier reasoning's S_hat: (prediction, low-res
+        logits of its mask, which the next frame may take as `mask_prompt`)."""
+        timer = StageTimer(self.device)
+        start = time.perf_counter()
+        with self.sam_lock:
+            segmented = self.segmenter.decode(self.segmenter.encode(image, timer), reasoning.prompts[:1], timer,
+                                              mask_prompt=mask_prompt)
+        with timer("postprocess"):
+            prediction = self._prediction(reasoning, segmented.logits)
+        (prediction,) = self._timed([prediction], timer, start)
+        return prediction, segmented.low_res[:1]
+
+    # ---- out of GPU memory ----
+
+    def _out_of_memory(self, call: str, what: str, cause: str) -> OutOfGpuMemory:
+        """Free the failed call's memory and count it; the OOM_STEP_DOWN-th in a row of one call steps
+        'auto' down to the next backend (the frame still fails: the next one runs on the new backend)."""
+        free_gpu_memory()
+        streak = self._oom_streak[call] = self._oom_streak.get(call, 0) + 1
+        message = f"out of GPU memory on {self.device} while {what} (backend '{self.backend.name}'): {cause}"
+        if streak >= OOM_STEP_DOWN:
+            message += self._step_down(f"ran out of GPU memory on {streak} calls of {call} in a row")
+        return OutOfGpuMemory(message)
+
+    def _step_down(self, why: str) -> str:
+        """Under 'auto', the next backend in place of this one: what happened, for the error line."""
+        with self.llm_lock, self.sam_lock:
+            old = self.backend
+            new = step_down(self.model, old, self.device, why)
+            if new is None:
+                return ""
+            self.backend, self.reasoner.vision = new, new.vision
+            self._oom_streak.clear()
+        return f"; backend auto stepped down from '{old.name}' to '{new.name}'"
+
+    # ---- results ----
+
+    def _prediction(self, reasoning: Reasoning, logits: torch.Tensor) -> Prediction:
+        prediction = to_prediction(reasoning, logits, self.mask_threshold, untrained=self.untrained,
+                                   candidates=len(self.keyword_candidates))
+        if self.presence is not None and not self.presence.present(prediction):
+            return not_here(prediction)
+        return prediction
+
+    @staticmethod
+    def _timed(results: list[Prediction], timer: StageTimer, start: float) -> list[Prediction]:
+        total = (time.perf_counter() - start) * 1e3
+        timings = {stage: timer.ms.get(stage, 0.0) for stage in STAGES} | {"total": total}
+        if "generate" in timer.ms:
+            timings["generate"] = timer.ms["generate"]
+        for r in results:
+            r.timings_ms = dict(timings)
+        return results
+
+
+def _load_model(name: str, dtype: torch.dtype, device: torch.device) -> tuple[KeySegModel, KeySegProcessor, bool]:
+    """(model, processor, untrained) from a registry config, a config file or a checkpoint."""
+    if name.startswith(CONFIG_PREFIX):
+        return *build_model(registry_config(name[len(CONFIG_PREFIX):]), dtype, device), True
+    if Path(name).suffix in (".json", ".yaml", ".yml") and Path(name).is_file():
+        return *build_model(KeySegConfig.from_file(name), dtype, device), True
+    directory = _checkpoint_dir(name)
+    net, proc = load_checkpoint(directory, dtype, device)
+    return net, proc, not json.loads((directory / META_FILE).read_text()).get("train_steps")
+
+
+def _presence_calibration(name: str) -> PresenceCalibration | None:
+    """The presence calibration saved beside a local checkpoint (None for configs, hub ids, or none saved)."""
+    path = Path(name) / PRESENCE_FILE
+    return PresenceCalibration.load(path) if path.is_file() else None
+
+
+def _checkpoint_dir(name: str) -> Path:
+    """A local checkpoint directory, or a hub repo id downloaded to the hub cache."""
+    path = Path(name)
+    if path.is_dir():
+        if not (path / CONFIG_FILE).is_file():
+            raise FileNotFoundError(f"{path}: not a keyseg checkpoint (no {CONFIG_FILE})")
+        return path
+    if path.exists() or name.count("/") != 1 or name.startswith((".", "/", "~")):
+        raise FileNotFoundError(f"model '{name}' is neither a checkpoint directory nor a hub id (org/name)")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(name))
+    except Exception as exc:  # noqa: BLE001 - hub errors come in many types; one clear message
+        raise RuntimeError(f"model '{name}': could not download from the hub ({exc})") from exc

@@ -1,0 +1,114 @@
+"""Segmenter: frame + fused prompts S_hat -> masks (the SAM-bound half of KeySeg).
+
+Runs SAM's image encoder and mask decoder with prompts a `Reasoner` produced, on the frame they
+were reasoned on or on any later one. `encode` is SAM's `set_image`: an `EncodedFrame` keeps the
+image embedding, so several prompts (queries) on one frame encode it once. Optionally the previous
+frame's low-resolution mask logits go to SAM's prompt encoder as a dense prompt (streaming).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from keyseg_core.inference.preprocess import FrameUploader, sam_image
+from keyseg_core.modeling.keyseg import KeySegModel, Timer, _no_timer
+from keyseg_core.inference.results import Prediction, mask_box
+from keyseg_core.modeling.processor import KeySegProcessor, validate_image
+from keyseg_core.inference.reasoner import Reasoning
+from keyseg_core.modeling.sam import postprocess_masks, preprocess_sam
+
+
+@dataclass
+class EncodedFrame:
+    """One frame's SAM image embedding and the sizes needed to map masks back onto it."""
+
+    embedding: torch.Tensor  # (1, C, h, w)
+    resized_hw: tuple[int, int]
+    original_hw: tuple[int, int]
+
+
+@dataclass
+class Segmented:
+    """Masks of one frame for N prompts: logits at the frame's size and at SAM's low resolution."""
+
+    logits: torch.Tensor  # (N, H, W)
+    low_res: torch.Tensor  # (N, 4h, 4w), what a later frame may take as its dense prompt
+    iou: torch.Tensor  # (N,)
+
+
+class Segmenter:
+    """SAM of a KeySegModel (`model.sam`, whatever backend runs it), driven by S_hat prompts."""
+
+    def __init__(self, model: KeySegModel, processor: KeySegProcessor) -> None:
+        self.model = model
+        self.processor = processor
+        param = next(model.parameters())
+        self.device, self.dtype = param.device, param.dtype
+        # on CUDA, preprocess on the GPU (device_preprocess); on the CPU, PIL is the reference path
+        self.on_device = self.device.type == "cuda"
+        self._upload = FrameUploader(self.device)
+        self.frames = 0  # images encoded
+
+    @property
+    def sam(self):
+        return self.model.sam
+
+    @property
+    def accepts_mask_prompt(self) -> bool:
+        """Whether the backend's decoder takes a dense mask prompt (the torch and compiled ones do)."""
+        return bool(getattr(self.sam, "accepts_mask_prompt", False))
+
+    def encode(self, image: np.ndarray, timer: Timer = _no_timer) -> EncodedFrame:
+        """SAM's set_image: preprocess one HxWx3 frame and run the image encoder once."""
+        with timer("preprocess"):
+            image = validate_image(image)
+            if self.on_device:
+                prepared = sam_image(self._upload(image), self.processor.sam_size)
+            else:
+                prepared = preprocess_sam(image, self.processor.sam_size)
+            pixels = prepared.pixels[None].to(self.device, self.dtype)
+        with timer("sam_encoder"):
+            embedding = self.sam.encode(pixels)
+        self.frames += 1
+        return EncodedFrame(embedding, prepared.resized_hw, prepared.original_hw)
+
+    def decode(self, frame: EncodedFrame, prompts: torch.Tensor, timer: Timer = _no_timer,
+               mask_prompt: torch.Tensor | None = None) -> Segmented:
+        """(N, C) prompts on an encoded frame -> masks. `mask_prompt`: (1, 4h, 4w) low-res logits of an
+        earlier frame, given to SAM as a dense prompt for every prompt (torch backends only)."""
+        n = prompts.shape[0]
+        if n == 0:
+            h, w = frame.original_hw
+            side = self.sam.image_size // 4
+            empty = frame.embedding.new_zeros((0, side, side))
+            return Segmented(empty.new_zeros((0, h, w)).float(), empty, empty.new_zeros((0,)))
+        with timer("mask_decoder"):
+            prompts = prompts.to(frame.embedding.dtype)
+            if mask_prompt is not None:
+                if not self.accepts_mask_prompt:
+                    raise ValueError(f"the {type(self.sam).__name__} backend takes no mask prompt; "
+                                     "use the torch or compile backend for previous-mask prompts")
+                low_res, iou = self.sam.decode(frame.embedding, prompts, mask_inputs=mask_prompt)
+            else:
+                low_res, iou = self.sam.decode(frame.embedding, prompts)
+        with timer("postprocess"):
+            logits = postprocess_masks(low_res, frame.resized_hw, frame.original_hw, self.sam.image_size)
+        return Segmented(logits, low_res, iou)
+
+
+def to_prediction(reasoning: Reasoning, logits: torch.Tensor, threshold: float, *, untrained: bool,
+                  candidates: int) -> Prediction:
+    """The first [SEG]'s mask of `logits` (N, H, W) with the reasoning's keyword and answer."""
+    if logits.shape[0] == 0:
+        mask, score = np.zeros(tuple(logits.shape[-2:]), bool), 0.0
+    else:
+        first = logits[0].float()
+        fg = first > threshold
+        mask = fg.cpu().numpy()
+        score = float(torch.sigmoid(first[fg]).mean()) if bool(fg.any()) else 0.0
+    return Prediction(mask=mask, score=score, keyword=reasoning.keyword, keyword_prob=reasoning.keyword_prob,
+                      keyword_topk=list(reasoning.keyword_topk), answer=reasoning.answer, box=mask_box(mask),
+                      keyword_candidates=candidates, untrained=untrained)
