@@ -20,13 +20,13 @@ _EXPORTS = {
     "MODEL_REGISTRY": "modeling.build",
     "save_checkpoint": "weights.checkpoint",
     "load_checkpoint": "weights.checkpoint",
-    "Predictor": "inference.predictor",
+    "Predictor": "runtime.predictor",
     "Reasoner": "inference.reasoner",
     "Reasoning": "inference.reasoner",
     "Segmenter": "inference.segmenter",
     "StreamingSegmenter": "inference.stream",
     "Prediction": "inference.results",
-    "KeywordCandidate": "inference.results",
+    "KeywordCandidate": "modeling.keyword_head",
 }
 
 __all__ = sorted(_EXPORTS)

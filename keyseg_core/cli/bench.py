@@ -125,12 +125,12 @@ def _iou(a, b) -> float:
 def _skip_reason(name: str, args: argparse.Namespace) -> str | None:
     import torch
 
-    from keyseg_core.modeling.build import registry_config
-    from keyseg_core.inference.predictor import CONFIG_PREFIX, resolve_dtype
+    from keyseg_core.weights.precision import resolve_dtype
+    from keyseg_core.weights.resolve import CONFIG_PREFIX, untrained_config
 
     if not name.startswith(CONFIG_PREFIX):
         return None
-    config = registry_config(name[len(CONFIG_PREFIX):])
+    config = untrained_config(name)
     dtype = str(resolve_dtype(args.dtype, torch.device(args.device))).replace("torch.", "")
     need = estimate_params(config) * BYTES[dtype] * 1.15
     have = available_bytes(args.device)
@@ -143,7 +143,7 @@ def bench_model(name: str, backends: list[str], args: argparse.Namespace, frame,
     import torch
 
     from keyseg_core.runtime.backends import use_backend
-    from keyseg_core.inference.predictor import Predictor
+    from keyseg_core.runtime.predictor import Predictor
 
     skipped = _skip_reason(name, args)
     if skipped:
@@ -177,7 +177,7 @@ def bench_one(predictor, args: argparse.Namespace, frame, video) -> dict:
     """Full pipeline, streaming, cached frame, prefill vs generate and video on one predictor."""
     import numpy as np
 
-    from keyseg_core.inference.predictor import Predictor
+    from keyseg_core.runtime.predictor import Predictor
     from keyseg_core.inference.stream import StreamingSegmenter
 
     name = predictor.model_name

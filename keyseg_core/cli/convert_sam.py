@@ -13,7 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from keyseg_core.weights.convert_sam import convert_file
+    from keyseg_core.pretrained.sam_checkpoint import convert_file
 
     out = Path(args.out)
     if out.suffix != ".safetensors":

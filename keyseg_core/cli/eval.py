@@ -58,7 +58,7 @@ def report_label(checkpoint: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from keyseg_core.eval.segmentation import EvalSettings, eval_name, evaluate, open_eval_dataset
-    from keyseg_core.inference.predictor import Predictor
+    from keyseg_core.runtime.predictor import Predictor
 
     for flag in ("batch_size", "worst"):
         if getattr(args, flag) < (1 if flag == "batch_size" else 0):

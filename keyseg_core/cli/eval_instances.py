@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from keyseg_core.atomic import atomic_write_text
     from keyseg_core.cli.eval import resolve_checkpoint
     from keyseg_core.eval.instances import instance_report
-    from keyseg_core.inference.predictor import Predictor
+    from keyseg_core.runtime.predictor import Predictor
 
     if args.min_area < 1:
         raise ValueError(f"--min-area: {args.min_area} must be >= 1")

@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from keyseg_core.atomic import atomic_write_text
     from keyseg_core.cli.eval import resolve_checkpoint
-    from keyseg_core.inference.predictor import Predictor
+    from keyseg_core.runtime.predictor import Predictor
     from keyseg_core.eval.presence import collect, presence_report
 
     if not 0.0 <= args.max_miss < 1.0:

@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _export_vision(args: argparse.Namespace) -> int:
     from keyseg_core.runtime.export.exporter import export_vision
-    from keyseg_core.inference.predictor import Predictor
+    from keyseg_core.runtime.predictor import Predictor
 
     predictor = Predictor.from_pretrained(args.model)
     info = {"model": predictor.model_name, "config_name": predictor.model.config.name}

@@ -14,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from keyseg_core.inference.predictor import Predictor
+    from keyseg_core.runtime.predictor import Predictor
 
     predictor = Predictor.from_pretrained(args.model, device=args.device, dtype=args.dtype)
     model = predictor.model

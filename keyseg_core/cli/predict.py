@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from keyseg_core.inference.image_io import load_image, save_png
-    from keyseg_core.inference.predictor import Predictor
+    from keyseg_core.runtime.predictor import Predictor
     from keyseg_core.inference.overlay import overlay
 
     image = load_image(args.image)

@@ -10,7 +10,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from keyseg_core.weights.offline import smollm2_dir
+    from keyseg_core.pretrained.offline_llm import smollm2_dir
 
     print(f"offline LLM ready at {smollm2_dir()}")
     return 0

@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     opts = parser.parse_args(argv)
     predictor = None
     if opts.model is not None:
-        from keyseg_core.inference.predictor import Predictor
+        from keyseg_core.runtime.predictor import Predictor
 
         predictor = Predictor.from_pretrained(opts.model or None)
     rows = []

@@ -28,8 +28,9 @@ from transformers import DynamicCache
 from keyseg_core.config.model import KEY_TOKEN, SEG_TOKEN
 from keyseg_core.inference.preprocess import FrameUploader, clip_pixels
 from keyseg_core.modeling.keyword_head import decode_keywords
-from keyseg_core.modeling.keyseg import KeySegModel, Reasoned, Timer, _no_timer
-from keyseg_core.inference.results import KeywordCandidate
+from keyseg_core.modeling.keyseg import KeySegModel, Reasoned
+from keyseg_core.timing import Timer, no_timer
+from keyseg_core.modeling.keyword_head import KeywordCandidate
 from keyseg_core.modeling.processor import KeySegBatch, KeySegProcessor, validate_image
 from keyseg_core.config.default_keywords import COCO_CATEGORIES
 
@@ -157,7 +158,7 @@ class Reasoner:
 
     # ---- one padded batch: the computation of KeySegModel.run ----
 
-    def reason_batch(self, batch: KeySegBatch, queries: list[str], timer: Timer = _no_timer
+    def reason_batch(self, batch: KeySegBatch, queries: list[str], timer: Timer = no_timer
                      ) -> tuple[Reasoned, list[Reasoning]]:
         """Prefill mode over a prepared batch (forced answer template), as `KeySegModel.run` does."""
         features = None
@@ -171,7 +172,7 @@ class Reasoner:
 
     # ---- one frame, any number of queries, cached ----
 
-    def encode_frame(self, image: np.ndarray, timer: Timer = _no_timer) -> FrameFeatures:
+    def encode_frame(self, image: np.ndarray, timer: Timer = no_timer) -> FrameFeatures:
         """Vision tower + projector of one frame, kept for every query asked about it."""
         image = validate_image(image)
         with timer("preprocess"):
@@ -184,7 +185,7 @@ class Reasoner:
             features = self.vision(pixels) if self.vision is not None else self.model.encode_images(pixels)
         return FrameFeatures(image.shape[:2], features)
 
-    def reason_frame(self, frame: FrameFeatures, queries: list[str], timer: Timer = _no_timer) -> list[Reasoning]:
+    def reason_frame(self, frame: FrameFeatures, queries: list[str], timer: Timer = no_timer) -> list[Reasoning]:
         """Reason about several queries on one encoded frame.
 
         Prefill mode runs the queries as one batch over the frame's prefilled prefix; generate mode
@@ -210,7 +211,7 @@ class Reasoner:
                     results[i] = self._reasoning(reasoned, row, queries[i], None, frame.image_hw)
         return results  # type: ignore[return-value]
 
-    def reason(self, image: np.ndarray, query: str, timer: Timer = _no_timer) -> Reasoning:
+    def reason(self, image: np.ndarray, query: str, timer: Timer = no_timer) -> Reasoning:
         """One query on one frame (the streaming reasoner's call)."""
         return self.reason_frame(self.encode_frame(image, timer), [query], timer)[0]
 
@@ -240,9 +241,7 @@ class Reasoner:
             return frame.prefixes[key]
         with timer("llm_prefill"):
             ids_t = torch.tensor([ids], device=self.device)
-            embeds = self.model.llava.get_input_embeddings()(ids_t)
-            is_image = (ids_t == self.processor.ids.image).unsqueeze(-1)
-            embeds = embeds.masked_scatter(is_image, frame.image_features.to(embeds.dtype))
+            embeds = self.model.embed_with_images(ids_t, frame.image_features)
             cache = DynamicCache(config=self._lm_config())
             hidden = self._language_model(embeds, torch.ones_like(ids_t), cache)
         prefix = _Prefix(ids, hidden, [(layer.keys, layer.values) for layer in cache.layers])

@@ -6,13 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class KeywordCandidate:
-    """One keyword hypothesis decoded from the [KEY] embedding, with its probability."""
-
-    text: str
-    prob: float
+from keyseg_core.modeling.keyword_head import KeywordCandidate
 
 
 @dataclass

@@ -14,11 +14,12 @@ import numpy as np
 import torch
 
 from keyseg_core.inference.preprocess import FrameUploader, sam_image
-from keyseg_core.modeling.keyseg import KeySegModel, Timer, _no_timer
+from keyseg_core.modeling.keyseg import KeySegModel
+from keyseg_core.timing import Timer, no_timer
 from keyseg_core.inference.results import Prediction, mask_box
 from keyseg_core.modeling.processor import KeySegProcessor, validate_image
 from keyseg_core.inference.reasoner import Reasoning
-from keyseg_core.modeling.sam import postprocess_masks, preprocess_sam
+from keyseg_core.modeling.sam import preprocess_sam
 
 
 @dataclass
@@ -61,7 +62,7 @@ class Segmenter:
         """Whether the backend's decoder takes a dense mask prompt (the torch and compiled ones do)."""
         return bool(getattr(self.sam, "accepts_mask_prompt", False))
 
-    def encode(self, image: np.ndarray, timer: Timer = _no_timer) -> EncodedFrame:
+    def encode(self, image: np.ndarray, timer: Timer = no_timer) -> EncodedFrame:
         """SAM's set_image: preprocess one HxWx3 frame and run the image encoder once."""
         with timer("preprocess"):
             image = validate_image(image)
@@ -75,28 +76,18 @@ class Segmenter:
         self.frames += 1
         return EncodedFrame(embedding, prepared.resized_hw, prepared.original_hw)
 
-    def decode(self, frame: EncodedFrame, prompts: torch.Tensor, timer: Timer = _no_timer,
+    def decode(self, frame: EncodedFrame, prompts: torch.Tensor, timer: Timer = no_timer,
                mask_prompt: torch.Tensor | None = None) -> Segmented:
         """(N, C) prompts on an encoded frame -> masks. `mask_prompt`: (1, 4h, 4w) low-res logits of an
         earlier frame, given to SAM as a dense prompt for every prompt (torch backends only)."""
+        if mask_prompt is not None and not self.accepts_mask_prompt:
+            raise ValueError(f"the {type(self.sam).__name__} backend takes no mask prompt; "
+                             "use the torch or compile backend for previous-mask prompts")
         n = prompts.shape[0]
-        if n == 0:
-            h, w = frame.original_hw
-            side = self.sam.image_size // 4
-            empty = frame.embedding.new_zeros((0, side, side))
-            return Segmented(empty.new_zeros((0, h, w)).float(), empty, empty.new_zeros((0,)))
-        with timer("mask_decoder"):
-            prompts = prompts.to(frame.embedding.dtype)
-            if mask_prompt is not None:
-                if not self.accepts_mask_prompt:
-                    raise ValueError(f"the {type(self.sam).__name__} backend takes no mask prompt; "
-                                     "use the torch or compile backend for previous-mask prompts")
-                low_res, iou = self.sam.decode(frame.embedding, prompts, mask_inputs=mask_prompt)
-            else:
-                low_res, iou = self.sam.decode(frame.embedding, prompts)
-        with timer("postprocess"):
-            logits = postprocess_masks(low_res, frame.resized_hw, frame.original_hw, self.sam.image_size)
-        return Segmented(logits, low_res, iou)
+        logits, low_res, iou = self.model.decode_prompts(
+            frame.embedding, prompts.to(frame.embedding.dtype), prompts.new_zeros(n, dtype=torch.long), [0] if n else [],
+            [frame.resized_hw], [frame.original_hw], timer, mask_prompt)
+        return Segmented(logits[0], low_res[0], iou[0])
 
 
 def to_prediction(reasoning: Reasoning, logits: torch.Tensor, threshold: float, *, untrained: bool,

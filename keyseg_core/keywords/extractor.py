@@ -43,7 +43,7 @@ class Extractor:
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-        from keyseg_core.weights.offline import resolve_pretrained
+        from keyseg_core.pretrained.offline_llm import resolve_pretrained
 
         path = resolve_pretrained(name)
         self.name = name

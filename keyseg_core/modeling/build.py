@@ -138,8 +138,8 @@ def build_model(
     hidden = llava.config.text_config.hidden_size
     # freezes all but LoRA + new rows
     mllm = apply_lora(llava, config.lora, [ids.seg, ids.key], seed=config.backbone.seed + 4)
-    torch.manual_seed(config.backbone.seed + 2)
-    sam = SamSegmenter(build_sam(config.sam), config.sam.image_size)
+    torch.manual_seed(config.backbone.seed + 2)  # SAM first, then fusion, from this one generator
+    sam = build_sam_segmenter(config)
     fusion = FusionModule(hidden, sam.prompt_dim, config.fusion)
     keyword_head = KeywordHead(hidden, config.keyword.tau)
     model = KeySegModel(config, mllm=mllm, sam=sam, fusion=fusion, keyword_head=keyword_head, token_ids=ids)
@@ -150,6 +150,19 @@ def build_model(
         num_image_tokens=num_image_tokens(llava), sam_size=config.sam.image_size,
     )
     return model, processor
+
+
+def build_sam_segmenter(config: KeySegConfig) -> SamSegmenter:
+    """KeySeg's SAM part alone (export of a config's SAM needs no LLM). Seeded by the caller:
+    `build_model` draws it from the global generator at seed + 2, `seeded_sam_segmenter` forks it."""
+    return SamSegmenter(build_sam(config.sam), config.sam.image_size)
+
+
+def seeded_sam_segmenter(config: KeySegConfig) -> SamSegmenter:
+    """The SAM part exactly as `build_model` draws it, without touching the global generator."""
+    with torch.random.fork_rng():
+        torch.manual_seed(config.backbone.seed + 2)
+        return build_sam_segmenter(config)
 
 
 def _set_trainable(model: KeySegModel) -> None:

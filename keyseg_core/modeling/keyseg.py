@@ -6,10 +6,7 @@ optional timer so per-stage latency comes from the code that actually runs. `for
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ContextManager
 
 import torch
 import torch.nn.functional as F
@@ -22,13 +19,7 @@ from keyseg_core.modeling.keyword_head import KeywordHead, keyword_loss
 from keyseg_core.modeling.losses import mask_bce_loss, mask_dice_loss
 from keyseg_core.modeling.processor import IGNORE_INDEX, KeySegBatch, SpecialTokenIds
 from keyseg_core.modeling.sam import SamSegmenter, postprocess_masks
-
-Timer = Callable[[str], ContextManager[None]]
-
-
-def _no_timer(_: str) -> ContextManager[None]:
-    return contextlib.nullcontext()
-
+from keyseg_core.timing import Timer, no_timer
 
 @dataclass
 class KeySegOutput:
@@ -95,7 +86,7 @@ class KeySegModel(nn.Module):
 
     # ---- the forward path, in named steps ----
 
-    def run(self, batch: KeySegBatch, timer: Timer = _no_timer) -> KeySegOutput:
+    def run(self, batch: KeySegBatch, timer: Timer = no_timer) -> KeySegOutput:
         """Inference/training forward without losses; each stage is reported to `timer`.
 
         The two halves run on different clocks at inference (a question changes once in many
@@ -110,7 +101,7 @@ class KeySegModel(nn.Module):
         return KeySegOutput(masks, ious, reasoned.keyword_logits, reasoned.key_batch, reasoned.seg_batch,
                             reasoned.hidden, prompts=reasoned.prompts)
 
-    def reason(self, batch: KeySegBatch, timer: Timer = _no_timer,
+    def reason(self, batch: KeySegBatch, timer: Timer = no_timer,
                image_features: torch.Tensor | None = None) -> Reasoned:
         """Vision tower, LLM prefill and fusion: the LLM-bound half of `run`.
 
@@ -136,7 +127,7 @@ class KeySegModel(nn.Module):
 
     def segment(
         self, sam_pixels: torch.Tensor, prompts: torch.Tensor, seg_batch: torch.Tensor,
-        resized_hw: list[tuple[int, int]], original_hw: list[tuple[int, int]], timer: Timer = _no_timer,
+        resized_hw: list[tuple[int, int]], original_hw: list[tuple[int, int]], timer: Timer = no_timer,
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """SAM image encoder, mask decoder and postprocessing: the SAM-bound half of `run`.
 
@@ -146,15 +137,31 @@ class KeySegModel(nn.Module):
         with timer("sam_encoder"), torch.set_grad_enabled(torch.is_grad_enabled() and self.config.trainable.sam_image_encoder):
             pixels = sam_pixels if len(segmented) == len(original_hw) else sam_pixels[segmented]
             image_embeddings = self.sam.encode(pixels) if segmented else None  # (B_seg, C, h, w)
+        masks, _, ious = self.decode_prompts(image_embeddings, prompts, seg_batch, segmented, resized_hw, original_hw,
+                                             timer)
+        return masks, ious
+
+    def decode_prompts(
+        self, image_embeddings: torch.Tensor | None, prompts: torch.Tensor, seg_batch: torch.Tensor,
+        segmented: list[int], resized_hw: list[tuple[int, int]], original_hw: list[tuple[int, int]],
+        timer: Timer = no_timer, mask_inputs: torch.Tensor | None = None,
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+        """Encoded images + S_hat prompts -> per sample (n_seg, H, W) logits at the original size,
+        (n_seg, 4h, 4w) low-res logits and (n_seg,) IoU predictions; n_seg = 0 for a sample without [SEG].
+
+        The segmenter's per-frame path runs this too (one image, `mask_inputs` an earlier frame's
+        low-res mask as SAM's dense prompt), so both clocks decode and postprocess the same way.
+        """
         with timer("mask_decoder"):
-            low_res, ious = self.decode_masks(image_embeddings, prompts, seg_batch, segmented, len(original_hw))
+            low_res, ious = self.decode_masks(image_embeddings, prompts, seg_batch, segmented, len(original_hw),
+                                              mask_inputs)
         with timer("postprocess"):
             masks = [
                 postprocess_masks(m, resized_hw[i], original_hw[i], self.sam.image_size)
                 if m.shape[0] else m.new_zeros((0, *original_hw[i]))
                 for i, m in enumerate(low_res)
             ]
-        return masks, ious
+        return masks, low_res, ious
 
     def forward(self, batch: KeySegBatch) -> KeySegOutput:
         """Training forward: `run` plus L = w_ce CE + w_bce BCE + w_dice Dice + w_kw L_kw.
@@ -189,15 +196,19 @@ class KeySegModel(nn.Module):
 
     def run_llm(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, image_features: torch.Tensor) -> torch.Tensor:
         """Embed tokens, put visual features at the <image> positions, run the LM: (B, L) -> (B, L, d)."""
-        embeds = self.llava.get_input_embeddings()(input_ids)  # (B, L, d)
+        embeds = self.embed_with_images(input_ids, image_features)  # (B, L, d)
+        out = self.llava.model.language_model(inputs_embeds=embeds, attention_mask=attention_mask.long())
+        return out.last_hidden_state
+
+    def embed_with_images(self, input_ids: torch.Tensor, image_features: torch.Tensor) -> torch.Tensor:
+        """Token embeddings with the visual features put at the <image> positions: (B, L) -> (B, L, d)."""
+        embeds = self.llava.get_input_embeddings()(input_ids)
         is_image = (input_ids == self.token_ids.image).unsqueeze(-1)
         if int(is_image.sum()) != image_features.shape[0] * image_features.shape[1]:
             raise ValueError(
                 f"{int(is_image.sum())} <image> tokens for {image_features.shape[0]}x{image_features.shape[1]} visual features"
             )
-        embeds = embeds.masked_scatter(is_image, image_features.to(embeds.dtype))
-        out = self.llava.model.language_model(inputs_embeds=embeds, attention_mask=attention_mask.long())
-        return out.last_hidden_state
+        return embeds.masked_scatter(is_image, image_features.to(embeds.dtype))
 
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.llava.get_output_embeddings()(hidden)
@@ -229,7 +240,7 @@ class KeySegModel(nn.Module):
 
     def decode_masks(
         self, image_embeddings: torch.Tensor | None, prompts: torch.Tensor, seg_batch: torch.Tensor,
-        segmented: list[int], batch_size: int,
+        segmented: list[int], batch_size: int, mask_inputs: torch.Tensor | None = None,
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Per sample: its [SEG] prompts against its image embedding -> (n_seg, h, w) low-res logits and
         (n_seg,) IoU predictions; (0, h, w) and (0,) for a sample without [SEG].
@@ -244,7 +255,8 @@ class KeySegModel(nn.Module):
         per_image = [prompts[seg_batch == i] for i in segmented]
         counts = [len(p) for p in per_image]
         padded = pad_sequence(per_image, batch_first=True)  # (B_seg, N_max, C), zero rows past each count
-        low, iou = self.sam.decode_batch(image_embeddings, padded.to(image_embeddings.dtype))  # one decoder call
+        extra = {} if mask_inputs is None else {"mask_inputs": mask_inputs}
+        low, iou = self.sam.decode_batch(image_embeddings, padded.to(image_embeddings.dtype), **extra)  # one call
         for row, i in enumerate(segmented):
             masks[i], ious[i] = low[row, :counts[row]], iou[row, :counts[row]]
         return masks, ious

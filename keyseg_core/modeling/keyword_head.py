@@ -14,12 +14,19 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from keyseg_core.inference.results import KeywordCandidate
+
+@dataclass(frozen=True)
+class KeywordCandidate:
+    """One keyword hypothesis decoded from the [KEY] embedding, with its probability."""
+
+    text: str
+    prob: float
 
 
 class KeywordHead(nn.Module):

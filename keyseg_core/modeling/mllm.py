@@ -29,7 +29,7 @@ from transformers import (
 from transformers.integrations import is_deepspeed_zero3_enabled
 
 from keyseg_core.config.model import IMAGE_TOKEN, BackboneConfig, LoraSettings
-from keyseg_core.weights.offline import resolve_pretrained
+from keyseg_core.pretrained.offline_llm import resolve_pretrained
 from keyseg_core.modeling.processor import add_special_tokens
 from keyseg_core.modeling.stems import conv_stem_like
 

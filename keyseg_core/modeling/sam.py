@@ -107,7 +107,7 @@ def _build_sam(spec: SamConfigSpec) -> SamModel:
         return model
     path = Path(weights)
     if path.suffix in (".pth", ".pt", ".safetensors"):
-        from keyseg_core.weights.convert_sam import load_sam_state_dict
+        from keyseg_core.pretrained.sam_checkpoint import load_sam_state_dict
 
         model = SamModel(spec_config(spec))
         state = load_sam_state_dict(path)

@@ -48,7 +48,7 @@ def bench_model(name: str, iters: int, warmup: int, threads: int) -> list[dict[s
 
     from keyseg_core.runtime.export.loading import load_segmenter
     from keyseg_core.runtime.backends.onnxruntime_sam import OrtSamSegmenter, cached_export
-    from keyseg_core.runtime.backends.ort import CPU
+    from keyseg_core.runtime.ort import CPU
 
     sam, info = load_segmenter(name)
     ort_sam = OrtSamSegmenter(cached_export(sam), [CPU], threads=threads)

@@ -39,7 +39,7 @@ from keyseg_core.config.model import (
     TemplateConfig,
 )
 from keyseg_core.modeling.sam import SAM_SIZES, spec_config
-from keyseg_core.weights.convert_sam import convert_sam_state_dict
+from keyseg_core.pretrained.sam_checkpoint import convert_sam_state_dict
 
 SEG = "[SEG]"
 # LLaVA-v1's conversation (LISA's conv_type llava_v1) with LISA's image tokens around <image>
@@ -148,7 +148,7 @@ def write_llava(state: dict[str, torch.Tensor], raw: dict, text_config, tokenize
     """Assemble the LLaVA on the meta device, assign the tensors (strict: every key and shape), save."""
     from transformers import CLIPVisionModel, LlavaConfig, LlavaForConditionalGeneration
 
-    from keyseg_core.weights.offline import resolve_pretrained
+    from keyseg_core.pretrained.offline_llm import resolve_pretrained
 
     vision = CLIPVisionModel.from_pretrained(resolve_pretrained(vision_tower), dtype=dtype)
     config = LlavaConfig(

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from keyseg_core.runtime.backends.ort import CPU, create_session
+from keyseg_core.runtime.ort import CPU, create_session
 from keyseg_core.modeling.build import build_model, registry_config
 from keyseg_core.weights.checkpoint import load_checkpoint, save_checkpoint
 from keyseg_core.modeling.cnn_encoder import CnnImageEncoder

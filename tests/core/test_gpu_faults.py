@@ -9,12 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from keyseg_core.inference import predictor as predictor_module
+from keyseg_core.runtime import predictor as predictor_module
 from keyseg_core.runtime.backends import onnxruntime_sam, use_backend
 from keyseg_core.modeling.build import build_model, registry_config
 from keyseg_core.inference.gpu_memory import OutOfGpuMemory
 from keyseg_core.weights.precision import resolve_dtype
-from keyseg_core.inference.predictor import OOM_STEP_DOWN, Predictor
+from keyseg_core.runtime.predictor import OOM_STEP_DOWN, Predictor
 from keyseg_core.inference.stream import StreamingSegmenter
 
 CUDA = torch.device("cuda")
@@ -61,7 +61,7 @@ def test_auto_dtype_on_a_gpu_without_bf16_is_float16_with_the_cause(gpu, caplog)
 
 def test_bf16_on_a_gpu_without_it_is_refused_before_loading(gpu, monkeypatch):
     loads = []
-    monkeypatch.setattr(predictor_module, "_load_model", lambda *args: loads.append(args))
+    monkeypatch.setattr(predictor_module, "load_model", lambda *args: loads.append(args))
     with pytest.raises(ValueError, match=r"^dtype 'bfloat16' cannot run here: cuda \(Tesla T4\) has no native "
                                          r"bfloat16 .*; use dtype 'float16' or 'auto'$"):
         Predictor.from_pretrained("config:tiny", device="cuda", dtype="bfloat16")
@@ -71,14 +71,14 @@ def test_bf16_on_a_gpu_without_it_is_refused_before_loading(gpu, monkeypatch):
 def test_a_model_too_big_for_the_gpu_is_one_line_or_the_cpu_when_allowed(gpu, frees, cuda_oom, monkeypatch,
                                                                            caplog):
     gpu["bf16"] = True
-    load = predictor_module._load_model
+    load = predictor_module.load_model
 
     def on_a_full_gpu(name, dtype, device):
         if device.type == "cuda":
             raise cuda_oom
         return load(name, dtype, device)
 
-    monkeypatch.setattr(predictor_module, "_load_model", on_a_full_gpu)
+    monkeypatch.setattr(predictor_module, "load_model", on_a_full_gpu)
     cause = f"out of GPU memory on cuda while loading model 'config:tiny' in bfloat16 ({CAUSE})"
     with pytest.raises(OutOfGpuMemory) as refused:
         Predictor.from_pretrained("config:tiny", device="cuda")

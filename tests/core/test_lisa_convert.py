@@ -26,9 +26,9 @@ from keyseg_core.cli import app as cli
 from keyseg_core.modeling.build import OFFLINE_LLM, build_model
 from keyseg_core.weights.checkpoint import load_checkpoint, load_weights_into
 from keyseg_core.weights.convert_lisa import convert_lisa
-from keyseg_core.weights.offline import resolve_pretrained
+from keyseg_core.pretrained.offline_llm import resolve_pretrained
 from keyseg_core.modeling.sam import preprocess_sam, sam_config
-from keyseg_core.weights.convert_sam import convert_sam_state_dict
+from keyseg_core.pretrained.sam_checkpoint import convert_sam_state_dict
 from keyseg_core.train.stage2.config import TrainConfig
 
 D, CLIP_SIZE = 64, 56  # LLM width; CLIP side (4 x 4 patches of 14)
@@ -136,7 +136,7 @@ def test_converted_model_computes_lisas_mask(lisa):
     assert got.shape == want.shape == (1, 90, 120)
     torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-4)
     assert (want > 0).any() and (want <= 0).any()  # a mask with both sides, so the comparison has teeth
-    from keyseg_core.inference.predictor import Predictor
+    from keyseg_core.runtime.predictor import Predictor
 
     predictor = Predictor.from_pretrained(str(out))  # what `keyseg predict --model <converted>` runs
     assert not predictor.untrained  # LISA trained it

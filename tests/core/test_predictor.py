@@ -5,7 +5,7 @@ import pytest
 from skimage import data
 
 from keyseg_core.inference.results import STAGES
-from keyseg_core.inference.predictor import Predictor
+from keyseg_core.runtime.predictor import Predictor
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from keyseg_core.weights.checkpoint import save_checkpoint
 from keyseg_core.modeling.build import build_model, registry_config
 from keyseg_core.cli.app import main
 from keyseg_core.inference.results import Prediction
-from keyseg_core.inference.predictor import Predictor
+from keyseg_core.runtime.predictor import Predictor
 from keyseg_core.inference.presence import (PRESENCE_FILE, PresenceCalibration, calibrate, not_here, rates, roc_auc,
                                   signals, threshold_for_miss)
 from keyseg_core.scenes.generator import make_sample

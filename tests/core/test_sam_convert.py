@@ -6,7 +6,7 @@ from transformers import SamModel
 
 from keyseg_core.config.model import SamConfigSpec
 from keyseg_core.modeling.sam import build_sam, sam_config
-from keyseg_core.weights.convert_sam import convert_sam_state_dict, load_sam_state_dict
+from keyseg_core.pretrained.sam_checkpoint import convert_sam_state_dict, load_sam_state_dict
 
 
 def segment_anything_keys(depth: int, decoder_layers: int) -> list[str]:

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from keyseg_core.inference.predictor import Predictor
+from keyseg_core.runtime.predictor import Predictor
 from keyseg_core.scenes import generate_sequence
 from keyseg_core.inference.stream import StreamingSegmenter
 

@@ -7,7 +7,7 @@ import torch
 from skimage import data
 
 from keyseg_core.modeling.keyword_head import decode_keywords
-from keyseg_core.inference.predictor import Predictor, resolve_dtype
+from keyseg_core.runtime.predictor import Predictor, resolve_dtype
 
 QUERIES = ["Which object holds the drink?", "the cup", "what is on the left side of the table"]
 

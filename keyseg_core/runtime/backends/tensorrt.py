@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from keyseg_core.runtime.export.manifest import read_manifest
-from keyseg_core.weights.offline import cache_root
+from keyseg_core.pretrained.offline_llm import cache_root
 from keyseg_core.modeling.sam import ImageByImageDecoding
 
 log = logging.getLogger("keyseg.backends")

@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 import torch
 
-from keyseg_core.runtime.backends.ort import CPU, create_session
+from keyseg_core.runtime.ort import CPU, create_session
 from keyseg_core.modeling.sam import SamSegmenter
 from keyseg_core.runtime.export.graphs import PARTS, VISION_PART, GraphSpec, TensorSpec, embedding_shape, graph_specs, vision_graph_spec
 from keyseg_core.runtime.export.manifest import FORMAT, FORMAT_VERSION, write_manifest

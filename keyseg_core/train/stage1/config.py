@@ -12,7 +12,8 @@ import torch
 
 from keyseg_core.config.model import KeySegConfig, build_dataclass
 
-from keyseg_core.train.stage2.config import OptimizerConfig, ScheduleConfig, _named_model, apply_override, deep_merge, load_mapping
+from keyseg_core.train.stage2.config import OptimizerConfig, ScheduleConfig, apply_override, deep_merge, load_mapping
+from keyseg_core.weights.resolve import named_config
 
 
 def _help(text: str, **kw: Any) -> Any:
@@ -121,7 +122,7 @@ class BasesConfig:
         return torch.device(self.device)
 
     def model_config(self) -> KeySegConfig:
-        base = _named_model(self.model).to_dict() if isinstance(self.model, str) else self.model
+        base = named_config(self.model).to_dict() if isinstance(self.model, str) else self.model
         try:
             return KeySegConfig.from_dict(deep_merge(base, self.model_overrides))
         except (TypeError, ValueError) as exc:

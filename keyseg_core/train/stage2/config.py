@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import yaml
 
-from keyseg_core.modeling.build import MODEL_REGISTRY, registry_config
+from keyseg_core.weights.resolve import named_config
 from keyseg_core.config.model import KEY_TOKEN, PRESET_SECTIONS, SEG_TOKEN, KeySegConfig, build_dataclass, layer_section
 from keyseg_core.data.registry import DATASETS
 
@@ -198,7 +198,7 @@ class TrainConfig:
     def model_config(self) -> KeySegConfig:
         """The KeySegConfig this run trains: registry/mapping, then `model_overrides`."""
         if isinstance(self.model, str):
-            base = _named_model(self.model).to_dict()
+            base = named_config(self.model).to_dict()
         else:
             base = copy.deepcopy(self.model)
         merged = deep_merge(base, self.model_overrides)
@@ -233,21 +233,6 @@ class TrainConfig:
             return cls.from_dict(data)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{path}: {exc}") from exc
-
-
-def _named_model(name: str) -> KeySegConfig:
-    """A registry name, or the config of a checkpoint folder (its config.json) or of a config file."""
-    if name in MODEL_REGISTRY:
-        return registry_config(name)
-    from keyseg_core.weights.checkpoint import checkpoint_config
-
-    path = Path(name)
-    if (path / "config.json").is_file():
-        return checkpoint_config(path)
-    if path.is_file():
-        return KeySegConfig.from_file(path)
-    raise ValueError(f"model: '{name}' is not a registry name ({', '.join(MODEL_REGISTRY)}), "
-                     "a checkpoint folder or a config file")
 
 
 def load_mapping(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:

@@ -16,13 +16,11 @@ one call steps down to the next backend (`keyseg_core.runtime.backends.step_down
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,20 +28,18 @@ import numpy as np
 import torch
 
 from keyseg_core.runtime.backends import BackendChoice, check_backend, step_down, use_backend
-from keyseg_core.modeling.build import build_model, registry_config
-from keyseg_core.weights.checkpoint import CONFIG_FILE, META_FILE, load_checkpoint
-from keyseg_core.config.model import KeySegConfig
 from keyseg_core.inference.gpu_memory import OutOfGpuMemory, free_gpu_memory, is_out_of_memory, summary
 from keyseg_core.modeling.keyseg import KeySegModel
 from keyseg_core.weights.precision import enable_tf32, resolve_dtype
+from keyseg_core.timing import StageTimer
 from keyseg_core.inference.results import STAGES, Prediction
 from keyseg_core.inference.presence import PRESENCE_FILE, PresenceCalibration, not_here
 from keyseg_core.modeling.processor import KeySegProcessor, validate_image
 from keyseg_core.inference.reasoner import MODES, FrameFeatures, Reasoner, Reasoning, cache_token_tables
 from keyseg_core.inference.segmenter import EncodedFrame, Segmenter, to_prediction
+from keyseg_core.weights.resolve import load_model
 from keyseg_core.weights.shipped import shipped_checkpoint
 
-CONFIG_PREFIX = "config:"
 OOM_STEP_DOWN = 3  # out-of-memory failures in a row of one call before 'auto' steps down
 log = logging.getLogger("keyseg.predictor")
 
@@ -66,26 +62,6 @@ def _oom_reported(what: str) -> Callable[[Callable], Callable]:
             raise self._out_of_memory(method.__name__, what, cause)
         return run
     return wrap
-
-
-class StageTimer:
-    """Context-manager factory recording wall time per stage (synchronising CUDA so numbers are real)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.ms: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def __call__(self, stage: str) -> Iterator[None]:
-        self._sync()
-        start = time.perf_counter()
-        yield
-        self._sync()
-        self.ms[stage] = self.ms.get(stage, 0.0) + (time.perf_counter() - start) * 1e3
-
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
 
 
 @dataclass
@@ -177,7 +153,7 @@ class Predictor:
             enable_tf32()
         name = model or str(shipped_checkpoint())
         try:
-            net, proc, untrained = _load_model(name, torch_dtype, torch_device)
+            net, proc, untrained = load_model(name, torch_dtype, torch_device)
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
@@ -192,7 +168,7 @@ class Predictor:
                                      "or allow cpu_fallback")
             log.warning("%s; loading it on the CPU in float32 instead (cpu_fallback)", cause)
             torch_device, torch_dtype = torch.device("cpu"), torch.float32
-            net, proc, untrained = _load_model(name, torch_dtype, torch_device)
+            net, proc, untrained = load_model(name, torch_dtype, torch_device)
         choice = use_backend(net.eval(), backend, torch_device)
         calibration = _presence_calibration(name) if presence else None
         return cls(net, proc, model_name=name, untrained=untrained, mode=mode, mask_threshold=mask_threshold,
@@ -356,35 +332,7 @@ class Predictor:
         return results
 
 
-def _load_model(name: str, dtype: torch.dtype, device: torch.device) -> tuple[KeySegModel, KeySegProcessor, bool]:
-    """(model, processor, untrained) from a registry config, a config file or a checkpoint."""
-    if name.startswith(CONFIG_PREFIX):
-        return *build_model(registry_config(name[len(CONFIG_PREFIX):]), dtype, device), True
-    if Path(name).suffix in (".json", ".yaml", ".yml") and Path(name).is_file():
-        return *build_model(KeySegConfig.from_file(name), dtype, device), True
-    directory = _checkpoint_dir(name)
-    net, proc = load_checkpoint(directory, dtype, device)
-    return net, proc, not json.loads((directory / META_FILE).read_text()).get("train_steps")
-
-
 def _presence_calibration(name: str) -> PresenceCalibration | None:
     """The presence calibration saved beside a local checkpoint (None for configs, hub ids, or none saved)."""
     path = Path(name) / PRESENCE_FILE
     return PresenceCalibration.load(path) if path.is_file() else None
-
-
-def _checkpoint_dir(name: str) -> Path:
-    """A local checkpoint directory, or a hub repo id downloaded to the hub cache."""
-    path = Path(name)
-    if path.is_dir():
-        if not (path / CONFIG_FILE).is_file():
-            raise FileNotFoundError(f"{path}: not a keyseg checkpoint (no {CONFIG_FILE})")
-        return path
-    if path.exists() or name.count("/") != 1 or name.startswith((".", "/", "~")):
-        raise FileNotFoundError(f"model '{name}' is neither a checkpoint directory nor a hub id (org/name)")
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(name))
-    except Exception as exc:  # noqa: BLE001 - hub errors come in many types; one clear message
-        raise RuntimeError(f"model '{name}': could not download from the hub ({exc})") from exc
