@@ -9,63 +9,62 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from keyseg_core.config.files import load_mapping
+from keyseg_core.config.presets import FUSION_PRESETS, LOSS_PRESETS, resolve_preset
+from keyseg_core.config.schema import build_dataclass, help_field
 
 SEG_TOKEN = "[SEG]"
 KEY_TOKEN = "[KEY]"
 IMAGE_TOKEN = "<image>"
 
 
-def _help(text: str, **kw: Any) -> Any:
-    return field(metadata={"help": text}, **kw)
-
-
 @dataclass
 class BackboneConfig:
     """Where the multimodal LLM comes from: one LLaVA checkpoint, or a vision tower + a causal LM."""
 
-    mllm: str | None = _help(
+    mllm: str | None = help_field(
         "hub id or local dir of a LlavaForConditionalGeneration (e.g. llava-hf/llava-1.5-7b-hf); "
         "when set, `llm`, `vision` and their configs are ignored",
         default=None,
     )
-    llm: str = _help(
+    llm: str = help_field(
         "causal LM: hub id, local dir, 'offline:smollm2-135m-instruct', or 'random' (built from llm_config)",
         default="offline:smollm2-135m-instruct",
     )
-    llm_config: dict[str, Any] = _help(
+    llm_config: dict[str, Any] = help_field(
         "LlamaConfig overrides when llm == 'random' (hidden_size, num_hidden_layers, ...)",
         default_factory=dict,
     )
-    vision: str = _help(
+    vision: str = help_field(
         "CLIP vision tower: hub id or local dir of a CLIPVisionModel, or 'random' (built from vision_config)",
         default="random",
     )
-    vision_config: dict[str, Any] = _help(
+    vision_config: dict[str, Any] = help_field(
         "CLIPVisionConfig overrides when vision == 'random'", default_factory=dict
     )
-    tokenizer: str | None = _help(
+    tokenizer: str | None = help_field(
         "tokenizer source; defaults to `mllm`, else `llm` (a random LLM needs one)", default=None
     )
-    llm_layers: int | None = _help(
+    llm_layers: int | None = help_field(
         "keep only the first N decoder layers of the causal LM (a cheaper LLM for small models); "
         "None keeps all", default=None,
     )
-    vision_feature_layer: int = _help("vision layer fed to the projector (LLaVA-1.5: -2)", default=-2)
-    image_preprocess: Literal["pad", "crop"] = _help(
+    vision_feature_layer: int = help_field("vision layer fed to the projector (LLaVA-1.5: -2)", default=-2)
+    image_preprocess: Literal["pad", "crop"] = help_field(
         "CLIP input: 'pad' = pad to a square with the mean colour, then resize (LLaVA-1.5); 'crop' = "
         "resize the short side, centre-crop (CLIP's own processor, as LISA and LLaVA-v1 use it)",
         default="pad",
     )
-    vision_stem: Literal["patch", "conv"] = _help(
+    vision_stem: Literal["patch", "conv"] = help_field(
         "patch embedding of a 'random' vision tower: 'patch' (one linear map per patch, CLIP's) or 'conv' "
         "(stride-2 3x3 convolutions, keyseg_core/modeling/stems.py: a from-scratch tower learns its patches sooner)",
         default="patch",
     )
-    seed: int = _help("seed for every randomly initialised part (recorded so loading reproduces it)", default=0)
+    seed: int = help_field("seed for every randomly initialised part (recorded so loading reproduces it)", default=0)
 
     def __post_init__(self) -> None:
         if self.vision_stem not in ("patch", "conv"):
@@ -82,35 +81,35 @@ class BackboneConfig:
 
 
 @dataclass
-class SamConfigSpec:
+class SamConfig:
     """The SAM image encoder / prompt encoder / mask decoder."""
 
-    weights: str = _help(
+    weights: str = help_field(
         "'random', a segment-anything checkpoint (sam_vit_*.pth), a converted .safetensors, "
         "or a hub id / dir of a transformers SamModel",
         default="random",
     )
-    size: Literal["vit_b", "vit_l", "vit_h", "tiny"] = _help(
+    size: Literal["vit_b", "vit_l", "vit_h", "tiny"] = help_field(
         "architecture when weights are 'random' or an original checkpoint", default="vit_b"
     )
-    image_size: int = _help("SAM input side (longest side is resized to it, then padded)", default=1024)
-    vision_config: dict[str, Any] = _help(
+    image_size: int = help_field("SAM input side (longest side is resized to it, then padded)", default=1024)
+    vision_config: dict[str, Any] = help_field(
         "SamVisionConfig overrides on top of `size` (hidden_size, num_hidden_layers, window_size, "
         "output_channels, ...); output_channels is also the prompt width", default_factory=dict
     )
-    mask_decoder_config: dict[str, Any] = _help(
+    mask_decoder_config: dict[str, Any] = help_field(
         "SamMaskDecoderConfig overrides on top of `size` (mlp_dim, num_hidden_layers, ...)", default_factory=dict
     )
-    stem: Literal["patch", "conv"] = _help(
+    stem: Literal["patch", "conv"] = help_field(
         "patch embedding of a 'random' image encoder: 'patch' (SAM's) or 'conv' (keyseg_core/modeling/stems.py)",
         default="patch",
     )
-    encoder: Literal["vit", "cnn"] = _help(
+    encoder: Literal["vit", "cnn"] = help_field(
         "image encoder of a 'random' SAM: 'vit' (SAM's) or 'cnn' (keyseg_core/modeling/cnn_encoder.py: a residual "
         "CNN with the ViT's output grid, which learns sooner from scratch)",
         default="vit",
     )
-    cnn_width: int = _help("channels of the CNN encoder's last stages (encoder: cnn)", default=128)
+    cnn_width: int = help_field("channels of the CNN encoder's last stages (encoder: cnn)", default=128)
 
     def __post_init__(self) -> None:
         if self.stem not in ("patch", "conv"):
@@ -133,87 +132,21 @@ class SamConfigSpec:
             raise ValueError(f"image_size: {self.image_size} must be a multiple of 16 and >= 64")
 
 
-FUSION_PRESETS: dict[str, dict[str, bool]] = {
-    # paper Table 3 / Table 4 rows, by name
-    "seg_only": dict(use_key=False, cross_attn=False, self_attn=False, residual=False),
-    "seg_sa": dict(use_key=False, cross_attn=False, self_attn=True, residual=False),
-    "keyseg": dict(use_key=True, cross_attn=True, self_attn=True, residual=True),
-    "ca_only": dict(use_key=True, cross_attn=True, self_attn=False, residual=False),
-    "sa_only": dict(use_key=True, cross_attn=False, self_attn=True, residual=False),
-    "ca_sa_no_residual": dict(use_key=True, cross_attn=True, self_attn=True, residual=False),
-}
-LOSS_PRESETS: dict[str, dict[str, float]] = {
-    "paper": dict(ce=1.0, bce=1.0, dice=1.0, keyword=1.0),
-    "lisa": dict(ce=1.0, bce=2.0, dice=0.5, keyword=1.0),
-}
-# section -> (its presets, the row whose values unset switches take when no preset is named)
-PRESET_SECTIONS: dict[str, tuple[dict[str, dict[str, Any]], str]] = {
-    "fusion": (FUSION_PRESETS, "keyseg"),
-    "loss": (LOSS_PRESETS, "paper"),
-}
-
-
-def resolve_preset(section: str, config: Any) -> None:
-    """Fill a section's unset switches from its preset (or the default row), in place.
-
-    The rule for every config: a switch set explicitly wins over the default row; a switch set in the
-    same mapping as a preset must agree with it, else the error names both keys (nothing is silently
-    overridden). Merging config layers (`layer_section`) applies the same rule across files.
-    """
-    presets, default = PRESET_SECTIONS[section]
-    if config.preset is not None and config.preset not in presets:
-        raise ValueError(f"preset: '{config.preset}' is not one of {sorted(presets)}")
-    row = presets[config.preset or default]
-    for key, value in row.items():
-        mine = getattr(config, key)
-        if mine is None:
-            setattr(config, key, value)
-        elif config.preset is not None and mine != value:
-            raise ValueError(
-                f"{key}: {mine!r} conflicts with {section}.preset '{config.preset}', which sets "
-                f"{section}.{key} = {value!r}; set {section}.{key} or {section}.preset, not both "
-                f"(or {section}.preset: null to keep your value)"
-            )
-
-
-def layer_section(section: str, base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """Put a later config layer's `fusion`/`loss` mapping over an earlier one's; the later layer's keys win.
-
-    A preset in the later layer replaces the earlier layer's switches. A switch set there without a
-    preset first spells the earlier layer's preset out as explicit values (so its other values stay),
-    then changes that switch: `{preset: lisa}` under `{bce: 3.0}` gives lisa's weights with bce 3.0.
-    """
-    presets, default = PRESET_SECTIONS[section]
-    switches = presets[default].keys()
-    out = dict(base)
-    if override.get("preset") is not None:
-        for key in switches:
-            out.pop(key, None)
-    elif "preset" in override or any(key in override for key in switches):
-        name = out.get("preset")
-        if name in presets:
-            for key, value in presets[name].items():
-                out.setdefault(key, value)
-        out["preset"] = None
-    out.update(override)
-    return out
-
-
 @dataclass
 class FusionConfig:
     """Fusion module switches: S_hat = MLP(SelfAttn(CrossAttn(S, K) + S)); each row of Tables 3-4 is a preset."""
 
-    preset: str | None = _help(
+    preset: str | None = help_field(
         f"named ablation row ({', '.join(FUSION_PRESETS)}); switches left unset take its values, a switch "
         "set next to it must agree with it. null: unset switches take the keyseg row",
         default=None,
     )
-    use_key: bool | None = _help("put [KEY] in the answer and train the keyword loss (null: from the preset)", default=None)
-    cross_attn: bool | None = _help("CrossAttn(Q=S, K=V=[KEY] embeddings of the same sample)", default=None)
-    self_attn: bool | None = _help("SelfAttn of the refined [SEG] over itself + the output sequence", default=None)
-    residual: bool | None = _help("add S back after the cross-attention (CrossAttn(S, K) + S)", default=None)
-    num_heads: int = _help("attention heads in both attentions (the attention width must divide by it)", default=8)
-    space: Literal["prompt", "llm"] = _help(
+    use_key: bool | None = help_field("put [KEY] in the answer and train the keyword loss (null: from the preset)", default=None)
+    cross_attn: bool | None = help_field("CrossAttn(Q=S, K=V=[KEY] embeddings of the same sample)", default=None)
+    self_attn: bool | None = help_field("SelfAttn of the refined [SEG] over itself + the output sequence", default=None)
+    residual: bool | None = help_field("add S back after the cross-attention (CrossAttn(S, K) + S)", default=None)
+    num_heads: int = help_field("attention heads in both attentions (the attention width must divide by it)", default=8)
+    space: Literal["prompt", "llm"] = help_field(
         "where the attentions run: 'prompt' projects S, K and the sequence into SAM's prompt width first "
         "(the paper's shared latent space); 'llm' attends in the LLM width and the MLP projects last "
         "(then seg_only is exactly LISA's text_hidden_fcs)",
@@ -236,11 +169,11 @@ class FusionConfig:
 class KeywordConfig:
     """Keyword head: L_kw = CE((W_k K) . E^T / tau, y)."""
 
-    tau: float = _help("softmax temperature tau (the paper gives no value)", default=1.0)
-    vocabulary: list[str] | None = _help(
+    tau: float = help_field("softmax temperature tau (the paper gives no value)", default=1.0)
+    vocabulary: list[str] | None = help_field(
         "candidate keywords for decoding [KEY]; None = COCO's 80 category names", default=None
     )
-    top_k: int = _help("keyword alternatives returned by the predictor", default=5)
+    top_k: int = help_field("keyword alternatives returned by the predictor", default=5)
 
     def __post_init__(self) -> None:
         if self.tau <= 0:
@@ -253,15 +186,15 @@ class KeywordConfig:
 class LossConfig:
     """Weights of L = w_ce L_CE + w_bce L_BCE + w_dice L_DICE + w_kw L_keyword."""
 
-    preset: str | None = _help(
+    preset: str | None = help_field(
         f"named weights ({', '.join(LOSS_PRESETS)}); weights left unset take its values, a weight set next to "
         "it must agree with it. null: unset weights take the paper row (all 1)",
         default=None,
     )
-    ce: float | None = _help("language-modelling cross-entropy weight (null: from the preset)", default=None)
-    bce: float | None = _help("mask binary cross-entropy weight", default=None)
-    dice: float | None = _help("mask Dice weight", default=None)
-    keyword: float | None = _help("keyword alignment loss weight", default=None)
+    ce: float | None = help_field("language-modelling cross-entropy weight (null: from the preset)", default=None)
+    bce: float | None = help_field("mask binary cross-entropy weight", default=None)
+    dice: float | None = help_field("mask Dice weight", default=None)
+    keyword: float | None = help_field("keyword alignment loss weight", default=None)
 
     def __post_init__(self) -> None:
         resolve_preset("loss", self)
@@ -271,13 +204,13 @@ class LossConfig:
 
 
 @dataclass
-class LoraSettings:
+class LoraConfig:
     """LoRA on the language model only (never on the CLIP tower, which also has q_proj/v_proj)."""
 
-    r: int = _help("LoRA rank", default=8)
-    alpha: int = _help("LoRA alpha", default=16)
-    dropout: float = _help("LoRA dropout", default=0.05)
-    target_modules: list[str] = _help(
+    r: int = help_field("LoRA rank", default=8)
+    alpha: int = help_field("LoRA alpha", default=16)
+    dropout: float = help_field("LoRA dropout", default=0.05)
+    target_modules: list[str] = help_field(
         "LLM projection names to adapt", default_factory=lambda: ["q_proj", "v_proj"]
     )
 
@@ -294,28 +227,28 @@ class LoraSettings:
 class TemplateConfig:
     """Conversation format and the answer that carries [SEG] and [KEY]."""
 
-    prompt: str = _help(
+    prompt: str = help_field(
         "user turn; must contain <image> and {query}", default="USER: <image>\n{query} ASSISTANT:"
     )
-    answer: str = _help(
+    answer: str = help_field(
         "answer with [SEG] (and [KEY] when fusion.use_key); one [SEG] per target",
         default=" Sure, [SEG] is the [KEY].",
     )
-    answer_no_key: str = _help("answer used when fusion.use_key is false", default=" Sure, it is [SEG].")
-    reply: str = _help(
+    answer_no_key: str = help_field("answer used when fusion.use_key is false", default=" Sure, it is [SEG].")
+    reply: str = help_field(
         "the readable answer the predictor returns; {keyword} is the decoded keyword", default="Sure, it is the {keyword}."
     )
-    reply_no_key: str = _help("readable answer when fusion.use_key is false", default="Sure, here it is.")
-    turn: str = _help(
+    reply_no_key: str = help_field("readable answer when fusion.use_key is false", default="Sure, here it is.")
+    turn: str = help_field(
         "a later user turn of a multi-turn conversation (VQA data), after the previous answer and EOS; "
         "must contain {query}", default="USER: {query} ASSISTANT:"
     )
-    token_position: Literal["predicting", "at"] = _help(
+    token_position: Literal["predicting", "at"] = help_field(
         "which hidden state is a token's embedding: 'predicting' = the position whose next-token "
         "prediction is the token (LISA's convention), 'at' = the token's own position",
         default="predicting",
     )
-    max_length: int = _help("context limit in tokens (image tokens included)", default=2048)
+    max_length: int = help_field("context limit in tokens (image tokens included)", default=2048)
 
     def __post_init__(self) -> None:
         if IMAGE_TOKEN not in self.prompt or "{query}" not in self.prompt:
@@ -337,23 +270,23 @@ class TrainableConfig:
     whatever trains is saved in the checkpoint.
     """
 
-    vision_tower: bool = _help("train the CLIP vision tower", default=False)
-    projector: bool = _help("train the vision-to-LLM projector", default=False)
-    sam_image_encoder: bool = _help("train SAM's image encoder", default=False)
-    sam_prompt_encoder: bool = _help("train SAM's prompt encoder (its no-mask embedding)", default=False)
+    vision_tower: bool = help_field("train the CLIP vision tower", default=False)
+    projector: bool = help_field("train the vision-to-LLM projector", default=False)
+    sam_image_encoder: bool = help_field("train SAM's image encoder", default=False)
+    sam_prompt_encoder: bool = help_field("train SAM's prompt encoder (its no-mask embedding)", default=False)
 
 
 @dataclass
 class KeySegConfig:
     """Everything needed to rebuild a KeySeg model; saved as config.json in each checkpoint."""
 
-    name: str = _help("config name (registry key or user label)", default="custom")
+    name: str = help_field("config name (registry key or user label)", default="custom")
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    sam: SamConfigSpec = field(default_factory=SamConfigSpec)
+    sam: SamConfig = field(default_factory=SamConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
     keyword: KeywordConfig = field(default_factory=KeywordConfig)
     loss: LossConfig = field(default_factory=LossConfig)
-    lora: LoraSettings = field(default_factory=LoraSettings)
+    lora: LoraConfig = field(default_factory=LoraConfig)
     template: TemplateConfig = field(default_factory=TemplateConfig)
     trainable: TrainableConfig = field(default_factory=TrainableConfig)
 
@@ -378,91 +311,10 @@ class KeySegConfig:
 
     @classmethod
     def from_file(cls, path: str | Path) -> KeySegConfig:
-        """Load a JSON or YAML config; errors name the file and the offending key."""
+        """Load a JSON or YAML config (following `base:`, config/files.py); errors name the file and the key."""
         path = Path(path)
-        text = path.read_text(encoding="utf-8")
-        try:
-            if path.suffix in (".yaml", ".yml"):
-                import yaml
-
-                data = yaml.safe_load(text)
-            else:
-                data = json.loads(text)
-        except Exception as exc:  # noqa: BLE001 - any parser error becomes one clear message
-            raise ValueError(f"{path}: not valid {path.suffix.lstrip('.') or 'JSON'}: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+        data = load_mapping(path)
         try:
             return cls.from_dict(data)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{path}: {exc}") from exc
-
-
-def build_dataclass(cls: type, data: Any, path: str = "") -> Any:
-    """Build dataclass `cls` from a mapping: nested dataclasses, lists of them, and leaf type checks.
-
-    Unknown, missing and mistyped keys and `__post_init__` errors all name the dotted key path.
-    """
-    if not isinstance(data, dict):
-        raise ValueError(f"{path or 'config'}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    where = f"{path}." if path else ""
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ValueError(f"unknown config key(s) {', '.join(where + k for k in unknown)}; "
-                         f"valid keys here: {', '.join(sorted(fields))}")
-    missing = [n for n, f in fields.items() if n not in data and f.default is dataclasses.MISSING
-               and f.default_factory is dataclasses.MISSING]
-    if missing:
-        raise ValueError(f"missing config key(s) {', '.join(where + k for k in missing)}")
-    kwargs = {}
-    for name, value in data.items():
-        key_path = where + name
-        hint = hints[name]
-        item = typing.get_args(hint)[0] if typing.get_origin(hint) is list and typing.get_args(hint) else None
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = build_dataclass(hint, value, key_path)
-        elif item is not None and dataclasses.is_dataclass(item):
-            if not isinstance(value, list):
-                raise ValueError(f"{key_path}: expected a list, got {type(value).__name__}")
-            kwargs[name] = [build_dataclass(item, v, f"{key_path}[{i}]") for i, v in enumerate(value)]
-        else:
-            kwargs[name] = check_type(value, hint, key_path)
-    try:
-        return cls(**kwargs)
-    except ValueError as exc:
-        raise ValueError(f"{where}{exc}") from exc
-
-
-def check_type(value: Any, hint: Any, path: str) -> Any:
-    """Shallow type check of a leaf value against its annotation."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin is typing.Union or origin is getattr(__import__("types"), "UnionType", None):
-        for arg in args:
-            try:
-                return check_type(value, arg, path)
-            except ValueError:
-                continue
-        raise ValueError(f"{path}: {value!r} does not match {hint}")
-    if hint is type(None):
-        if value is None:
-            return None
-        raise ValueError(f"{path}: expected null, got {value!r}")
-    if origin is Literal:
-        if value in args:
-            return value
-        raise ValueError(f"{path}: {value!r} is not one of {', '.join(map(repr, args))}")
-    if hint is Any:
-        return value
-    base = origin or hint
-    if base is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if base is int and isinstance(value, bool):
-        raise ValueError(f"{path}: expected int, got bool")
-    if not isinstance(value, base):
-        raise ValueError(f"{path}: expected {getattr(base, '__name__', base)}, got {type(value).__name__} {value!r}")
-    if base is list and args:
-        return [check_type(v, args[0], f"{path}[{i}]") for i, v in enumerate(value)]
-    return value

@@ -8,11 +8,10 @@ from keyseg_core.data.mixture import LISA_RATIOS, MixtureDataset, parse_ratios
 from keyseg_core.data.reasonseg import ReasonSegDataset
 from keyseg_core.data.refer import RefDataset, load_refs
 from keyseg_core.data.registry import DATASETS, open_dataset, parse_eval_name
-from keyseg_core.data.sample import IGNORE_INDEX, SegSample
+from keyseg_core.data.sample import SegSample
 
 __all__ = [
     "DATASETS",
-    "IGNORE_INDEX",
     "KEYWORD_FILE",
     "LISA_RATIOS",
     "CocoInstancesDataset",

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from keyseg_core.data.errors import DatasetError
-from keyseg_core.data.sample import IGNORE_INDEX
+from keyseg_core.config.labels import IGNORE_PIXEL
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class Shape:
 
     @property
     def value(self) -> int:
-        return IGNORE_INDEX if "ignore" in self.label.lower() else 1
+        return IGNORE_PIXEL if "ignore" in self.label.lower() else 1
 
     def polygon(self) -> np.ndarray:
         """(1, N, 2) int32, the array LISA hands to cv2 (casting truncates toward zero)."""

@@ -6,15 +6,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-IGNORE_INDEX = 255
-
 
 @dataclass
 class SegSample:
     """One image with one target mask and the queries that describe it.
 
     image: HxWx3 uint8 RGB at the original resolution.
-    mask:  HxW uint8; 1 = target, 0 = background, 255 = ignore (excluded from loss and metrics).
+    mask:  HxW uint8; 1 = target, 0 = background, IGNORE_PIXEL (255) = ignore, in neither loss nor metrics.
     queries: every phrasing of the request for this mask (ReasonSeg: 1-5 paraphrases; refer data:
         one sentence, or all sentences of a ref with unit="ref"; COCO: the category name).
         Evaluation uses queries[0].

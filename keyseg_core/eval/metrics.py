@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-IGNORE_INDEX = 255
+from keyseg_core.config.labels import IGNORE_PIXEL
 
 
 def _numpy(x: Any) -> np.ndarray:
@@ -21,7 +21,7 @@ def _numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
-def intersection_union(prediction: Any, target: Any, ignore_index: int = IGNORE_INDEX) -> tuple[int, int]:
+def intersection_union(prediction: Any, target: Any, ignore_index: int = IGNORE_PIXEL) -> tuple[int, int]:
     """Foreground intersection and union of one mask.
 
     prediction: HxW logits (foreground where > 0) or a bool mask.
@@ -40,7 +40,7 @@ def intersection_union(prediction: Any, target: Any, ignore_index: int = IGNORE_
     return int(np.count_nonzero(pred & fg)), int(np.count_nonzero(pred | fg))
 
 
-def mask_iou(prediction: Any, target: Any, ignore_index: int = IGNORE_INDEX) -> float:
+def mask_iou(prediction: Any, target: Any, ignore_index: int = IGNORE_PIXEL) -> float:
     """Per-mask IoU; 1.0 when both prediction and target are empty (after ignoring)."""
     inter, union = intersection_union(prediction, target, ignore_index)
     return 1.0 if union == 0 else inter / union
@@ -49,7 +49,7 @@ def mask_iou(prediction: Any, target: Any, ignore_index: int = IGNORE_INDEX) -> 
 class IoUAccumulator:
     """Accumulates gIoU and cIoU over a split; `update` once per (prediction, target) mask."""
 
-    def __init__(self, ignore_index: int = IGNORE_INDEX) -> None:
+    def __init__(self, ignore_index: int = IGNORE_PIXEL) -> None:
         self.ignore_index = ignore_index
         self.iou_sum = 0.0
         self.count = 0

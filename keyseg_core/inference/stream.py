@@ -4,7 +4,7 @@ A full KeySeg pass (vision tower, LLM, fusion: the slow, LLM-bound half) runs wh
 arrives, every `period_s` seconds, or on request; it yields S_hat and the keyword. Every frame runs
 only SAM's image encoder and mask decoder with that cached S_hat (optionally with the previous
 frame's mask as a dense prompt). This is beyond the paper, which runs the whole model per image; the
-cost in mask quality is measured by `keyseg bench --video` (docs/streaming in the README).
+cost in mask quality is measured by `keyseg bench --video` (docs/results.md, "Speed and memory").
 
 `StreamingSegmenter` runs either
   synchronously  (background=False): a due reasoning runs inline on the frame that triggers it, which

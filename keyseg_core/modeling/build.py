@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import torch
 
-from keyseg_core.config.model import BackboneConfig, FusionConfig, KeySegConfig, LoraSettings, SamConfigSpec, TrainableConfig
+from keyseg_core.config.model import BackboneConfig, FusionConfig, KeySegConfig, LoraConfig, SamConfig, TrainableConfig
 from keyseg_core.modeling.fusion import FusionModule
 from keyseg_core.modeling.keyword_head import KeywordHead
 from keyseg_core.modeling.mllm import apply_lora, build_mllm, load_tokenizer, num_image_tokens
@@ -44,7 +44,7 @@ def _tiny() -> KeySegConfig:
     return KeySegConfig(
         name="tiny",
         backbone=BackboneConfig(llm="random", tokenizer=OFFLINE_LLM, vision="random"),
-        sam=SamConfigSpec(size="tiny", image_size=128),
+        sam=SamConfig(size="tiny", image_size=128),
         fusion=FusionConfig(num_heads=4),
     )
 
@@ -60,14 +60,14 @@ def _keyseg_tiny() -> KeySegConfig:
             vision_config=dict(hidden_size=192, intermediate_size=768, num_hidden_layers=4, num_attention_heads=3,
                                image_size=128, patch_size=16),
         ),
-        sam=SamConfigSpec(
+        sam=SamConfig(
             size="tiny", image_size=192,  # 8-px patches (24x24 grid): masks learn ~2x sooner than 16-px at 320
             vision_config=dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, global_attn_indexes=[1, 3],
                                patch_size=8, window_size=8, output_channels=128, mlp_dim=512, num_pos_feats=64),
             mask_decoder_config=dict(mlp_dim=512, num_attention_heads=4, iou_head_hidden_dim=128),
         ),
         fusion=FusionConfig(num_heads=4),
-        lora=LoraSettings(r=16, alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]),
+        lora=LoraConfig(r=16, alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]),
         trainable=TrainableConfig(vision_tower=True, projector=True, sam_image_encoder=True, sam_prompt_encoder=True),
     )
 
@@ -77,7 +77,7 @@ def _smollm2_sam_b() -> KeySegConfig:
     return KeySegConfig(
         name="smollm2-sam-b",
         backbone=BackboneConfig(llm=OFFLINE_LLM, vision="random", vision_config=dict(CLIP_B_16)),
-        sam=SamConfigSpec(size="vit_b"),
+        sam=SamConfig(size="vit_b"),
         fusion=FusionConfig(num_heads=8),
     )
 
@@ -87,7 +87,7 @@ def _llava7b_sam_h() -> KeySegConfig:
     return KeySegConfig(
         name="llava7b-sam-h",
         backbone=BackboneConfig(mllm="llava-hf/llava-1.5-7b-hf"),
-        sam=SamConfigSpec(size="vit_h"),
+        sam=SamConfig(size="vit_h"),
         fusion=FusionConfig(num_heads=PROMPT_SPACE_HEADS),
     )
 
@@ -100,7 +100,7 @@ def _llava7b_sam_h_random() -> KeySegConfig:
             llm="random", llm_config=dict(LLAMA_7B), tokenizer=OFFLINE_LLM,
             vision="random", vision_config=dict(CLIP_L_336),
         ),
-        sam=SamConfigSpec(size="vit_h"),
+        sam=SamConfig(size="vit_h"),
         fusion=FusionConfig(num_heads=PROMPT_SPACE_HEADS),
     )
 

@@ -10,7 +10,7 @@ streaming code see no difference: residual stages of stride 2 down to the grid, 
 channel LayerNorm, 3x3 conv, LayerNorm): every cell's feature has unit scale, as the mask decoder's
 attention sees from the ViT. A first version normalised the whole map at once (GroupNorm(1)) and
 reached half the ViT's category IoU at the same steps; with SAM's neck it still trails the ViT on an
-H200 (0.287 against 0.464 in 400 s each, docs/training.md), so the ViT stays KeySeg-Tiny's encoder.
+H200 (0.287 against 0.464 in 400 s each, docs/results.md "KeySeg-Tiny v2"), so the ViT stays KeySeg-Tiny's encoder.
 """
 
 from __future__ import annotations

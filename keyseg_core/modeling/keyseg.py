@@ -17,7 +17,8 @@ from keyseg_core.config.model import KeySegConfig
 from keyseg_core.modeling.fusion import FusionModule
 from keyseg_core.modeling.keyword_head import KeywordHead, keyword_loss
 from keyseg_core.modeling.losses import mask_bce_loss, mask_dice_loss
-from keyseg_core.modeling.processor import IGNORE_INDEX, KeySegBatch, SpecialTokenIds
+from keyseg_core.config.labels import IGNORE_TOKEN
+from keyseg_core.modeling.processor import KeySegBatch, SpecialTokenIds
 from keyseg_core.modeling.sam import SamSegmenter, postprocess_masks
 from keyseg_core.timing import Timer, no_timer
 
@@ -220,7 +221,7 @@ class KeySegModel(nn.Module):
         and a (L, V) logit matrix per sample would cost more than the rest of a small model's step.
         """
         targets = labels[:, 1:]
-        b, t = torch.nonzero(targets != IGNORE_INDEX, as_tuple=True)
+        b, t = torch.nonzero(targets != IGNORE_TOKEN, as_tuple=True)
         if b.numel() == 0:
             return hidden.sum() * 0.0
         logits = self.lm_logits(hidden[:, :-1][b, t])  # (N_labelled, V)

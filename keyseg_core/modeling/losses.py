@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-IGNORE_LABEL = 255
+from keyseg_core.config.labels import IGNORE_PIXEL
 
 
 def _flatten(logits: list[torch.Tensor], targets: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
@@ -21,7 +21,7 @@ def _flatten(logits: list[torch.Tensor], targets: list[torch.Tensor]) -> list[tu
         if lg.shape != gt.shape:
             raise ValueError(f"sample {i}: predicted masks {tuple(lg.shape)} vs ground truth {tuple(gt.shape)}")
         for m_lg, m_gt in zip(lg, gt):
-            valid = (m_gt != IGNORE_LABEL).float().flatten()
+            valid = (m_gt != IGNORE_PIXEL).float().flatten()
             out.append((m_lg.float().flatten(), (m_gt == 1).float().flatten(), valid))
     return out
 

@@ -14,7 +14,7 @@ import math
 import warnings
 
 import torch
-from peft import LoraConfig, get_peft_model
+from peft import LoraConfig as PeftLoraConfig, get_peft_model
 from transformers import (
     AutoModel,
     AutoModelForCausalLM,
@@ -28,7 +28,7 @@ from transformers import (
 )
 from transformers.integrations import is_deepspeed_zero3_enabled
 
-from keyseg_core.config.model import IMAGE_TOKEN, BackboneConfig, LoraSettings
+from keyseg_core.config.model import IMAGE_TOKEN, BackboneConfig, LoraConfig
 from keyseg_core.pretrained.offline_llm import resolve_pretrained
 from keyseg_core.modeling.processor import add_special_tokens
 from keyseg_core.modeling.stems import conv_stem_like
@@ -197,7 +197,7 @@ def num_image_tokens(model: LlavaForConditionalGeneration) -> int:
     return (vc.image_size // vc.patch_size) ** 2
 
 
-def apply_lora(model: LlavaForConditionalGeneration, lora: LoraSettings, new_token_ids: list[int], seed: int):
+def apply_lora(model: LlavaForConditionalGeneration, lora: LoraConfig, new_token_ids: list[int], seed: int):
     """LoRA on the language model's projections + trainable rows for the new tokens; freezes the rest.
 
     The regex keeps LoRA off the CLIP tower, which has modules of the same names. LoRA's A matrices
@@ -208,7 +208,7 @@ def apply_lora(model: LlavaForConditionalGeneration, lora: LoraSettings, new_tok
     token_rows: dict[str, list[int]] = {"embed_tokens": new_token_ids}
     if not model.config.tie_word_embeddings:
         token_rows["lm_head"] = new_token_ids
-    peft_cfg = LoraConfig(
+    peft_cfg = PeftLoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,

@@ -18,12 +18,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from keyseg_core.config.labels import IGNORE_TOKEN
 from keyseg_core.config.model import IMAGE_TOKEN, KEY_TOKEN, SEG_TOKEN, KeySegConfig
 from keyseg_core.modeling.sam import SamImage, preprocess_sam
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-IGNORE_INDEX = -100
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class KeySegBatch:
     sam_pixels: torch.Tensor  # (B, 3, S, S)
     resized_hw: list[tuple[int, int]]
     original_hw: list[tuple[int, int]]
-    labels: torch.Tensor | None = None  # (B, L), IGNORE_INDEX outside the answer
+    labels: torch.Tensor | None = None  # (B, L), IGNORE_TOKEN outside the answer
     gt_masks: list[torch.Tensor] | None = None  # per sample (n_seg, H, W) uint8 0/1/255
     keyword_ids: list[list[list[int]]] | None = None  # per sample, per [KEY], keyword token ids
     prompt_lengths: list[int] = field(default_factory=list)  # tokens before the answer, per sample
@@ -177,13 +177,13 @@ class KeySegProcessor:
         eos = [self.ids.eos] if add_eos else []
         ids = self.prompt_ids(query)
         prompt = len(ids)
-        labels = [IGNORE_INDEX] * prompt
+        labels = [IGNORE_TOKEN] * prompt
         turns = [(None, answer)] + [(self.config.template.turn.format(query=q.strip()), " " + a.strip())
                                     for q, a in follow_ups]
         for turn, reply in turns:
             if turn is not None:
                 asked = self._text_ids(turn, i)
-                ids, labels = ids + asked, labels + [IGNORE_INDEX] * len(asked)
+                ids, labels = ids + asked, labels + [IGNORE_TOKEN] * len(asked)
             said = self._text_ids(reply, i) + eos
             ids, labels = ids + said, labels + said
         return ids, labels, prompt
@@ -238,7 +238,7 @@ class KeySegProcessor:
             prompt_lengths.append(prompt)
         length = max(len(s) for s in seqs)
         input_ids = torch.full((len(seqs), length), self.ids.pad, dtype=torch.long)
-        label_t = torch.full((len(seqs), length), IGNORE_INDEX, dtype=torch.long)
+        label_t = torch.full((len(seqs), length), IGNORE_TOKEN, dtype=torch.long)
         attention = torch.zeros((len(seqs), length), dtype=torch.bool)
         for i, (s, lab) in enumerate(zip(seqs, labels)):
             input_ids[i, : len(s)] = torch.tensor(s)

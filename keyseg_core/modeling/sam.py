@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
-from transformers import SamConfig, SamMaskDecoderConfig, SamModel, SamPromptEncoderConfig, SamVisionConfig
+from transformers import SamConfig as HfSamConfig, SamMaskDecoderConfig, SamModel, SamPromptEncoderConfig, SamVisionConfig
 
-from keyseg_core.config.model import SamConfigSpec
+from keyseg_core.config.model import SamConfig
 from keyseg_core.modeling.cnn_encoder import cnn_encoder_for
 from keyseg_core.modeling.sam_attention import use_sdpa_attention
 from keyseg_core.modeling.stems import conv_stem_like
@@ -55,8 +55,8 @@ SAM_SIZES: dict[str, tuple[dict, dict]] = {
 }
 
 
-def sam_config(size: str, image_size: int, vision: dict | None = None, decoder: dict | None = None) -> SamConfig:
-    """SamConfig of a named size with optional overrides; the prompt width follows output_channels."""
+def sam_config(size: str, image_size: int, vision: dict | None = None, decoder: dict | None = None) -> HfSamConfig:
+    """transformers' SamConfig of a named size with optional overrides; the prompt width follows output_channels."""
     base_vision, base_decoder = SAM_SIZES[size]
     vision_kw = {**base_vision, **(vision or {}), "image_size": image_size}
     vision_kw.setdefault("initializer_range", RANDOM_INIT_STD)
@@ -65,18 +65,18 @@ def sam_config(size: str, image_size: int, vision: dict | None = None, decoder: 
     prompt_kw = dict(hidden_size=width, image_size=image_size)
     if "patch_size" in vision_kw:
         prompt_kw["patch_size"] = vision_kw["patch_size"]
-    return SamConfig(
+    return HfSamConfig(
         vision_config=SamVisionConfig(**vision_kw),
         prompt_encoder_config=SamPromptEncoderConfig(**prompt_kw),
         mask_decoder_config=SamMaskDecoderConfig(**decoder_kw),
     )
 
 
-def spec_config(spec: SamConfigSpec) -> SamConfig:
+def spec_config(spec: SamConfig) -> HfSamConfig:
     return sam_config(spec.size, spec.image_size, spec.vision_config, spec.mask_decoder_config)
 
 
-def build_sam(spec: SamConfigSpec) -> SamModel:
+def build_sam(spec: SamConfig) -> SamModel:
     """SamModel from the spec: random init, an original .pth, converted .safetensors, or hub/dir;
     its encoder's attention runs through SDPA with the relative-position bias as the mask (exact,
     see sam_attention)."""
@@ -85,7 +85,7 @@ def build_sam(spec: SamConfigSpec) -> SamModel:
     return model
 
 
-def _build_sam(spec: SamConfigSpec) -> SamModel:
+def _build_sam(spec: SamConfig) -> SamModel:
     weights = spec.weights
     if weights == "random":
         model = SamModel(spec_config(spec))

@@ -65,7 +65,7 @@ def _oom_reported(what: str) -> Callable[[Callable], Callable]:
 
 
 @dataclass
-class Frame:
+class CachedFrame:
     """One frame as the predictor caches it (SAM's set_image, for the reasoner too): the SAM image
     embedding and the reasoner's vision features + prefilled prefix, each computed on first use."""
 
@@ -114,7 +114,7 @@ class Predictor:
         self.keyword_candidates = self.reasoner.keyword_candidates
         self.llm_lock = threading.RLock()
         self.sam_lock = threading.RLock()
-        self._frame: Frame | None = None
+        self._frame: CachedFrame | None = None
         self._oom_streak: dict[str, int] = {}
 
     @property
@@ -220,19 +220,20 @@ class Predictor:
 
     # ---- one frame, several queries: SAM's set_image ----
 
-    def encode_frame(self, image: np.ndarray) -> Frame:
-        """A frame to ask several queries about (`predict_queries(queries, frame)`); encodes lazily."""
-        return Frame(validate_image(image))
+    def cache_frame(self, image: np.ndarray) -> CachedFrame:
+        """A frame to ask several queries about (`predict_queries(queries, frame)`); each half encodes it
+        on first use."""
+        return CachedFrame(validate_image(image))
 
-    def set_image(self, image: np.ndarray) -> Frame:
+    def set_image(self, image: np.ndarray) -> CachedFrame:
         """Cache `image`: later `predict_queries` calls run the vision tower, the prompt prefix and SAM's
-        image encoder on it once. Returns the cached Frame."""
-        self._frame = self.encode_frame(image)
+        image encoder on it once. Returns the cached CachedFrame."""
+        self._frame = self.cache_frame(image)
         return self._frame
 
     @_oom_reported("predicting queries on a frame")
     @torch.inference_mode()
-    def predict_queries(self, queries: list[str], frame: Frame | None = None) -> list[Prediction]:
+    def predict_queries(self, queries: list[str], frame: CachedFrame | None = None) -> list[Prediction]:
         """Several queries on one frame (default: the `set_image` one) as one batch; the frame's
         encodings are computed on first use and reused by later calls."""
         frame = frame or self._frame

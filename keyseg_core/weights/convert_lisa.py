@@ -35,7 +35,7 @@ from keyseg_core.config.model import (
     FusionConfig,
     KeySegConfig,
     LossConfig,
-    SamConfigSpec,
+    SamConfig,
     TemplateConfig,
 )
 from keyseg_core.modeling.sam import SAM_SIZES, spec_config
@@ -165,7 +165,7 @@ def write_llava(state: dict[str, torch.Tensor], raw: dict, text_config, tokenize
     tokenizer.save_pretrained(out)
 
 
-def sam_spec(state: dict[str, torch.Tensor]) -> SamConfigSpec:
+def sam_spec(state: dict[str, torch.Tensor]) -> SamConfig:
     """The named SAM size whose every parameter shape matches (LISA: vit_h); else an error naming a key."""
     from transformers import SamModel
 
@@ -173,7 +173,7 @@ def sam_spec(state: dict[str, torch.Tensor]) -> SamConfigSpec:
     image_size = grid * patch
     first_error = None
     for size in ("vit_h", "vit_l", "vit_b", "tiny"):
-        spec = SamConfigSpec(weights="random", size=size, image_size=image_size)
+        spec = SamConfig(weights="random", size=size, image_size=image_size)
         with torch.device("meta"):
             expected = SamModel(spec_config(spec)).state_dict()
         try:
@@ -194,14 +194,14 @@ def _check_shapes(expected: dict[str, torch.Tensor], given: dict[str, torch.Tens
             raise ValueError(f"{what}: {key} has shape {tuple(tensor.shape)}, expected {tuple(expected[key].shape)}")
 
 
-def keyseg_config(layout: str, raw: dict, sam: SamConfigSpec, hidden: int) -> KeySegConfig:
+def keyseg_config(layout: str, raw: dict, sam: SamConfig, hidden: int) -> KeySegConfig:
     """seg_only in the LLM space (LISA's computation), LISA's template, CLIP crop, LISA's loss weights."""
     start_end = bool(raw.get("mm_use_im_start_end", True))
     return KeySegConfig(
         name=f"lisa:{layout}",
         backbone=BackboneConfig(mllm="./bases/llava", image_preprocess="crop",
                                 vision_feature_layer=int(raw.get("mm_vision_select_layer", -2))),
-        sam=SamConfigSpec(weights="./bases/sam.safetensors", size=sam.size, image_size=sam.image_size),
+        sam=SamConfig(weights="./bases/sam.safetensors", size=sam.size, image_size=sam.image_size),
         # heads only matter once a KeySeg preset adds attentions in the LLM space: 128 wide, LLaMA's width
         fusion=FusionConfig(preset="seg_only", space="llm", num_heads=max(1, hidden // 128)),
         loss=LossConfig(preset="lisa"),

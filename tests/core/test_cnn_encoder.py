@@ -8,7 +8,7 @@ from keyseg_core.runtime.ort import CPU, create_session
 from keyseg_core.modeling.build import build_model, registry_config
 from keyseg_core.weights.checkpoint import load_checkpoint, save_checkpoint
 from keyseg_core.modeling.cnn_encoder import CnnImageEncoder
-from keyseg_core.config.model import KeySegConfig, SamConfigSpec
+from keyseg_core.config.model import KeySegConfig, SamConfig
 from keyseg_core.runtime.export import export_sam
 
 
@@ -61,13 +61,13 @@ def test_cnn_exports_to_onnx_with_parity(cnn_model, tmp_path):
 
 def test_cnn_settings_are_checked_by_name():
     with pytest.raises(ValueError, match="encoder: 'cnn' is for a 'random' SAM"):
-        SamConfigSpec(weights="sam_vit_b_01ec64.pth", encoder="cnn")
+        SamConfig(weights="sam_vit_b_01ec64.pth", encoder="cnn")
     with pytest.raises(ValueError, match="encoder: 'resnet' is not"):
-        SamConfigSpec(encoder="resnet")
+        SamConfig(encoder="resnet")
     with pytest.raises(ValueError, match="stem: 'conv' is a ViT's patch embedding"):
-        SamConfigSpec(encoder="cnn", stem="conv")
+        SamConfig(encoder="cnn", stem="conv")
     with pytest.raises(ValueError, match="cnn_width: 8"):
-        SamConfigSpec(encoder="cnn", cnn_width=8)
+        SamConfig(encoder="cnn", cnn_width=8)
     config = _tiny_cnn().to_dict()
     config["sam"]["vision_config"] = {"patch_size": 2}
     with pytest.raises(ValueError, match="encoder: cnn encoder: stride 2"):

@@ -1,6 +1,7 @@
 import pytest
 
-from keyseg_core.config.model import FUSION_PRESETS, KeySegConfig
+from keyseg_core.config.model import KeySegConfig
+from keyseg_core.config.presets import FUSION_PRESETS
 
 
 def test_round_trip_json(tmp_path):

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from keyseg_core.config.model import FUSION_PRESETS, FusionConfig
+from keyseg_core.config.model import FusionConfig
+from keyseg_core.config.presets import FUSION_PRESETS
 from keyseg_core.modeling.fusion import FusionModule
 
 D, HEADS, PROMPT = 16, 2, 8

@@ -10,7 +10,7 @@ from transformers.models.llama import modeling_llama
 
 from keyseg_core.modeling.build import OFFLINE_LLM, build_model
 from keyseg_core.weights.checkpoint import META_FILE, frozen_fingerprint, load_checkpoint, save_checkpoint
-from keyseg_core.config.model import BackboneConfig, KeySegConfig, SamConfigSpec
+from keyseg_core.config.model import BackboneConfig, KeySegConfig, SamConfig
 from keyseg_core.modeling.mllm import RANDOM_VISION_DEFAULTS
 
 
@@ -26,7 +26,7 @@ def pretrained_llm(tmp_path_factory):
 
 def composed(llm_path) -> KeySegConfig:
     return KeySegConfig(name="composed", backbone=BackboneConfig(llm=str(llm_path), tokenizer=OFFLINE_LLM),
-                        sam=SamConfigSpec(size="tiny", image_size=128))
+                        sam=SamConfig(size="tiny", image_size=128))
 
 
 def test_one_language_model_read_once_in_the_target_dtype(pretrained_llm, monkeypatch):

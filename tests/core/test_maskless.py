@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from keyseg_core.modeling.processor import IGNORE_INDEX, preprocess_clip_crop
+from keyseg_core.config.labels import IGNORE_TOKEN
+from keyseg_core.modeling.processor import preprocess_clip_crop
 
 VQA_TURNS = [("What colour is the box?", "It is yellow."), ("Is it big?", "No, it is small.")]
 
@@ -24,7 +25,7 @@ def test_labels_cover_every_answer_and_eos(tiny, square_sample):
     _, processor = tiny
     batch = mixed_batch(processor, *square_sample)
     tok, eos = processor.tokenizer, processor.ids.eos
-    labelled = batch.labels[1][batch.labels[1] != IGNORE_INDEX].tolist()
+    labelled = batch.labels[1][batch.labels[1] != IGNORE_TOKEN].tolist()
     expected = (processor.answer_ids(" It is yellow.") + [eos] + processor.answer_ids(" No, it is small.") + [eos])
     assert labelled == expected, tok.decode(labelled)
     turn = processor.answer_ids(processor.config.template.turn.format(query="Is it big?"))

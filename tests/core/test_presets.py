@@ -4,7 +4,8 @@ preset must agree with it (the error names both keys), and a later config layer 
 import pytest
 import yaml
 
-from keyseg_core.config.model import KeySegConfig, layer_section
+from keyseg_core.config.model import KeySegConfig
+from keyseg_core.config.presets import layer_section
 from keyseg_core.train.stage2.config import TrainConfig
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import SamModel
 
-from keyseg_core.config.model import SamConfigSpec
+from keyseg_core.config.model import SamConfig
 from keyseg_core.modeling.sam import build_sam, sam_config
 from keyseg_core.modeling.sam_attention import RelPosSdpaAttention, use_sdpa_attention
 
@@ -60,14 +60,14 @@ def test_gradients_match_eager():
 
 
 def test_build_sam_swaps_attention_and_keeps_weight_names():
-    sam = build_sam(SamConfigSpec(size="tiny", image_size=64))
+    sam = build_sam(SamConfig(size="tiny", image_size=64))
     assert all(isinstance(layer.attn, RelPosSdpaAttention) for layer in sam.vision_encoder.layers)
     names = set(SamModel(sam_config("tiny", 64)).state_dict())
     assert set(sam.state_dict()) == names  # checkpoints save and load unchanged
 
 
 def test_cnn_encoder_has_nothing_to_swap():
-    sam = build_sam(SamConfigSpec(size="tiny", image_size=64, encoder="cnn"))
+    sam = build_sam(SamConfig(size="tiny", image_size=64, encoder="cnn"))
     assert use_sdpa_attention(sam) == 0
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import SamModel
 
-from keyseg_core.config.model import SamConfigSpec
+from keyseg_core.config.model import SamConfig
 from keyseg_core.modeling.sam import build_sam, sam_config
 from keyseg_core.pretrained.sam_checkpoint import convert_sam_state_dict, load_sam_state_dict
 
@@ -76,7 +76,7 @@ def test_pth_loads_weights_only_and_builds(tmp_path):
     source = random_sa_state(SamModel(sam_config("tiny", 128)))
     path = tmp_path / "sam_vit_t.pth"
     torch.save(source, path)
-    model = build_sam(SamConfigSpec(weights=str(path), size="tiny", image_size=128))
+    model = build_sam(SamConfig(weights=str(path), size="tiny", image_size=128))
     assert torch.equal(model.mask_decoder.iou_token.weight, source["mask_decoder.iou_token.weight"])
 
 

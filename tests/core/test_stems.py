@@ -5,7 +5,7 @@ import torch
 
 from keyseg_core.modeling.build import build_model, registry_config
 from keyseg_core.weights.checkpoint import load_checkpoint, save_checkpoint
-from keyseg_core.config.model import BackboneConfig, KeySegConfig, SamConfigSpec
+from keyseg_core.config.model import BackboneConfig, KeySegConfig, SamConfig
 from keyseg_core.runtime.export import export_sam
 from keyseg_core.modeling.stems import ConvStem, conv_stem_like
 
@@ -65,11 +65,11 @@ def test_stems_build_the_same_weights_every_time_and_round_trip(stem_model, tmp_
 
 def test_stem_only_for_random_towers():
     with pytest.raises(ValueError, match="stem: 'conv' replaces the patch embedding of a 'random' SAM"):
-        SamConfigSpec(weights="sam_vit_b_01ec64.pth", stem="conv")
+        SamConfig(weights="sam_vit_b_01ec64.pth", stem="conv")
     with pytest.raises(ValueError, match="vision_stem: 'conv'.*'random' tower"):
         BackboneConfig(vision="openai/clip-vit-large-patch14", vision_stem="conv")
     with pytest.raises(ValueError, match="stem: 'pixel' is not"):
-        SamConfigSpec(stem="pixel")
+        SamConfig(stem="pixel")
 
 
 def test_a_patch_size_without_a_stem_is_named():

@@ -20,7 +20,7 @@ TRAINABLE = {"trainable": {"vision_tower": True, "sam_image_encoder": True, "sam
 
 def _config(**overrides) -> BasesConfig:
     data = {"model": "tiny", "model_overrides": TRAINABLE, "scene_size": [128, 96], "objects": [2, 4], **overrides}
-    from keyseg_core.config.model import build_dataclass
+    from keyseg_core.config.schema import build_dataclass
 
     return build_dataclass(BasesConfig, data)
 

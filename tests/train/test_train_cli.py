@@ -118,7 +118,7 @@ def test_two_process_ddp_run_keeps_ranks_identical(work):
 def test_eval_writes_report_csv_overlays_matching_metrics(work):
     from keyseg_core.data import open_dataset
     from keyseg_core.eval.metrics import intersection_union
-    from keyseg_core.inference.predictor import Predictor
+    from keyseg_core.runtime.predictor import Predictor
 
     out = work / "eval_val"
     result = ok(keyseg("eval", "--checkpoint", "run/checkpoints/step_000008", "--dataset", "reasonseg", "--split", "val",

@@ -10,14 +10,12 @@ from typing import Any, Literal
 
 import torch
 
-from keyseg_core.config.model import KeySegConfig, build_dataclass
+from keyseg_core.config.model import KeySegConfig
+from keyseg_core.config.schema import build_dataclass, help_field
 
-from keyseg_core.train.stage2.config import OptimizerConfig, ScheduleConfig, apply_override, deep_merge, load_mapping
+from keyseg_core.train.optim import OptimizerConfig, ScheduleConfig
+from keyseg_core.config.files import apply_override, deep_merge, load_mapping
 from keyseg_core.weights.resolve import named_config
-
-
-def _help(text: str, **kw: Any) -> Any:
-    return field(metadata={"help": text}, **kw)
 
 
 @dataclass
@@ -26,10 +24,10 @@ class PromptMix:
     point and box prompts, and the instance's category (a learned embedding), so the decoder learns
     both "this one" and "the X". An instance can be segmented once per kind drawn."""
 
-    point: float = _help("probability of a prompt by one point inside the object", default=0.5)
-    box: float = _help("probability of a prompt by the object's box, jittered by 5% of its size", default=0.5)
-    category: float = _help("probability of a prompt by the object's category", default=1.0)
-    absent: float = _help("probability, per scene, of one more category prompt for a category the scene does not "
+    point: float = help_field("probability of a prompt by one point inside the object", default=0.5)
+    box: float = help_field("probability of a prompt by the object's box, jittered by 5% of its size", default=0.5)
+    category: float = help_field("probability of a prompt by the object's category", default=1.0)
+    absent: float = help_field("probability, per scene, of one more category prompt for a category the scene does not "
                           "hold, whose target is the empty mask: SAM learns to answer 'not here', the presence "
                           "signal of a query about an object that is not in view", default=0.0)
 
@@ -43,9 +41,9 @@ class PromptMix:
 class BasesLoss:
     """Weights of the three stage-1 losses."""
 
-    prompt_mask: float = _help("BCE + Dice of every prompted instance mask", default=1.0)
-    sam_category: float = _help("cross-entropy of each SAM embedding cell's category mix", default=1.0)
-    vision_category: float = _help("cross-entropy of each vision-tower patch's category mix", default=1.0)
+    prompt_mask: float = help_field("BCE + Dice of every prompted instance mask", default=1.0)
+    sam_category: float = help_field("cross-entropy of each SAM embedding cell's category mix", default=1.0)
+    vision_category: float = help_field("cross-entropy of each vision-tower patch's category mix", default=1.0)
 
     def __post_init__(self) -> None:
         for name, value in dataclasses.asdict(self).items():
@@ -57,30 +55,30 @@ class BasesLoss:
 class BasesConfig:
     """Stage 1 of a model with no pretrained vision tower or SAM: pretrain both on generated scenes."""
 
-    model: str | dict[str, Any] = _help("registry name (keyseg-tiny) or a KeySegConfig mapping")
-    model_overrides: dict[str, Any] = _help("deep-merged into the model config", default_factory=dict)
-    scene_seed: int = _help("seed of the generated training scenes (train split: train backgrounds only)", default=100)
-    scene_size: list[int] = _help("scene width and height in pixels", default_factory=lambda: [320, 240])
-    objects: list[int] = _help("objects per scene, min and max", default_factory=lambda: [3, 6])
-    max_steps: int = _help("optimizer steps", default=3000)
-    batch_size: int = _help("scenes per step", default=8)
-    max_grad_norm: float = _help("gradient clipping norm; 0 disables", default=1.0)
+    model: str | dict[str, Any] = help_field("registry name (keyseg-tiny) or a KeySegConfig mapping")
+    model_overrides: dict[str, Any] = help_field("deep-merged into the model config", default_factory=dict)
+    scene_seed: int = help_field("seed of the generated training scenes (train split: train backgrounds only)", default=100)
+    scene_size: list[int] = help_field("scene width and height in pixels", default_factory=lambda: [320, 240])
+    objects: list[int] = help_field("objects per scene, min and max", default_factory=lambda: [3, 6])
+    max_steps: int = help_field("optimizer steps", default=3000)
+    batch_size: int = help_field("scenes per step", default=8)
+    max_grad_norm: float = help_field("gradient clipping norm; 0 disables", default=1.0)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     prompts: PromptMix = field(default_factory=PromptMix)
     loss: BasesLoss = field(default_factory=BasesLoss)
-    seed: int = _help("seed of the prompt sampling and of the auxiliary heads", default=42)
-    output_dir: str = _help("run directory: checkpoints/, metrics.csv, final/", default="runs/bases")
-    save_every: int = _help("checkpoint every N steps (and at the end)", default=250)
-    keep_last: int = _help("checkpoints kept", default=2)
-    log_every: int = _help("console line every N steps", default=50)
-    device: str = _help("'cpu', 'cuda' or 'cuda:N' (checked when training starts; --device overrides)", default="cpu")
-    precision: Literal["fp32", "bf16"] = _help(
+    seed: int = help_field("seed of the prompt sampling and of the auxiliary heads", default=42)
+    output_dir: str = help_field("run directory: checkpoints/, metrics.csv, final/", default="runs/bases")
+    save_every: int = help_field("checkpoint every N steps (and at the end)", default=250)
+    keep_last: int = help_field("checkpoints kept", default=2)
+    log_every: int = help_field("console line every N steps", default=50)
+    device: str = help_field("'cpu', 'cuda' or 'cuda:N' (checked when training starts; --device overrides)", default="cpu")
+    precision: Literal["fp32", "bf16"] = help_field(
         "'bf16' = bfloat16 autocast of the forward passes (weights, optimiser and losses stay float32)",
         default="fp32")
-    pool: int = _help("0: every step draws new scenes; N: scenes 0..N-1 are prepared once and each step draws "
+    pool: int = help_field("0: every step draws new scenes; N: scenes 0..N-1 are prepared once and each step draws "
                       "batch_size of them with random horizontal flips (keyseg_core/train/stage1/scene_source.py)", default=0)
-    workers: int | None = _help("processes preparing scenes (null: one per spare core, at most 7); "
+    workers: int | None = help_field("processes preparing scenes (null: one per spare core, at most 7); "
                                 "changes speed only, never which scenes a step sees", default=None)
 
     def __post_init__(self) -> None:

@@ -45,7 +45,7 @@ from keyseg_core.scenes import load_knowledge
 from keyseg_core.train import state as ckpt
 from keyseg_core.train.stage1.config import BasesConfig
 from keyseg_core.train.logger import MetricsLogger
-from keyseg_core.train.stage2.loop import learning_rate, make_optimizer, set_lr
+from keyseg_core.train.optim import learning_rate, make_optimizer, set_lr
 from keyseg_core.train.stage1.scene_source import PreparedScene, SceneSource, SceneSpec, default_workers
 
 PROMPT_KINDS = ("point", "box", "category")

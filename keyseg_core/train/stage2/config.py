@@ -15,43 +15,41 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 
 from keyseg_core.weights.resolve import named_config
-from keyseg_core.config.model import KEY_TOKEN, PRESET_SECTIONS, SEG_TOKEN, KeySegConfig, build_dataclass, layer_section
+from keyseg_core.config.model import KEY_TOKEN, SEG_TOKEN, KeySegConfig
+from keyseg_core.config.files import apply_override, deep_merge, load_mapping
+from keyseg_core.config.schema import build_dataclass, help_field
 from keyseg_core.data.registry import DATASETS
+from keyseg_core.train.optim import OptimizerConfig, ScheduleConfig
 
 KEYWORD_POLICIES = ("require", "optional", "category", "none")
 BACKENDS = ("ddp", "deepspeed-zero2", "deepspeed-zero3", "fsdp")
-
-
-def _help(text: str, **kw: Any) -> Any:
-    return field(metadata={"help": text}, **kw)
 
 
 @dataclass
 class DataSource:
     """One data set of the training mixture."""
 
-    name: str = _help(f"reader: one of {', '.join(DATASETS)}, or a refer name like 'refcocog|umd|train'")
-    root: str = _help("data root (holding reason_seg/, refer_seg/, ... as in docs/data.md)")
-    split: str = _help("split to train on", default="train")
-    ratio: float = _help("sampling weight in the mixture (LISA: sem 9, refer 3, vqa 3, reason 1)", default=1.0)
-    label: str | None = _help("name of this source in logs and the mixture; defaults to `name`", default=None)
-    keyword: Literal["require", "optional", "category", "none"] = _help(
+    name: str = help_field(f"reader: one of {', '.join(DATASETS)}, or a refer name like 'refcocog|umd|train'")
+    root: str = help_field("data root (holding reason_seg/, refer_seg/, ... as in docs/data.md)")
+    split: str = help_field("split to train on", default="train")
+    ratio: float = help_field("sampling weight in the mixture (LISA: sem 9, refer 3, vqa 3, reason 1)", default=1.0)
+    label: str | None = help_field("name of this source in logs and the mixture; defaults to `name`", default=None)
+    keyword: Literal["require", "optional", "category", "none"] = help_field(
         "where the [KEY] target comes from when the model uses [KEY]: 'require' = the sample's keyword, "
         "missing is an error (or a counted skip with --skip-bad); 'optional' = samples without one use the "
         "no-[KEY] answer; 'category' = the COCO category name (refer data); 'none' = never [KEY]",
         default="require",
     )
-    keywords: str | None = _help("ReasonSeg only: keyword file (default: ReasonSeg/explanatory_key/keyword_outputs.json)", default=None)
-    questions: Literal["plain", "lisa"] = _help(
+    keywords: str | None = help_field("ReasonSeg only: keyword file (default: ReasonSeg/explanatory_key/keyword_outputs.json)", default=None)
+    questions: Literal["plain", "lisa"] = help_field(
         "'plain' = the reader's query as the question and the model's answer templates; 'lisa' = LISA's "
         "question lists (short for classes, refer sentences and ReasonSeg phrases, long for ReasonSeg "
         "sentences) and, for samples without [KEY], LISA's answer list. Not used by vqa sources",
         default="plain",
     )
-    options: dict[str, Any] = _help("extra reader arguments (unit, split_by, refs_path, image_dir, ...)", default_factory=dict)
+    options: dict[str, Any] = help_field("extra reader arguments (unit, split_by, refs_path, image_dir, ...)", default_factory=dict)
 
     def __post_init__(self) -> None:
         base = self.name.split("|")[0]
@@ -77,93 +75,48 @@ class DataSource:
 
 
 @dataclass
-class OptimizerConfig:
-    """AdamW (LISA: lr 3e-4, betas (0.9, 0.95), no weight decay)."""
-
-    lr: float = _help("peak learning rate", default=3e-4)
-    betas: list[float] = _help("AdamW betas", default_factory=lambda: [0.9, 0.95])
-    eps: float = _help("AdamW epsilon", default=1e-8)
-    weight_decay: float = _help("decoupled weight decay (not applied to biases and norms)", default=0.0)
-    lr_scale: dict[str, float] = _help(
-        "learning-rate multipliers by parameter-name prefix (names in the KeySeg model, or in stage 1's "
-        "vision_tower/sam/heads), e.g. {sam.: 0.0} keeps a stage-1 SAM as it is while still saving it; "
-        "the longest matching prefix wins, and every prefix must match a trainable parameter",
-        default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not self.lr > 0:
-            raise ValueError(f"lr: {self.lr} must be > 0")
-        for prefix, scale in self.lr_scale.items():
-            if not isinstance(prefix, str) or not prefix:
-                raise ValueError(f"lr_scale: key {prefix!r} must be a parameter-name prefix such as 'sam.'")
-            if not isinstance(scale, (int, float)) or isinstance(scale, bool) or scale < 0:
-                raise ValueError(f"lr_scale.{prefix}: {scale!r} must be a number >= 0")
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            raise ValueError(f"betas: {self.betas} must be two numbers in [0, 1)")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay: {self.weight_decay} must be >= 0")
-
-
-@dataclass
-class ScheduleConfig:
-    """Linear warm-up from 0, then decay to `min_lr_ratio * lr` at `max_steps` (LISA: 100 warm-up, linear)."""
-
-    warmup_steps: int = _help("optimizer steps of linear warm-up", default=100)
-    decay: Literal["linear", "cosine", "constant"] = _help("shape after warm-up", default="linear")
-    min_lr_ratio: float = _help("final learning rate as a fraction of the peak", default=0.0)
-
-    def __post_init__(self) -> None:
-        if self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps: {self.warmup_steps} must be >= 0")
-        if self.decay not in ("linear", "cosine", "constant"):
-            raise ValueError(f"decay: '{self.decay}' is not one of linear, cosine, constant")
-        if not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError(f"min_lr_ratio: {self.min_lr_ratio} must be in [0, 1]")
-
-
-@dataclass
 class TrainConfig:
     """Everything one training run needs; saved as train_config.json in the output directory."""
 
-    model: str | dict[str, Any] = _help(
+    model: str | dict[str, Any] = help_field(
         "registry name (tiny, smollm2-sam-b, llava7b-sam-h, ...), a keyseg checkpoint folder or a config "
         "file whose KeySegConfig to start from (e.g. a `keyseg convert-lisa` output), or a KeySegConfig mapping")
-    data: list[DataSource] = _help("the training mixture; sampled by `ratio`")
-    model_overrides: dict[str, Any] = _help(
+    data: list[DataSource] = help_field("the training mixture; sampled by `ratio`")
+    model_overrides: dict[str, Any] = help_field(
         "deep-merged into the model config, e.g. {fusion: {preset: seg_only}, loss: {preset: lisa}}; a switch set "
         "here wins over the model's preset, whose other values stay", default_factory=dict
     )
-    init_checkpoint: str | None = _help(
+    init_checkpoint: str | None = help_field(
         "start from this keyseg checkpoint's trainable weights; its frozen bases must match (fingerprint). "
         "Trainable parts it lacks (e.g. [KEY], fusion attentions, keyword head when starting KeySeg from a "
         "converted LISA) start fresh and are listed", default=None)
-    prompt_anchors: str | None = _help(
+    prompt_anchors: str | None = help_field(
         "a stage-1 heads.safetensors (keyseg pretrain): pull each S_hat towards the category prompt of its "
         "keyword (keyseg_core/train/stage2/anchors.py); for a SAM pretrained here, not in the paper", default=None)
-    prompt_anchor_weight: float = _help("weight of the prompt-anchor loss (0: the paper's objective)", default=0.0)
-    max_steps: int = _help("optimizer steps in the whole run (LISA: 10 epochs x 500)", default=5000)
-    samples_per_epoch: int | None = _help("mixture length before the plan is redrawn; default: sum of the data set sizes", default=None)
-    batch_size: int = _help("samples per device per micro-step (LISA: 2)", default=2)
-    grad_accum: int = _help("micro-steps per optimizer step (LISA: 10)", default=10)
-    max_grad_norm: float = _help("gradient clipping norm; 0 disables", default=1.0)
+    prompt_anchor_weight: float = help_field("weight of the prompt-anchor loss (0: the paper's objective)", default=0.0)
+    max_steps: int = help_field("optimizer steps in the whole run (LISA: 10 epochs x 500)", default=5000)
+    samples_per_epoch: int | None = help_field("mixture length before the plan is redrawn; default: sum of the data set sizes", default=None)
+    batch_size: int = help_field("samples per device per micro-step (LISA: 2)", default=2)
+    grad_accum: int = help_field("micro-steps per optimizer step (LISA: 10)", default=10)
+    max_grad_norm: float = help_field("gradient clipping norm; 0 disables", default=1.0)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = _help(
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = help_field(
         "mixed precision; 'auto' = bf16 where the GPU supports it, else fp16 on GPU, fp32 on CPU", default="auto"
     )
-    seed: int = _help("seed of the data order, query choice, dropout and every random init", default=42)
-    output_dir: str = _help("run directory: checkpoints/, metrics.csv, tensorboard/, final/", default="runs/keyseg")
-    save_every: int = _help("checkpoint every N optimizer steps (and at the end)", default=500)
-    keep_last: int = _help("checkpoints kept; older ones are deleted after a new one is complete", default=3)
-    log_every: int = _help("console log line every N optimizer steps (CSV/TensorBoard get every step)", default=10)
-    log_backend: Literal["auto", "tensorboard", "csv"] = _help(
+    seed: int = help_field("seed of the data order, query choice, dropout and every random init", default=42)
+    output_dir: str = help_field("run directory: checkpoints/, metrics.csv, tensorboard/, final/", default="runs/keyseg")
+    save_every: int = help_field("checkpoint every N optimizer steps (and at the end)", default=500)
+    keep_last: int = help_field("checkpoints kept; older ones are deleted after a new one is complete", default=3)
+    log_every: int = help_field("console log line every N optimizer steps (CSV/TensorBoard get every step)", default=10)
+    log_backend: Literal["auto", "tensorboard", "csv"] = help_field(
         "'auto' = TensorBoard when installed; metrics.csv is always written", default="auto"
     )
-    distributed: Literal["ddp", "deepspeed-zero2", "deepspeed-zero3", "fsdp"] = _help(
+    distributed: Literal["ddp", "deepspeed-zero2", "deepspeed-zero3", "fsdp"] = help_field(
         "multi-GPU engine through accelerate (single process runs ignore it except deepspeed)", default="ddp"
     )
-    num_workers: int = _help("DataLoader worker processes per rank", default=2)
-    skip_bad: bool = _help("skip (and count) unreadable records instead of stopping; also --skip-bad", default=False)
+    num_workers: int = help_field("DataLoader worker processes per rank", default=2)
+    skip_bad: bool = help_field("skip (and count) unreadable records instead of stopping; also --skip-bad", default=False)
 
     def __post_init__(self) -> None:
         if not self.data:
@@ -233,75 +186,3 @@ class TrainConfig:
             return cls.from_dict(data)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{path}: {exc}") from exc
-
-
-def load_mapping(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """Read one config file as a mapping, merged over its `base:` file (relative to it)."""
-    path = path.resolve()
-    if path in _seen:
-        raise ValueError(f"{path}: 'base' files form a cycle")
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such config file")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: top level must be a mapping, got {type(data).__name__}")
-    base = data.pop("base", None)
-    if base is None:
-        return data
-    if not isinstance(base, str):
-        raise ValueError(f"{path}: base: expected a file path, got {base!r}")
-    return deep_merge(load_mapping(path.parent / base, _seen + (path,)), data)
-
-
-def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """Mappings merge key by key; anything else (lists included) is replaced. A `fusion` or `loss`
-    mapping follows the preset rule of `keyseg_core.config.model.layer_section` (the later layer wins)."""
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            if key in PRESET_SECTIONS:
-                out[key] = layer_section(key, out[key], copy.deepcopy(value))
-            else:
-                out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def apply_override(data: dict[str, Any], item: str) -> None:
-    """'a.b.c=value' (value parsed as YAML; list items by index: 'data.0.ratio=2') into `data` in place.
-
-    A value set inside a `fusion` or `loss` mapping is one more config layer (`layer_section`):
-    `--set model_overrides.loss.bce=3` keeps the file's preset's other weights.
-    """
-    dotted, sep, raw = item.partition("=")
-    if not sep or not dotted.strip():
-        raise ValueError(f"--set '{item}': expected key.path=value")
-    value = yaml.safe_load(raw)
-    parts = dotted.strip().split(".")
-    *path, last = parts
-    node: Any = data
-    for i, part in enumerate(path):
-        if isinstance(node, list):
-            if not part.isdigit() or int(part) >= len(node):
-                raise ValueError(f"--set '{item}': '{'.'.join(parts[:i])}' has no item {part}")
-            node = node[int(part)]
-        elif isinstance(node, dict):
-            if part in PRESET_SECTIONS and i == len(path) - 1:
-                section = node.get(part) if isinstance(node.get(part), dict) else {}
-                node[part] = layer_section(part, section, {last: value})
-                return
-            node = node.setdefault(part, {})
-        else:
-            raise ValueError(f"--set '{item}': '{'.'.join(parts[:i])}' is not a mapping or list")
-    if isinstance(node, list):
-        if not last.isdigit() or int(last) >= len(node):
-            raise ValueError(f"--set '{item}': '{'.'.join(path)}' has no item {last}")
-        node[int(last)] = value
-    elif isinstance(node, dict):
-        node[last] = value
-    else:
-        raise ValueError(f"--set '{item}': '{'.'.join(path)}' is not a mapping or list")

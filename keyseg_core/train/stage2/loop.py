@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import shutil
 import time
 from pathlib import Path
@@ -41,6 +40,7 @@ from keyseg_core.train.engine import (
     save_engine_state,
 )
 from keyseg_core.train.logger import MetricsLogger
+from keyseg_core.train.optim import learning_rate, make_optimizer, set_lr
 
 LOSS_KEYS = ("ce", "bce", "dice", "keyword", "anchor")
 # keys that may change between an interrupted run and its resume without changing the result
@@ -59,20 +59,6 @@ def check_same_encoders(model_config: KeySegConfig, checkpoint: str) -> None:
         if theirs != ours:
             raise ValueError(f"init_checkpoint: {checkpoint} was trained with {section}.{key} '{theirs}' but this "
                              f"model has '{ours}'; set model_overrides: {{{section}: {{{key}: {theirs}}}}}")
-
-
-def learning_rate(step: int, config: TrainConfig) -> float:
-    """lr for optimizer step `step` (0-based): linear warm-up, then linear/cosine/constant decay."""
-    peak, s = config.optimizer.lr, config.schedule
-    if step < s.warmup_steps:
-        return peak * (step + 1) / s.warmup_steps
-    if s.decay == "constant":
-        return peak
-    span = max(1, config.max_steps - s.warmup_steps)
-    progress = min(1.0, (step - s.warmup_steps) / span)
-    shape = 1 - progress if s.decay == "linear" else 0.5 * (1 + math.cos(math.pi * progress))
-    floor = peak * s.min_lr_ratio
-    return floor + (peak - floor) * shape
 
 
 def config_digest(config: TrainConfig) -> str:
@@ -96,34 +82,6 @@ class LossModule(torch.nn.Module):
             return {"loss": out.loss, **out.losses, "anchor": out.loss.new_zeros(())}
         anchor = self.anchors.loss(out.prompts, out.seg_batch, batch.target_keywords)
         return {"loss": out.loss + self.anchor_weight * anchor, **out.losses, "anchor": anchor.detach()}
-
-
-def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW over trainable parameters; no weight decay on biases, norms and other 1-D tensors; each
-    group carries its `lr_scale` (optimizer.lr_scale, by longest name prefix), applied by `set_lr`."""
-    o = config.optimizer
-    prefixes = sorted(o.lr_scale, key=len, reverse=True)
-    groups: dict[tuple[bool, float], list] = {}
-    used = set()
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        name = name.removeprefix("module.").removeprefix("model.")  # DDP's and LossModule's wrappers
-        prefix = next((x for x in prefixes if name.startswith(x)), None)
-        used.add(prefix)
-        groups.setdefault((p.ndim >= 2, o.lr_scale[prefix] if prefix else 1.0), []).append(p)
-    unused = [x for x in prefixes if x not in used]
-    if unused:
-        raise ValueError(f"optimizer.lr_scale.{unused[0]}: matches no trainable parameter name")
-    param_groups = [{"params": params, "weight_decay": o.weight_decay if decay else 0.0, "lr_scale": scale}
-                    for (decay, scale), params in sorted(groups.items(), key=lambda kv: (not kv[0][0], kv[0][1]))]
-    return torch.optim.AdamW(param_groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps)
-
-
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """The schedule's lr for this step, times each group's lr_scale."""
-    for group in optimizer.param_groups:
-        group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
 def weights_digest(model: torch.nn.Module) -> str:
