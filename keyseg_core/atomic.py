@@ -29,3 +29,10 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_write_json(path: str | Path, data: Any, *, sort_keys: bool = False) -> None:
     atomic_write_text(path, json.dumps(data, ensure_ascii=False, indent=2, sort_keys=sort_keys) + "\n")
+
+
+def save_report(path: str | Path | None, report: Any) -> None:
+    """A benchmark's or evaluation's `--json` output: written atomically and said on stdout; no path, no file."""
+    if path:
+        atomic_write_json(path, report)
+        print(f"wrote {path}")

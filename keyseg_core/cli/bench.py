@@ -27,7 +27,7 @@ import statistics
 import sys
 import time
 
-from keyseg_core.atomic import atomic_write_json
+from keyseg_core.atomic import save_report
 
 SAM_PARAMS = {"tiny": 0.3e6, "vit_b": 94e6, "vit_l": 312e6, "vit_h": 641e6}
 BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
@@ -316,9 +316,7 @@ def run(args: argparse.Namespace) -> int:
               "warmup": args.warmup, "frames": args.frames, "video_frames": args.video, "torch": torch.__version__,
               "threads": torch.get_num_threads(), "results": results}
     print_table(report)
-    if args.json_path:
-        atomic_write_json(args.json_path, report)
-        print(f"wrote {args.json_path}")
+    save_report(args.json_path, report)
     return 0
 
 

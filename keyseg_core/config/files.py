@@ -14,6 +14,20 @@ from typing import Any
 import yaml
 
 from keyseg_core.config.presets import PRESET_SECTIONS, layer_section
+from keyseg_core.config.schema import build_dataclass
+
+
+def load_config(cls: type, path: str | Path, overrides: list[str] | None = None) -> Any:
+    """A config dataclass from a file (following `base:`) with `key.sub=value` overrides; errors name
+    the file and the offending key."""
+    path = Path(path)
+    data = load_mapping(path)
+    for item in overrides or []:
+        apply_override(data, item)
+    try:
+        return build_dataclass(cls, data)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: {exc}") from exc
 
 
 def load_mapping(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:

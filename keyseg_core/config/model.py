@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from keyseg_core.config.files import load_mapping
+from keyseg_core.config.files import load_config
 from keyseg_core.config.presets import FUSION_PRESETS, LOSS_PRESETS, resolve_preset
 from keyseg_core.config.schema import build_dataclass, help_field
 
@@ -312,9 +312,4 @@ class KeySegConfig:
     @classmethod
     def from_file(cls, path: str | Path) -> KeySegConfig:
         """Load a JSON or YAML config (following `base:`, config/files.py); errors name the file and the key."""
-        path = Path(path)
-        data = load_mapping(path)
-        try:
-            return cls.from_dict(data)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{path}: {exc}") from exc
+        return load_config(cls, path)

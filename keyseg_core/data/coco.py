@@ -50,23 +50,17 @@ class CocoInstancesDataset:
         self.items = [
             _Item(key[0], key[1], tuple(ids))
             for key, ids in sorted(groups.items())
-            if self._check(key[0], key[1], ids, collector, skip_bad or validate)
+            if collector.keeps(lambda: self._validate(key[0], key[1], ids, skip_bad or validate))
         ]
 
-    def _check(self, image_id: int, category_id: int, ann_ids: list[int], collector: Collector, deep: bool) -> bool:
+    def _validate(self, image_id: int, category_id: int, ann_ids: list[int], deep: bool) -> None:
         record = f"image_id {image_id} annotation(s) {ann_ids}"
-        try:
-            if category_id not in self.coco.categories:
-                raise DatasetError(
-                    self.coco.path, record, "unknown_category", f"category_id {category_id} not in categories"
-                )
-            img = self.coco.image_of(image_id, record)
-            if deep:
-                self.coco.rle([self.coco.annotations[a] for a in ann_ids], img, record)
-        except DatasetError as exc:
-            collector.handle(exc)
-            return False
-        return True
+        if category_id not in self.coco.categories:
+            raise DatasetError(self.coco.path, record, "unknown_category",
+                               f"category_id {category_id} not in categories")
+        img = self.coco.image_of(image_id, record)
+        if deep:
+            self.coco.rle([self.coco.annotations[a] for a in ann_ids], img, record)
 
     def __len__(self) -> int:
         return len(self.items)

@@ -3,6 +3,8 @@ skip report so that `skip_bad=True` never drops a sample silently."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -64,3 +66,12 @@ class Collector:
         if not self.skip_bad:
             raise error
         self.report.add(error)
+
+    def keeps(self, validate: Callable[[], object]) -> bool:
+        """Whether a record passes `validate` (which raises DatasetError); a failure is handled here."""
+        try:
+            validate()
+        except DatasetError as exc:
+            self.handle(exc)
+            return False
+        return True

@@ -129,7 +129,7 @@ class ReasonSegDataset:
         self.explanatory = self._load_explanatory()
         self.records = self._index(collector)
         if skip_bad or validate:
-            self.records = [r for r in self.records if self._check(r, collector)]
+            self.records = [r for r in self.records if collector.keeps(lambda r=r: self._validate(r))]
 
     def _load_keywords(self, keywords: str | Path | bool | None) -> dict[str, str]:
         if keywords is False:
@@ -182,16 +182,11 @@ class ReasonSegDataset:
                 records.append(ReasonSegRecord(stem, self.split, images[stem], json_path))
         return records
 
-    def _check(self, record: ReasonSegRecord, collector: Collector) -> bool:
-        try:
-            ann = self._annotation(record)
-            height, width = image_size(record.image_path, record.stem)
-            self._mask(record, ann, height, width)
-            self._keyword(record, ann)
-        except DatasetError as exc:
-            collector.handle(exc)
-            return False
-        return True
+    def _validate(self, record: ReasonSegRecord) -> None:
+        ann = self._annotation(record)
+        height, width = image_size(record.image_path, record.stem)
+        self._mask(record, ann, height, width)
+        self._keyword(record, ann)
 
     def __len__(self) -> int:
         return len(self.records)

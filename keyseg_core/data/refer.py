@@ -93,7 +93,9 @@ class RefDataset:
             )
         self.skips = SkipReport()
         collector = Collector(skip_bad, self.skips)
-        self.refs = [r for r in all_refs if r.get("split") == split and self._check(r, collector, skip_bad or validate)]
+        deep = skip_bad or validate
+        self.refs = [r for r in all_refs
+                     if r.get("split") == split and collector.keeps(lambda r=r: self._validate(r, deep))]
         self.items = [
             _Item(i, (j,)) if unit == "sentence" else _Item(i, tuple(range(len(ref["sentences"]))))
             for i, ref in enumerate(self.refs)
@@ -104,21 +106,16 @@ class RefDataset:
     def eval_name(self) -> str:
         return f"{self.source}|{self.split_by}|{self.split}"
 
-    def _check(self, ref: dict, collector: Collector, deep: bool) -> bool:
+    def _validate(self, ref: dict, deep: bool) -> None:
         """Structural checks always (cheap); mask decoding checks only when `deep`."""
         record = f"ref_id {ref.get('ref_id')}"
-        try:
-            sentences = ref.get("sentences")
-            if not isinstance(sentences, list) or not sentences or not all(_sentence(s) for s in sentences):
-                raise DatasetError(self.refs_path, record, "no_query", "ref has no non-empty sentence")
-            ann = self.coco.annotation(ref.get("ann_id"), record)
-            img = self.coco.image_of(ann["image_id"], record)
-            if deep:
-                self.coco.rle([ann], img, record)
-        except DatasetError as exc:
-            collector.handle(exc)
-            return False
-        return True
+        sentences = ref.get("sentences")
+        if not isinstance(sentences, list) or not sentences or not all(_sentence(s) for s in sentences):
+            raise DatasetError(self.refs_path, record, "no_query", "ref has no non-empty sentence")
+        ann = self.coco.annotation(ref.get("ann_id"), record)
+        img = self.coco.image_of(ann["image_id"], record)
+        if deep:
+            self.coco.rle([ann], img, record)
 
     def __len__(self) -> int:
         return len(self.items)

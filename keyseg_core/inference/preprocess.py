@@ -20,6 +20,13 @@ from keyseg_core.modeling.processor import CLIP_MEAN, normalise_clip
 from keyseg_core.modeling.sam import SamImage, normalise_pad_sam, resized_shape
 
 
+def placement(model: torch.nn.Module) -> tuple[torch.device, torch.dtype, bool, FrameUploader]:
+    """(device, dtype, on_device, uploader) of a model's half: on CUDA a frame is preprocessed on the
+    GPU (this module); on the CPU by PIL, the reference path."""
+    param = next(model.parameters())
+    return param.device, param.dtype, param.device.type == "cuda", FrameUploader(param.device)
+
+
 class FrameUploader:
     """HxWx3 uint8 numpy frames -> uint8 tensors on `device`. On CUDA through a reused pinned host
     buffer and a non-blocking copy; the next frame waits only for the previous copy to finish

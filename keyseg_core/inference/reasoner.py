@@ -26,7 +26,7 @@ import torch
 from transformers import DynamicCache
 
 from keyseg_core.config.model import KEY_TOKEN, SEG_TOKEN
-from keyseg_core.inference.preprocess import FrameUploader, clip_pixels
+from keyseg_core.inference.preprocess import clip_pixels, placement
 from keyseg_core.modeling.keyword_head import decode_keywords
 from keyseg_core.modeling.keyseg import KeySegModel, Reasoned
 from keyseg_core.timing import Timer, no_timer
@@ -141,11 +141,7 @@ class Reasoner:
         self.mode = mode
         self.max_new_tokens = max_new_tokens
         self.vision = vision
-        param = next(model.parameters())
-        self.device, self.dtype = param.device, param.dtype
-        # on CUDA, a frame's CLIP input is made on the GPU (device_preprocess); on the CPU, by PIL
-        self.on_device = self.device.type == "cuda"
-        self._upload = FrameUploader(self.device)
+        self.device, self.dtype, self.on_device, self._upload = placement(model)
         vocab = model.config.keyword.vocabulary
         # where the candidates come from, for messages: decoding normalises over exactly this list
         self.keyword_source = "model config" if vocab else "COCO's 80 categories (the model names none)"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from keyseg_core.inference.preprocess import FrameUploader, sam_image
+from keyseg_core.inference.preprocess import placement, sam_image
 from keyseg_core.modeling.keyseg import KeySegModel
 from keyseg_core.timing import Timer, no_timer
 from keyseg_core.inference.results import Prediction, mask_box
@@ -46,11 +46,7 @@ class Segmenter:
     def __init__(self, model: KeySegModel, processor: KeySegProcessor) -> None:
         self.model = model
         self.processor = processor
-        param = next(model.parameters())
-        self.device, self.dtype = param.device, param.dtype
-        # on CUDA, preprocess on the GPU (device_preprocess); on the CPU, PIL is the reference path
-        self.on_device = self.device.type == "cuda"
-        self._upload = FrameUploader(self.device)
+        self.device, self.dtype, self.on_device, self._upload = placement(model)
         self.frames = 0  # images encoded
 
     @property
@@ -85,8 +81,8 @@ class Segmenter:
                              "use the torch or compile backend for previous-mask prompts")
         n = prompts.shape[0]
         logits, low_res, iou = self.model.decode_prompts(
-            frame.embedding, prompts.to(frame.embedding.dtype), prompts.new_zeros(n, dtype=torch.long), [0] if n else [],
-            [frame.resized_hw], [frame.original_hw], timer, mask_prompt)
+            frame.embedding, prompts.to(frame.embedding.dtype), prompts.new_zeros(n, dtype=torch.long),
+            [0] if n else [], [frame.resized_hw], [frame.original_hw], timer, mask_prompt)
         return Segmented(logits[0], low_res[0], iou[0])
 
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from keyseg_core.atomic import atomic_write_json
+from keyseg_core.atomic import save_report
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,9 +105,7 @@ def main(argv: list[str] | None = None) -> int:
               "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "iters": args.iters,
               "warmup": args.warmup, "results": results}
     print_table(report)
-    if args.json_path:
-        atomic_write_json(args.json_path, report)
-        print(f"wrote {args.json_path}")
+    save_report(args.json_path, report)
     return 0
 
 

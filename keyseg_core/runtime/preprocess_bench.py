@@ -17,7 +17,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from keyseg_core.atomic import atomic_write_json
+from keyseg_core.atomic import save_report
 from keyseg_core.inference.preprocess import FrameUploader, clip_canvas_tensor, clip_pixels, resize_uint8, sam_image
 from keyseg_core.modeling.processor import clip_canvas, preprocess_clip
 from keyseg_core.modeling.sam import preprocess_sam, resize_for_sam
@@ -89,9 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<7} PIL {r['pil_ms']:7.2f} ms  device path {r['device_ms']:7.2f} ms  "
               f"SAM levels max {r['sam_levels']['max']} mean {r['sam_levels']['mean']:.3f}  "
               f"CLIP levels max {r['clip_levels']['max']} mean {r['clip_levels']['mean']:.3f}")
-    if args.json_path:
-        atomic_write_json(args.json_path, report)
-        print(f"wrote {args.json_path}")
+    save_report(args.json_path, report)
     return 0
 
 

@@ -23,19 +23,19 @@ def test_the_project_has_no_upward_import_and_no_package_cycle(check_layers):
 
 
 def _tree(root: Path, files: dict[str, str]) -> Path:
+    """Write the files, with an empty __init__.py in every folder that has none."""
     for name, text in files.items():
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
+        for folder in path.relative_to(root).parents[:-1]:
+            (root / folder / "__init__.py").touch(exist_ok=True)
     return root
 
 
 def test_an_upward_import_is_named_with_its_file_and_line(check_layers, tmp_path):
     root = _tree(tmp_path, {
-        "keyseg_core/__init__.py": "",
-        "keyseg_core/modeling/__init__.py": "",
         "keyseg_core/modeling/keyseg.py": "import torch\n\ndef f():\n    from keyseg_core.inference.results import Prediction\n",
-        "keyseg_core/inference/__init__.py": "",
         "keyseg_core/inference/results.py": "class Prediction: ...\n",
     })
     problems = check_layers.check(root)
@@ -45,10 +45,7 @@ def test_an_upward_import_is_named_with_its_file_and_line(check_layers, tmp_path
 
 def test_a_cycle_between_sibling_packages_is_found(check_layers, tmp_path):
     root = _tree(tmp_path, {
-        "keyseg_core/__init__.py": "",
-        "keyseg_core/runtime/__init__.py": "",
         "keyseg_core/runtime/backends/__init__.py": "from keyseg_core.runtime.export.graphs import G\n",
-        "keyseg_core/runtime/export/__init__.py": "",
         "keyseg_core/runtime/export/graphs.py": "from keyseg_core.runtime.backends import B\nG = 1\n",
     })
     assert check_layers.check(root) == [

@@ -37,6 +37,7 @@ from torch import nn
 from keyseg_core.runtime.export.manifest import read_manifest
 from keyseg_core.pretrained.offline_llm import cache_root
 from keyseg_core.modeling.sam import ImageByImageDecoding
+from keyseg_core.weights.shipped import sha256 as file_sha256
 
 log = logging.getLogger("keyseg.backends")
 
@@ -56,14 +57,6 @@ class EngineError(RuntimeError):
 
 def engine_cache_dir() -> Path:
     return cache_root() / "trt"
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def graph_hash(export_dir: Path, graph: str) -> str:

@@ -11,10 +11,10 @@ from typing import Any, Literal
 import torch
 
 from keyseg_core.config.model import KeySegConfig
-from keyseg_core.config.schema import build_dataclass, help_field
+from keyseg_core.config.schema import help_field
 
 from keyseg_core.train.optim import OptimizerConfig, ScheduleConfig
-from keyseg_core.config.files import apply_override, deep_merge, load_mapping
+from keyseg_core.config.files import deep_merge, load_config
 from keyseg_core.weights.resolve import named_config
 
 
@@ -131,11 +131,5 @@ class BasesConfig:
 
     @classmethod
     def from_file(cls, path: str | Path, overrides: list[str] | None = None) -> BasesConfig:
-        path = Path(path)
-        data = load_mapping(path)
-        for item in overrides or []:
-            apply_override(data, item)
-        try:
-            return build_dataclass(cls, data)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{path}: {exc}") from exc
+        """Load YAML/JSON (following `base:`), apply `key.sub=value` overrides, validate."""
+        return load_config(cls, path, overrides)

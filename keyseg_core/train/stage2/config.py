@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from keyseg_core.weights.resolve import named_config
 from keyseg_core.config.model import KEY_TOKEN, SEG_TOKEN, KeySegConfig
-from keyseg_core.config.files import apply_override, deep_merge, load_mapping
+from keyseg_core.config.files import deep_merge, load_config
 from keyseg_core.config.schema import build_dataclass, help_field
 from keyseg_core.data.registry import DATASETS
 from keyseg_core.train.optim import OptimizerConfig, ScheduleConfig
@@ -178,11 +178,4 @@ class TrainConfig:
     @classmethod
     def from_file(cls, path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
         """Load YAML/JSON (following `base:`), apply `key.sub=value` overrides, validate."""
-        path = Path(path)
-        data = load_mapping(path)
-        for item in overrides or []:
-            apply_override(data, item)
-        try:
-            return cls.from_dict(data)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{path}: {exc}") from exc
+        return load_config(cls, path, overrides)
