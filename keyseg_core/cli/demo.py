@@ -15,58 +15,24 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import re
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+from keyseg_core.cli import demo_options
+
 HELP = "run keyseg_node on a sequence of reasoning queries about generated scenes; print and save the scores"
 REPO = Path(__file__).resolve().parents[2]  # the source checkout (keyseg_core is installed editable)
-MAX_QUERIES = 24  # as keyseg_ros.tools.demo.main
 BUILD_HINT = "bash scripts/build_ros.sh"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    # The same options as keyseg_ros/tools/demo/main.py's add_arguments (that module imports rclpy).
-    parser.add_argument("--model", default=None,
-                        help="keyseg_node's `model` parameter: checkpoint folder, hub id or config:<name> "
-                             "(default: the shipped, trained KeySeg-Tiny)")
-    parser.add_argument("--device", default="cpu", help="keyseg_node's `device`: cpu, cuda or cuda:N")
-    parser.add_argument("--queries", type=int, default=6, metavar="N",
-                        help=f"queries to ask, one scene each, query types in turn (default: 6, at most "
-                             f"{MAX_QUERIES})")
-    parser.add_argument("--rate", type=float, default=10.0, help="camera frames per second (default: 10)")
-    parser.add_argument("--hold", type=int, default=3, metavar="N",
-                        help="answered frames to collect per query before the next (default: 3)")
-    parser.add_argument("--out", default="out/demo",
-                        help="output folder: overlays, contact sheet, summary, logs (default: out/demo)")
-    parser.add_argument("--seed", type=int, default=0, help="scene generator seed (default: 0)")
-    parser.add_argument("--timeout", type=float, default=120.0, metavar="S",
-                        help="longest wait for each step: the node's start-up (model load included) "
-                             "and each query's answers (default: 120)")
-    parser.add_argument("--namespace", default="/keyseg",
-                        help="namespace of keyseg_node; the camera is <namespace>/image (default: /keyseg)")
+    """The demo's own options (demo_options.py), and where the built ROS package is."""
+    demo_options.add_arguments(parser)
     parser.add_argument("--ros-install", default=None, metavar="DIR",
                         help="install space holding the built keyseg_ros package (default: the sourced "
                              "workspace's, else install/ of this checkout)")
-
-
-def _check_arguments(args: argparse.Namespace) -> None:
-    if not 1 <= args.queries <= MAX_QUERIES:
-        raise ValueError(f"--queries must be between 1 and {MAX_QUERIES}, got {args.queries}")
-    if not args.rate > 0:
-        raise ValueError(f"--rate must be > 0, got {args.rate:g}")
-    if args.hold < 1:
-        raise ValueError(f"--hold must be >= 1, got {args.hold}")
-    if not args.timeout > 0:
-        raise ValueError(f"--timeout must be > 0, got {args.timeout:g}")
-    if args.seed < 0:
-        raise ValueError(f"--seed must be >= 0, got {args.seed}")
-    if not re.fullmatch(r"/?[A-Za-z_][A-Za-z0-9_/]*", args.namespace) or "//" in args.namespace:
-        raise ValueError(f"--namespace must be a ROS namespace such as /keyseg, got {args.namespace!r}")
-    if Path(args.out).exists() and not Path(args.out).is_dir():
-        raise ValueError(f"--out {args.out} exists and is not a folder")
 
 
 def _site_packages(prefix: Path) -> Path | None:
@@ -102,15 +68,17 @@ def find_install(explicit: str | None) -> tuple[Path, Path]:
 
 
 def stale_modules(site: Path) -> list[str]:
-    """keyseg_ros modules of this checkout that differ from the installed ones (an old build)."""
+    """keyseg_ros modules of this checkout (paths under keyseg_ros/, subpackages included) that
+    differ from the installed ones (an old build)."""
     source = REPO / "keyseg_ros"
     if not source.is_dir():
         return []
     stale = []
-    for module in sorted(source.glob("*.py")):
-        installed = site / "keyseg_ros" / module.name
+    for module in sorted(source.rglob("*.py")):
+        name = module.relative_to(source)
+        installed = site / "keyseg_ros" / name
         if not installed.is_file() or installed.read_bytes() != module.read_bytes():
-            stale.append(module.name)
+            stale.append(name.as_posix())
     return stale
 
 
@@ -156,8 +124,9 @@ def ros_environment(prefix: Path, site: Path) -> dict[str, str]:
     return env
 
 
-def _parent_death_signal():
-    """preexec_fn: the demo process gets SIGTERM if this one dies without stopping it (Linux)."""
+def parent_death_signal():
+    """preexec_fn: the child gets SIGTERM if this process dies without stopping it (Linux). Also
+    for the processes the ROS side starts (keyseg_ros/tools/demo/processes.py)."""
     try:
         import ctypes
 
@@ -170,7 +139,7 @@ def _parent_death_signal():
 def run_ros_side(argv: list[str], env: dict[str, str]) -> int:
     """Run the demo process to its end, passing SIGTERM/SIGHUP on (Ctrl-C reaches it directly: same
     process group) and waiting while it stops what it started."""
-    proc = subprocess.Popen(argv, env=env, preexec_fn=_parent_death_signal())
+    proc = subprocess.Popen(argv, env=env, preexec_fn=parent_death_signal())
 
     def forward(signum, frame) -> None:
         if proc.poll() is None:
@@ -191,12 +160,9 @@ def run_ros_side(argv: list[str], env: dict[str, str]) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    _check_arguments(args)
+    problem = demo_options.argument_problem(args)
+    if problem:
+        raise ValueError(problem)
     prefix, site = check_prerequisites(args)
-    argv = [sys.executable, "-m", "keyseg_ros.tools.demo",
-            "--device", args.device, "--queries", str(args.queries), "--rate", f"{args.rate:g}",
-            "--hold", str(args.hold), "--out", str(args.out), "--seed", str(args.seed),
-            "--timeout", f"{args.timeout:g}", "--namespace", args.namespace]
-    if args.model is not None:
-        argv += ["--model", args.model]
+    argv = [sys.executable, "-m", "keyseg_ros.tools.demo", *demo_options.to_arguments(args)]
     return run_ros_side(argv, ros_environment(prefix, site))

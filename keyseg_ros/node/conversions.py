@@ -1,4 +1,5 @@
-"""ROS messages <-> numpy arrays, without cv_bridge (not available from PyPI for ROS 2).
+"""ROS messages <-> numpy arrays, without cv_bridge (not available from PyPI for ROS 2), and the
+checks an incoming image or query must pass first (`BadImageError`, `query_problem`).
 
 Every function here is pure (no node, no publishing) so the benchmark can time exactly what the
 node pays per frame. Incoming images are viewed with `np.frombuffer` (no per-byte Python work);
@@ -34,6 +35,17 @@ def check_size(width: int, height: int, max_size: int) -> None:
         raise BadImageError(
             f"image {width}x{height} is larger than max_image_size={max_size} in one dimension"
         )
+
+
+def query_problem(text: str, max_length: int) -> str | None:
+    """Why a query is refused, or None. Invalid UTF-8 reaches rclpy as U+FFFD replacements."""
+    if not text.strip():
+        return "empty or whitespace-only query"
+    if "\ufffd" in text:
+        return "query is not valid UTF-8 (undecodable bytes)"
+    if len(text) > max_length:
+        return f"query has {len(text)} characters, more than max_query_length={max_length}"
+    return None
 
 
 def image_to_rgb(msg: Image, max_size: int) -> np.ndarray:

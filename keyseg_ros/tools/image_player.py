@@ -32,7 +32,8 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from keyseg_ros.node import conversions, qos
-from keyseg_ros.tools.query import StopSignals
+from keyseg_ros.node.signals import StopSignals
+from keyseg_ros.tools.common import wait_for_subscriber
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 DEPTH_SUFFIXES = {".png", ".npy", ".tif", ".tiff"}
@@ -213,9 +214,7 @@ def play(node: Node, opts: argparse.Namespace, stop: StopSignals | None = None) 
         if opts.depth is not None else None
     info_pub = node.create_publisher(CameraInfo, opts.info_topic, qos.camera(opts.reliable)) \
         if intrinsics is not None else None
-    deadline = time.monotonic() + opts.wait
-    while publisher.get_subscription_count() == 0 and time.monotonic() < deadline and not stop:
-        time.sleep(0.05)
+    wait_for_subscriber(node, publisher, opts.wait, stop)  # then plays even without one
     period, sent, next_time = 1.0 / opts.rate, 0, time.monotonic()
     while not stop:
         depths = read_depths(opts.depth) if opts.depth is not None else None

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from keyseg_ros.tools.common import SpinThread, node_command, stop_process, use_shipped_profile
+
 SIZES = ((640, 480), (1280, 720))
 
 
@@ -43,15 +45,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--skip-e2e", action="store_true", help="only measure the adapter overhead")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the numbers as JSON")
     return parser
-
-
-def _use_shipped_profile() -> None:
-    if os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE") or os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE"):
-        return
-    from ament_index_python.packages import get_package_share_directory
-
-    profile = os.path.join(get_package_share_directory("keyseg_ros"), "config", "fastdds.xml")
-    os.environ["FASTRTPS_DEFAULT_PROFILES_FILE"] = os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = profile
 
 
 def _frame(width: int, height: int, stamp_ns: int = 0):
@@ -85,7 +78,8 @@ def adapter_overhead(node, repeats: int) -> list[dict]:
     from vision_msgs.msg import Detection2DArray, Detection3DArray
 
     from keyseg_core.inference.instances import split_instances
-    from keyseg_core.inference.results import KeywordCandidate, Prediction, mask_box
+    from keyseg_core.inference.results import Prediction, mask_box
+    from keyseg_core.modeling.keyword_head import KeywordCandidate
     from keyseg_core.inference.tracking import MaskTracker
     from keyseg_ros.node import conversions, detections
     from keyseg_ros.node.diagnostics import NodeStats
@@ -175,9 +169,7 @@ def end_to_end(node, opts: argparse.Namespace) -> list[dict]:
     from keyseg_ros.msg import SegmentationResult
 
     ns = f"/keyseg_bench_{os.getpid()}"
-    cmd = [sys.executable, "-m", "keyseg_ros.node", "--ros-args", "-r", f"__ns:={ns}",
-           "-p", f"model:={opts.model}", "-p", f"device:={opts.device}",
-           "-p", f"precision:={opts.precision}"]
+    cmd = node_command(ns, {"model": opts.model, "device": opts.device, "precision": opts.precision})
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     images = node.create_publisher(Image, f"{ns}/image", qos_profile_sensor_data)
     query = node.create_publisher(String, f"{ns}/query", 10)
@@ -220,8 +212,7 @@ def end_to_end(node, opts: argparse.Namespace) -> list[dict]:
                 "model_ms_median": statistics.median(models) if models else float("nan"),
             })
     finally:
-        proc.send_signal(2)
-        proc.wait(timeout=30)
+        stop_process(proc, timeout=30)
     return rows
 
 
@@ -251,22 +242,12 @@ def _table(title: str, rows: list[dict]) -> str:
 
 def main(args: list[str] | None = None) -> int:
     opts = build_parser().parse_args(args)
-    _use_shipped_profile()
+    use_shipped_profile(index_required=True, file_required=False)
     import rclpy
-    from rclpy.executors import SingleThreadedExecutor
 
     rclpy.init()
     node = rclpy.create_node(f"keyseg_bench_{os.getpid()}")
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    spinning = True
-
-    def spin() -> None:
-        while spinning:
-            executor.spin_once(timeout_sec=0.05)
-
-    thread = threading.Thread(target=spin, daemon=True)
-    thread.start()
+    spinner = SpinThread(node, "keyseg_bench_spin")
     report: dict = {}
     try:
         report["adapter_ms"] = adapter_overhead(node, opts.repeats)
@@ -279,8 +260,7 @@ def main(args: list[str] | None = None) -> int:
             print(_table(f"End to end over DDS: model {opts.model} on {opts.device}, camera at "
                          f"{opts.rate:g} Hz, {opts.duration:g} s per size", report["end_to_end"]))
     finally:
-        spinning = False
-        thread.join()
+        spinner.stop()
         node.destroy_node()
         rclpy.try_shutdown()
     if opts.json:

@@ -24,6 +24,7 @@ from std_msgs.msg import Empty, String
 
 from keyseg_ros.node import qos
 from keyseg_ros.node.signals import StopSignals
+from keyseg_ros.tools.common import topic_prefix, wait_for_subscriber
 
 ACK_TIMEOUT_S = 5.0
 POLL_S = 0.1  # longest time between two looks at the stop flag
@@ -41,15 +42,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="stay running after publishing (until Ctrl-C) so nodes that start "
                              "later with query_durability=transient_local still get the query")
     return parser
-
-
-def _wait_for_subscriber(node: Node, publisher, timeout: float, stop: StopSignals) -> bool:
-    deadline = time.monotonic() + timeout
-    while publisher.get_subscription_count() == 0:
-        if time.monotonic() > deadline or stop:
-            return False
-        rclpy.spin_once(node, timeout_sec=0.05)
-    return True
 
 
 def _send(node: Node, publisher, msg, what: str, stop: StopSignals) -> None:
@@ -100,14 +92,14 @@ def main(args: list[str] | None = None) -> int:
     with StopSignals() as stop:
         rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
         node = None
-        namespace = "/" + opts.namespace.strip("/") if opts.namespace.strip("/") else ""
+        namespace = topic_prefix(opts.namespace)
         try:
             node = Node("keyseg_query")
             if opts.clear:
                 publisher = node.create_publisher(Empty, f"{namespace}/clear_query", qos.query_publisher())
             else:
                 publisher = node.create_publisher(String, f"{namespace}/query", qos.query_publisher())
-            if not _wait_for_subscriber(node, publisher, opts.wait, stop):
+            if not wait_for_subscriber(node, publisher, opts.wait, stop):
                 if not stop:
                     print(f"query: error: nobody subscribes to {publisher.topic_name} after {opts.wait:g} s "
                           "(is keyseg_node running and active, in the same ROS_DOMAIN_ID?)", file=sys.stderr)

@@ -11,6 +11,10 @@ Exit code 0 when the node stayed up, made no inference errors, answered frames a
 stayed flat; 1 otherwise (the report says which). Run it from a sourced install space
 (`source install/setup.bash`); without a Fast DDS profile in the environment the shipped one is
 used.
+
+One module on purpose: the driving side (Soak, MemorySampler), the measured run and the report
+(verdict, format_report) all work on one report dict and the node's counters, so apart each part
+would have to know the others' keys. What other tools share is in tools/common.py.
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -27,6 +30,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from keyseg_ros.tools.common import SpinThread, node_command, stop_process, topic_prefix, use_shipped_profile
 
 QUERIES = (
     "the cup I can drink from", "the chair nearest to the door", "something to cut paper with",
@@ -66,19 +71,6 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: 300)")
     parser.add_argument("--json", type=Path, metavar="OUT", help="also write the report as JSON")
     return parser
-
-
-def _use_shipped_profile() -> None:
-    if os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE") or os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE"):
-        return
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        share = get_package_share_directory("keyseg_ros")
-    except Exception:  # noqa: BLE001 - without an index the environment's settings stay
-        return
-    profile = os.path.join(share, "config", "fastdds.xml")
-    os.environ["FASTRTPS_DEFAULT_PROFILES_FILE"] = os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = profile
 
 
 def rss_mib(pid: int) -> float | None:
@@ -393,13 +385,12 @@ def main(args: list[str] | None = None) -> int:
         print("soak: error: --frames, --rate and --query-every must be > 0, --bad-every >= 0",
               file=sys.stderr)
         return 2
-    _use_shipped_profile()
+    use_shipped_profile(index_required=False, file_required=False)
     import rclpy
-    from rclpy.executors import SingleThreadedExecutor
 
     proc = None
     if opts.namespace:
-        ns, pid = "/" + opts.namespace.strip("/"), opts.pid
+        ns, pid = topic_prefix(opts.namespace), opts.pid
     else:
         ns = f"/keyseg_soak_{os.getpid()}"
         fd, name = tempfile.mkstemp(prefix="keyseg_soak_node_", suffix=".log")
@@ -407,23 +398,12 @@ def main(args: list[str] | None = None) -> int:
         node_log = Path(name)
         with open(node_log, "w") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "keyseg_ros.node", "--ros-args", "-r", f"__ns:={ns}",
-                 "-p", f"model:={opts.model}", "-p", f"device:={opts.device}",
-                 "-p", "diagnostics_period:=1.0"],
+                node_command(ns, {"model": opts.model, "device": opts.device, "diagnostics_period": "1.0"}),
                 stdout=out, stderr=subprocess.STDOUT)
         pid = proc.pid
     rclpy.init()
     node = rclpy.create_node(f"keyseg_soak_{os.getpid()}")
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    spinning = True
-
-    def spin() -> None:
-        while spinning:
-            executor.spin_once(timeout_sec=0.05)
-
-    thread = threading.Thread(target=spin, daemon=True)
-    thread.start()
+    spinner = SpinThread(node, "keyseg_soak_spin")
     report = None
     try:
         report = run(opts, node, proc, ns, pid)
@@ -432,18 +412,11 @@ def main(args: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("soak: interrupted", file=sys.stderr)
     finally:
-        spinning = False
-        thread.join()
+        spinner.stop()
         node.destroy_node()
         rclpy.try_shutdown()
         if proc is not None:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop_process(proc, timeout=60)
             log_text = node_log.read_text(errors="replace")
             if report is not None:
                 report["node_exit_code"] = proc.returncode

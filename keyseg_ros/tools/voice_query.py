@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-from keyseg_core.speech import (SAMPLE_RATE, Audio, AudioError, QueryVocabulary, RecognizerUnavailable,
+from keyseg_core.speech import (SAMPLE_RATE, Audio, AudioError, QueryVocabulary,
                                 Utterances, check_speech, from_pcm, make_recognizer, read_wav)
 from keyseg_core.speech.recognizer import ENGINES
 
@@ -200,17 +199,6 @@ class VoiceQuery:
             self._refuse(f"{source}: no speech found in the stream")
 
 
-def _wait_for_subscriber(node, publisher, timeout: float) -> bool:
-    import rclpy
-
-    deadline = time.monotonic() + timeout
-    while publisher.get_subscription_count() == 0:
-        if time.monotonic() > deadline:
-            return False
-        rclpy.spin_once(node, timeout_sec=0.05)
-    return True
-
-
 def main(args: list[str] | None = None) -> int:
     argv = sys.argv if args is None else args
     try:
@@ -241,13 +229,14 @@ def main(args: list[str] | None = None) -> int:
         from std_msgs.msg import String
 
         from keyseg_ros.node import qos
+        from keyseg_ros.tools.common import topic_prefix, wait_for_subscriber
 
         rclpy.init(args=args)
         node = rclpy.create_node("keyseg_voice_query")
         log.node = node
-        namespace = "/" + opts.namespace.strip("/") if opts.namespace.strip("/") else ""
+        namespace = topic_prefix(opts.namespace)
         publisher = node.create_publisher(String, f"{namespace}/query", qos.query_publisher())
-        if not _wait_for_subscriber(node, publisher, opts.wait):
+        if not wait_for_subscriber(node, publisher, opts.wait):
             message = (f"nobody subscribes to {publisher.topic_name} after {opts.wait:g} s "
                        "(is keyseg_node running and active, in the same ROS_DOMAIN_ID?)")
             if mic is None:

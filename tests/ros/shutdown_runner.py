@@ -26,6 +26,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import qos_profile_sensor_data
 from rclpy.signals import SignalHandlerOptions
 
+from keyseg_ros.node import inference
 from keyseg_ros.node import run as keyseg_node
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -43,18 +44,18 @@ def _excepthook(args) -> None:
 threading.excepthook = _excepthook
 
 _predictors: dict = {}
-_real_load = keyseg_node.KeySegNode._load_predictor
+_real_load = inference.load_predictor
 
 
-def _cached_load(self):
+def _cached_load(param):
     """The real predictor, built once: the cycles test shutdown, not model loading."""
-    key = self.get_parameter("model").value
+    key = param("model")
     if key not in _predictors:
-        _predictors[key] = _real_load(self)
+        _predictors[key] = _real_load(param)
     return _predictors[key]
 
 
-keyseg_node.KeySegNode._load_predictor = _cached_load
+inference.load_predictor = _cached_load
 
 
 class Driver:

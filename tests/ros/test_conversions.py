@@ -48,7 +48,8 @@ def test_bad_images_are_refused_with_the_reason(conv, mutate, message):
 
 
 def test_mask_result_and_box(conv):
-    from keyseg_core.inference.results import KeywordCandidate, Prediction, mask_box
+    from keyseg_core.inference.results import Prediction, mask_box
+    from keyseg_core.modeling.keyword_head import KeywordCandidate
 
     frame = h.make_image(12, 8)
     mask = np.zeros((8, 12), bool)
@@ -91,7 +92,7 @@ def test_overlay_changes_only_the_mask_and_the_label(ros_install):
 
 
 def test_query_checks(ros_install):
-    from keyseg_ros.node.lifecycle import query_problem
+    from keyseg_ros.node.conversions import query_problem
 
     assert query_problem("the red cup", 20) is None
     assert "empty" in query_problem(" \n", 20)
