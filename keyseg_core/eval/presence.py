@@ -18,7 +18,7 @@ from keyseg_core.inference.presence import (SIGNALS, PresenceCalibration, calibr
                                   threshold_for_miss)
 from keyseg_core.scenes.generator import SPLIT_IDS, SceneConfig, make_sample
 from keyseg_core.scenes.knowledge import load_knowledge
-from keyseg_core.scenes.queries import absent_query
+from keyseg_core.scenes.eval_queries import absent_query
 
 @dataclass
 class SplitSignals:

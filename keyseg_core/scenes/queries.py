@@ -252,7 +252,7 @@ def candidate_specs(qtype: str, target: str, objects: Sequence[ObjectInfo], kb: 
     return [s for s in specs if is_valid(s, objects, kb)]
 
 
-def _pick(rng: np.random.Generator, options: Sequence, held_out: int, test: bool):
+def pick_template(rng: np.random.Generator, options: Sequence, held_out: int, test: bool):
     """(index, item): train/val never see the last `held_out` options; test takes one of them with
     TEST_HELD_OUT_PROBABILITY, else one of the open ones."""
     n_open = len(options) - held_out if held_out and len(options) > held_out else len(options)
@@ -265,7 +265,7 @@ def _pick(rng: np.random.Generator, options: Sequence, held_out: int, test: bool
 
 def render_query(spec: QuerySpec, kb: Knowledge, rng: np.random.Generator, test: bool) -> Query:
     """Words for a spec: a template (held-out ones only for test) and a fact phrasing."""
-    t_index, (template, is_sentence) = _pick(rng, TEMPLATES[spec.type], HELD_OUT_TEMPLATES, test)
+    t_index, (template, is_sentence) = pick_template(rng, TEMPLATES[spec.type], HELD_OUT_TEMPLATES, test)
     noun = kb.kinds[spec.noun_kind] if spec.noun_kind else None
     fields = {
         "name": kb.category(spec.target).name,
@@ -275,13 +275,13 @@ def render_query(spec: QuerySpec, kb: Knowledge, rng: np.random.Generator, test:
     }
     phrasing = None
     if spec.type in ("use", "property"):
-        phrasing, words = _pick(rng, kb.facts[spec.fact].phrasings, 1, test)
+        phrasing, words = pick_template(rng, kb.facts[spec.fact].phrasings, 1, test)
         fields["use" if spec.type == "use" else "prop"] = words
     elif spec.type == "spatial":
         fields["rel"] = RELATIONS[spec.relation]
         fields["ref"] = kb.category(spec.reference).name
     elif spec.type == "size":
-        phrasing, (fields["sup"], fields["cmp"]) = _pick(rng, SIZE_WORDS[spec.direction], 1, test)
+        phrasing, (fields["sup"], fields["cmp"]) = pick_template(rng, SIZE_WORDS[spec.direction], 1, test)
     return Query(spec, template.format(**fields), is_sentence, t_index, phrasing)
 
 
@@ -361,71 +361,3 @@ def make_queries(
         if not is_valid(q.spec, objects, kb):
             raise RuntimeError(f"query {q.text!r} does not single out {target}")
     return queries
-
-
-ABSENT_TYPES = ("name", "use", "property")  # kind/size/spatial name no single category when none is there
-
-
-def absent_specs(target: str, objects: Sequence[ObjectInfo], kb: Knowledge) -> list[QuerySpec]:
-    """Specs about `target` that nothing in the scene answers: the target is not there, and no object
-    holds the fact (not even arguably, `also`) or has the noun's kind. Empty when `target` is present."""
-    if any(o.category == target for o in objects):
-        return []
-    cat = kb.category(target)
-    specs = [QuerySpec("name", target)]
-    specs += [QuerySpec("use", target, fact=f) for f in cat.uses]
-    specs += [QuerySpec("property", target, fact=f, noun_kind=n) for f in cat.properties for n in (None, *cat.kinds)]
-    specs = [s for s in specs if s.type == "name" or target in kb.facts[s.fact].members]
-    resolved = [(s, resolve(s, objects, kb)) for s in specs]
-    return [s for s, r in resolved if not (r.matches or r.ambiguous)]
-
-
-def absent_query(objects: Sequence[ObjectInfo], kb: Knowledge, rng: np.random.Generator, *, test: bool,
-                 categories: Sequence[str] | None = None) -> Query:
-    """One query about an object the scene does not hold ("not here": the right answer is nothing),
-    worded like the present ones (held-out templates on test). Its type is drawn from ABSENT_TYPES
-    among those some absent category supports; `categories` limits the absent targets."""
-    present = {o.category for o in objects}
-    pool = [c for c in (categories or sorted(kb.categories)) if c not in present]
-    for i in rng.permutation(len(pool)):
-        specs = absent_specs(pool[int(i)], objects, kb)
-        if specs:
-            qtype = ABSENT_TYPES[int(rng.integers(len(ABSENT_TYPES)))]
-            of_type = [s for s in specs if s.type == qtype] or specs
-            return render_query(of_type[int(rng.integers(len(of_type)))], kb, rng, test)
-    raise ValueError(f"no category outside this scene ({sorted(present)}) can be asked about")
-
-
-# "all the fruit": every object of a kind the scene holds two or more of. Not part of make_queries (the
-# training data has one target per query); keyseg eval-instances asks them to count instances.
-ALL_TEMPLATES: tuple[str, ...] = (
-    "all the {plural}",
-    "Segment all the {plural}.",
-    "Show me every {noun} in this picture.",
-    "Where are the {plural} in this image?",
-    "Find each {noun} you can see.",  # test only (the last HELD_OUT_TEMPLATES)
-    "Mark all of the {plural} here.",
-)
-
-
-@dataclass(frozen=True)
-class MultiQuery:
-    """A query about several objects: every category of `kind` in the scene."""
-
-    kind: str
-    targets: tuple[str, ...]
-    text: str
-
-
-def multi_instance_query(objects: Sequence[ObjectInfo], kb: Knowledge, rng: np.random.Generator, *,
-                         test: bool) -> MultiQuery | None:
-    """One "all the <kind>" query over a kind with >= 2 objects in the scene (None when none has)."""
-    kinds = sorted({k for o in objects for k in kb.category(o.category).kinds})
-    groups = [(k, tuple(o.category for o in objects if kb.has_kind(o.category, k))) for k in kinds]
-    groups = [(k, members) for k, members in groups if len(members) >= 2]
-    if not groups:
-        return None
-    kind, members = groups[int(rng.integers(len(groups)))]
-    _, template = _pick(rng, ALL_TEMPLATES, HELD_OUT_TEMPLATES, test)
-    noun = kb.kinds[kind]
-    return MultiQuery(kind, members, template.format(noun=noun.noun, plural=noun.plural))

@@ -9,7 +9,8 @@ from keyseg_core.cli.app import main
 from keyseg_core.eval.instances import instance_report
 from keyseg_core.scenes.generator import make_sample
 from keyseg_core.scenes.knowledge import load_knowledge
-from keyseg_core.scenes.queries import ALL_TEMPLATES, HELD_OUT_TEMPLATES, multi_instance_query
+from keyseg_core.scenes.eval_queries import ALL_TEMPLATES, multi_instance_query
+from keyseg_core.scenes.queries import HELD_OUT_TEMPLATES
 
 
 def test_multi_instance_query_names_every_object_of_its_kind():

@@ -15,7 +15,8 @@ from keyseg_core.inference.presence import (PRESENCE_FILE, PresenceCalibration, 
                                   signals, threshold_for_miss)
 from keyseg_core.scenes.generator import make_sample
 from keyseg_core.scenes.knowledge import load_knowledge
-from keyseg_core.scenes.queries import absent_query, resolve
+from keyseg_core.scenes.eval_queries import absent_query
+from keyseg_core.scenes.queries import resolve
 
 
 def _prediction(mask: np.ndarray, score: float) -> Prediction:

@@ -6,8 +6,8 @@ from skimage import data
 
 from keyseg_core.runtime.backends import use_backend
 from keyseg_core.runtime.backends.onnxruntime_sam import OrtSamSegmenter
-from keyseg_core.runtime.backends.ort import resolve_providers
-from keyseg_core.inference.predictor import Predictor
+from keyseg_core.runtime.ort import resolve_providers
+from keyseg_core.runtime.predictor import Predictor
 
 
 def test_ort_segmenter_matches_torch_segmenter(tiny_export, tiny_sam):

@@ -7,7 +7,7 @@ import onnx
 import pytest
 import torch
 
-from keyseg_core.runtime.backends.ort import CPU, create_session
+from keyseg_core.runtime.ort import CPU, create_session
 from keyseg_core.cli.app import main
 from keyseg_core.runtime.export import MANIFEST_FILE, export_sam, parse_parts, read_manifest
 from keyseg_core.runtime.export.exporter import check_graph

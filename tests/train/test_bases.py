@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
 
 from keyseg_core.cli import app as cli
-from keyseg_core.train.stage1.loop import category_maps, cell_targets
+from keyseg_core.train.stage1.targets import category_maps, cell_targets
 
 TRAINABLE = {"trainable": {"vision_tower": True, "sam_image_encoder": True, "sam_prompt_encoder": True}}
 
