@@ -44,8 +44,8 @@ GENERATED = ("keyseg_ros.msg", "keyseg_ros.srv")  # message modules colcon gener
 PUBLIC_FACADE = "keyseg_core"  # keyseg_core/__init__.py: lazy public names, may name any layer
 
 
-def module_name(path: Path) -> str:
-    parts = path.relative_to(ROOT).with_suffix("").parts
+def module_name(path: Path, root: Path = ROOT) -> str:
+    parts = path.relative_to(root).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
@@ -93,7 +93,7 @@ def packages_of(module: str, is_package: bool) -> list[str]:
 
 
 def check(root: Path = ROOT) -> list[str]:
-    files = {module_name(p): p for pkg in PACKAGES for p in (root / pkg).rglob("*.py")}
+    files = {module_name(p, root): p for pkg in PACKAGES for p in (root / pkg).rglob("*.py")}
     modules = set(files)
     problems = []
     edges: dict[str, set[str]] = defaultdict(set)
