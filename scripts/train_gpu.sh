@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Stage 1 of KeySeg-Tiny v2 on one GPU, as one prepared run of at most 9 minutes that brings the
 # stage-1 checkpoints back: two candidates trained side by side on the one GPU (a tiny model leaves
-# most of an H200 idle), KeySeg-Tiny's ViT (configs/keyseg_tiny_v2_bases.yaml) and the CNN image
-# encoder (configs/keyseg_tiny_v2_cnn_bases.yaml), each scored by `keyseg eval-bases`. Stage 2 runs on
-# the CPU from the better one (configs/keyseg_tiny_v2.yaml or keyseg_tiny_v2_cnn.yaml): SmolLM2 does
+# most of an H200 idle), KeySeg-Tiny's ViT (recipes/keyseg_tiny_v2_bases.yaml) and the CNN image
+# encoder (recipes/keyseg_tiny_v2_cnn_bases.yaml), each scored by `keyseg eval-bases`. Stage 2 runs on
+# the CPU from the better one (recipes/keyseg_tiny_v2.yaml or keyseg_tiny_v2_cnn.yaml): SmolLM2 does
 # not fit in the 64 MiB a device run may carry.
 #
 #   bash scripts/train_gpu.sh --prepare      # here: wheels the GPU machine lacks (pycocotools,
@@ -27,7 +27,7 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 CACHE="$ROOT/out/gpu_cache"
-declare -A CONFIGS=([vit]=configs/keyseg_tiny_v2_bases.yaml [cnn]=configs/keyseg_tiny_v2_cnn_bases.yaml)
+declare -A CONFIGS=([vit]=recipes/keyseg_tiny_v2_bases.yaml [cnn]=recipes/keyseg_tiny_v2_cnn_bases.yaml)
 declare -A RUNS=([vit]=runs/keyseg_tiny_v2_bases [cnn]=runs/keyseg_tiny_v2_cnn_bases)
 
 if [ "${1:-}" = "--prepare" ]; then

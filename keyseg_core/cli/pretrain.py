@@ -8,7 +8,7 @@ HELP = "stage 1: pretrain a small model's vision tower and SAM on generated scen
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="stage-1 config (YAML; e.g. configs/keyseg_tiny_bases.yaml)")
+    parser.add_argument("--config", required=True, help="stage-1 config (YAML; e.g. recipes/keyseg_tiny_bases.yaml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set max_steps=100 (repeatable; values are YAML)")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")

@@ -10,7 +10,7 @@ HELP = "train a KeySeg model from a YAML config (resumable; DDP/DeepSpeed/FSDP v
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="training config (YAML/JSON; see configs/ and docs/training.md)")
+    parser.add_argument("--config", required=True, help="training config (YAML/JSON; see recipes/ and docs/training.md)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set max_steps=100 --set model_overrides.fusion.preset=seg_only "
                              "(repeatable; values are YAML)")

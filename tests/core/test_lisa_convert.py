@@ -32,7 +32,7 @@ from keyseg_core.pretrained.sam_checkpoint import convert_sam_state_dict
 from keyseg_core.train.stage2.config import TrainConfig
 
 D, CLIP_SIZE = 64, 56  # LLM width; CLIP side (4 x 4 patches of 14)
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "recipes"
 
 
 def tiny_lisa_state(vocab: int) -> dict[str, torch.Tensor]:

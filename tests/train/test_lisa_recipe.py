@@ -16,7 +16,7 @@ from keyseg_core.train.stage2.config import TrainConfig
 from keyseg_core.config.files import deep_merge
 from keyseg_core.train.stage2.data import Collator, TrainStream, open_sources
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "recipes"
 
 
 def test_question_lists_by_kind():

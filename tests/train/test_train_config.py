@@ -10,7 +10,7 @@ from keyseg_core.train.stage2.config import TrainConfig
 from keyseg_core.config.files import apply_override
 from keyseg_core.train.optim import learning_rate
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "recipes"
 MINIMAL = {"model": "tiny", "data": [{"name": "reasonseg", "root": "/data"}]}
 
 
