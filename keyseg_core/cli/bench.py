@@ -177,8 +177,8 @@ def bench_one(predictor, args: argparse.Namespace, frame, video) -> dict:
     """Full pipeline, streaming, cached frame, prefill vs generate and video on one predictor."""
     import numpy as np
 
-    from keyseg_core.runtime.predictor import Predictor
     from keyseg_core.inference.stream import StreamingSegmenter
+    from keyseg_core.runtime.predictor import Predictor
 
     name = predictor.model_name
     result = {"model": name, "config": predictor.model.config.name, "backend": predictor.backend.name,

@@ -27,8 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from keyseg_core.atomic import atomic_write_text
-    from keyseg_core.train.stage1.config import BasesConfig
     from keyseg_core.eval.bases import evaluate_bases, format_table
+    from keyseg_core.train.stage1.config import BasesConfig
 
     config = BasesConfig.from_file(args.config, args.overrides)
     checkpoint = Path(args.checkpoint) if args.checkpoint else Path(config.output_dir) / "final"

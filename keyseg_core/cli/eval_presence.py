@@ -32,8 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from keyseg_core.atomic import atomic_write_text
     from keyseg_core.cli.eval import resolve_checkpoint
-    from keyseg_core.runtime.predictor import Predictor
     from keyseg_core.eval.presence import collect, presence_report
+    from keyseg_core.runtime.predictor import Predictor
 
     if not 0.0 <= args.max_miss < 1.0:
         raise ValueError(f"--max-miss: {args.max_miss} must be in [0, 1)")

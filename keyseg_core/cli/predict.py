@@ -38,8 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from keyseg_core.inference.image_io import load_image, save_png
-    from keyseg_core.runtime.predictor import Predictor
     from keyseg_core.inference.overlay import overlay
+    from keyseg_core.runtime.predictor import Predictor
 
     image = load_image(args.image)
     predictor = Predictor.from_pretrained(args.model, device=args.device, dtype=args.dtype, mode=args.mode,

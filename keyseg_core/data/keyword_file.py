@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from keyseg_core.data.errors import DatasetError
 from keyseg_core.atomic import atomic_write_json
+from keyseg_core.data.errors import DatasetError
 from keyseg_core.data.io import read_json
 
 KEYWORD_FILE = Path("explanatory_key") / "keyword_outputs.json"  # relative to <root>/reason_seg/ReasonSeg

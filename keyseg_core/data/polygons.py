@@ -15,8 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from keyseg_core.data.errors import DatasetError
 from keyseg_core.config.labels import IGNORE_PIXEL
+from keyseg_core.data.errors import DatasetError
 
 
 @dataclass(frozen=True)

@@ -16,16 +16,15 @@ from pathlib import Path
 import numpy as np
 from safetensors.torch import load_file
 
-from keyseg_core.modeling.build import build_model
-from keyseg_core.weights.checkpoint import load_weights_into
-from keyseg_core.scenes import load_knowledge
 from keyseg_core.inference.presence import roc_auc
+from keyseg_core.modeling.build import build_model
+from keyseg_core.scenes import load_knowledge
 from keyseg_core.scenes.generator import SPLIT_IDS
-
 from keyseg_core.train import state as ckpt
-from keyseg_core.train.stage1.loop import HEADS_FILE, PROMPT_KINDS, StageOne, StageOneHeads, prompt_generator
 from keyseg_core.train.stage1.config import BasesConfig, PromptMix
+from keyseg_core.train.stage1.loop import HEADS_FILE, PROMPT_KINDS, StageOne, StageOneHeads, prompt_generator
 from keyseg_core.train.stage1.scene_source import prepare_scene
+from keyseg_core.weights.checkpoint import load_weights_into
 
 # share of the scene an object's visible pixels cover
 SIZE_BINS = (("small", 0.0, 0.04), ("medium", 0.04, 0.10), ("large", 0.10, 1.01))

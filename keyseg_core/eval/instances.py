@@ -8,12 +8,12 @@ from collections import Counter
 import numpy as np
 from tqdm import tqdm
 
-from keyseg_core.inference.instances import split_instances
 from keyseg_core.eval.metrics import mask_iou
 from keyseg_core.eval.presence import check_generated_split
+from keyseg_core.inference.instances import split_instances
+from keyseg_core.scenes.eval_queries import multi_instance_query
 from keyseg_core.scenes.generator import SPLIT_IDS, SceneConfig, make_sample
 from keyseg_core.scenes.knowledge import load_knowledge
-from keyseg_core.scenes.eval_queries import multi_instance_query
 
 
 def instance_report(predictor, seed: int, split: str, scenes: int, min_area: int = 20,

@@ -16,9 +16,9 @@ from tqdm import tqdm
 from keyseg_core.eval.metrics import mask_iou
 from keyseg_core.inference.presence import (SIGNALS, PresenceCalibration, calibrate, rates, roc_auc, signals,
                                   threshold_for_miss)
+from keyseg_core.scenes.eval_queries import absent_query
 from keyseg_core.scenes.generator import SPLIT_IDS, SceneConfig, make_sample
 from keyseg_core.scenes.knowledge import load_knowledge
-from keyseg_core.scenes.eval_queries import absent_query
 
 @dataclass
 class SplitSignals:

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from keyseg_core.data import DatasetError, SkipReport, open_dataset
-from keyseg_core.inference.image_io import save_png
 from keyseg_core.eval.metrics import IoUAccumulator, intersection_union
+from keyseg_core.inference.image_io import save_png
 from keyseg_core.inference.overlay import overlay
 
 CSV_FIELDS = ["index", "id", "iou", "intersection", "union", "gt_pixels", "pred_pixels", "query",

@@ -25,14 +25,14 @@ import numpy as np
 import torch
 from transformers import DynamicCache
 
+from keyseg_core.config.default_keywords import COCO_CATEGORIES
 from keyseg_core.config.model import KEY_TOKEN, SEG_TOKEN
 from keyseg_core.inference.preprocess import clip_pixels, placement
-from keyseg_core.modeling.keyword_head import decode_keywords
 from keyseg_core.modeling.keyseg import KeySegModel, Reasoned
-from keyseg_core.timing import Timer, no_timer
 from keyseg_core.modeling.keyword_head import KeywordCandidate
+from keyseg_core.modeling.keyword_head import decode_keywords
 from keyseg_core.modeling.processor import KeySegBatch, KeySegProcessor, validate_image
-from keyseg_core.config.default_keywords import COCO_CATEGORIES
+from keyseg_core.timing import Timer, no_timer
 
 MODES = ("prefill", "generate")
 

@@ -14,12 +14,12 @@ import numpy as np
 import torch
 
 from keyseg_core.inference.preprocess import placement, sam_image
-from keyseg_core.modeling.keyseg import KeySegModel
-from keyseg_core.timing import Timer, no_timer
-from keyseg_core.inference.results import Prediction, mask_box
-from keyseg_core.modeling.processor import KeySegProcessor, validate_image
 from keyseg_core.inference.reasoner import Reasoning
+from keyseg_core.inference.results import Prediction, mask_box
+from keyseg_core.modeling.keyseg import KeySegModel
+from keyseg_core.modeling.processor import KeySegProcessor, validate_image
 from keyseg_core.modeling.sam import preprocess_sam
+from keyseg_core.timing import Timer, no_timer
 
 
 @dataclass

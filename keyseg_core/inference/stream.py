@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from keyseg_core.inference.results import Prediction
 from keyseg_core.inference.reasoner import Reasoning
+from keyseg_core.inference.results import Prediction
 
 ReasonFn = Callable[[np.ndarray, str], Reasoning]
 SegmentFn = Callable[[np.ndarray, Reasoning, "torch.Tensor | None"], "tuple[Prediction, torch.Tensor]"]

@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from keyseg_core.data.errors import DatasetError
 from keyseg_core.atomic import atomic_write_json
+from keyseg_core.data.errors import DatasetError
 from keyseg_core.data.io import read_json
 from keyseg_core.data.keyword_file import KEYWORD_FILE, KeywordEntry, write_keyword_file
 from keyseg_core.data.reasonseg import ReasonSegDataset

@@ -13,9 +13,9 @@ import torch
 
 from keyseg_core.config.model import BackboneConfig, FusionConfig, KeySegConfig, LoraConfig, SamConfig, TrainableConfig
 from keyseg_core.modeling.fusion import FusionModule
+from keyseg_core.modeling.keyseg import KeySegModel
 from keyseg_core.modeling.keyword_head import KeywordHead
 from keyseg_core.modeling.mllm import apply_lora, build_mllm, load_tokenizer, num_image_tokens
-from keyseg_core.modeling.keyseg import KeySegModel
 from keyseg_core.modeling.processor import KeySegProcessor, special_token_ids
 from keyseg_core.modeling.sam import SamSegmenter, build_sam
 

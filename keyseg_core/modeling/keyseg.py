@@ -13,11 +13,11 @@ import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 from torch import nn
 
+from keyseg_core.config.labels import IGNORE_TOKEN
 from keyseg_core.config.model import KeySegConfig
 from keyseg_core.modeling.fusion import FusionModule
 from keyseg_core.modeling.keyword_head import KeywordHead, keyword_loss
 from keyseg_core.modeling.losses import mask_bce_loss, mask_dice_loss
-from keyseg_core.config.labels import IGNORE_TOKEN
 from keyseg_core.modeling.processor import KeySegBatch, SpecialTokenIds
 from keyseg_core.modeling.sam import SamSegmenter, postprocess_masks
 from keyseg_core.timing import Timer, no_timer

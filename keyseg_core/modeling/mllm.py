@@ -29,9 +29,9 @@ from transformers import (
 from transformers.integrations import is_deepspeed_zero3_enabled
 
 from keyseg_core.config.model import IMAGE_TOKEN, BackboneConfig, LoraConfig
-from keyseg_core.pretrained.offline_llm import resolve_pretrained
 from keyseg_core.modeling.processor import add_special_tokens
 from keyseg_core.modeling.stems import conv_stem_like
+from keyseg_core.pretrained.offline_llm import resolve_pretrained
 
 # A small Llama for `llm: random` when llm_config gives nothing else.
 RANDOM_LLM_DEFAULTS = dict(

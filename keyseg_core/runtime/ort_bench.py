@@ -46,8 +46,8 @@ def bench_model(name: str, iters: int, warmup: int, threads: int) -> list[dict[s
     """Rows (one per part) of torch vs onnxruntime latency for one model's SAM."""
     import torch
 
-    from keyseg_core.runtime.export.loading import load_segmenter
     from keyseg_core.runtime.backends.onnxruntime_sam import OrtSamSegmenter, cached_export
+    from keyseg_core.runtime.export.loading import load_segmenter
     from keyseg_core.runtime.ort import CPU
 
     sam, info = load_segmenter(name)

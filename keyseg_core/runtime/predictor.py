@@ -27,16 +27,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from keyseg_core.runtime.backends import BackendChoice, check_backend, step_down, use_backend
 from keyseg_core.inference.gpu_memory import OutOfGpuMemory, free_gpu_memory, is_out_of_memory, summary
-from keyseg_core.modeling.keyseg import KeySegModel
-from keyseg_core.weights.precision import enable_tf32, resolve_dtype
-from keyseg_core.timing import StageTimer
-from keyseg_core.inference.results import STAGES, Prediction
 from keyseg_core.inference.presence import PRESENCE_FILE, PresenceCalibration, not_here
-from keyseg_core.modeling.processor import KeySegProcessor, validate_image
 from keyseg_core.inference.reasoner import MODES, FrameFeatures, Reasoner, Reasoning, cache_token_tables
+from keyseg_core.inference.results import STAGES, Prediction
 from keyseg_core.inference.segmenter import EncodedFrame, Segmenter, to_prediction
+from keyseg_core.modeling.keyseg import KeySegModel
+from keyseg_core.modeling.processor import KeySegProcessor, validate_image
+from keyseg_core.runtime.backends import BackendChoice, check_backend, step_down, use_backend
+from keyseg_core.timing import StageTimer
+from keyseg_core.weights.precision import enable_tf32, resolve_dtype
 from keyseg_core.weights.resolve import load_model
 from keyseg_core.weights.shipped import shipped_checkpoint
 

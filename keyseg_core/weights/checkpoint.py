@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from keyseg_core.modeling.build import build_model
 from keyseg_core.config.model import KeySegConfig
+from keyseg_core.modeling.build import build_model
 from keyseg_core.modeling.keyseg import KeySegModel
 from keyseg_core.modeling.processor import KeySegProcessor
 

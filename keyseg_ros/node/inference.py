@@ -23,7 +23,7 @@ from keyseg_ros.node.drills import Drills
 from keyseg_ros.node.failures import FailureLog, free_accelerator_memory
 from keyseg_ros.node.mailbox import Mailbox
 from keyseg_ros.node.publishing import ResultPublisher
-from keyseg_ros.node.work import Frame, Job
+from keyseg_ros.node.work import CameraFrame, Job
 
 THROTTLE_S = 2.0  # at most one warning of each kind per this many seconds
 
@@ -164,7 +164,7 @@ class Inference:
         self._failures.succeeded()
         return predictions, None
 
-    def _serve_frame(self, frame: Frame, halt: threading.Event) -> None:
+    def _serve_frame(self, frame: CameraFrame, halt: threading.Event) -> None:
         query = self.query
         if query is None:
             self._stats.count("frames_without_query")
@@ -214,7 +214,7 @@ class Inference:
                 "prompt (torch and compile do); segmenting without it")
         stream.previous_mask = wanted and accepted
 
-    def _publish_frame(self, frame: Frame, rgb, query: str, prediction, node_ms: dict) -> None:
+    def _publish_frame(self, frame: CameraFrame, rgb, query: str, prediction, node_ms: dict) -> None:
         if self._outputs.publish(frame.msg.header, rgb, query, prediction, node_ms, frame.received,
                                  self.predictor.model_name):
             self._stats.frame_done((time.monotonic() - frame.received) * 1e3,

@@ -66,7 +66,7 @@ from keyseg_ros.node.mailbox import Mailbox
 from keyseg_ros.node.params import PARAMS, PARAMS_BY_NAME, validation_error
 from keyseg_ros.node.publishing import ResultPublisher
 from keyseg_ros.node.sync import SyncInput, subscribe_synchronised
-from keyseg_ros.node.work import Frame, Job
+from keyseg_ros.node.work import CameraFrame, Job
 from keyseg_ros.srv import Segment
 
 SHUTDOWN_TIMEOUT_S = 30.0  # longest wait for a frame in the model when the node stops
@@ -78,7 +78,7 @@ class KeySegNode(LifecycleNode):
     def __init__(self, **kwargs) -> None:
         super().__init__("keyseg_node", **kwargs)
         self._stats = NodeStats()
-        self._mailbox: Mailbox[Frame, Job] = Mailbox()
+        self._mailbox: Mailbox[CameraFrame, Job] = Mailbox()
         self._worker: threading.Thread | None = None
         self._active = False
         self._stopping = threading.Event()  # the process is shutting down (never cleared)
@@ -280,7 +280,7 @@ class KeySegNode(LifecycleNode):
 
     def _on_image(self, msg: Image | CompressedImage) -> None:
         self._stats.count("frames_received")
-        if self._mailbox.put_frame(Frame(msg, time.monotonic())):
+        if self._mailbox.put_frame(CameraFrame(msg, time.monotonic())):
             self._stats.count("frames_dropped")
 
     def _on_query(self, msg: String) -> None:

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 # keyseg_core's backends (imported without torch): the node offers exactly what keyseg_core has
-from keyseg_core.runtime.backends import BACKENDS
 from keyseg_core.inference.instances import MODES as INSTANCE_MODES
+from keyseg_core.runtime.backends import BACKENDS
 
 PRECISIONS = ("auto", "float32", "float16", "bfloat16")
 RELIABILITIES = ("best_effort", "reliable")

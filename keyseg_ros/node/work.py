@@ -17,7 +17,7 @@ from keyseg_ros.srv import Segment
 
 
 @dataclass
-class Frame:
+class CameraFrame:
     """A camera message waiting for the model, with the time it arrived."""
 
     msg: Image | CompressedImage

@@ -78,14 +78,14 @@ def adapter_overhead(node, repeats: int) -> list[dict]:
     from vision_msgs.msg import Detection2DArray, Detection3DArray
 
     from keyseg_core.inference.instances import split_instances
+    from keyseg_core.inference.overlay import overlay as draw_overlay
     from keyseg_core.inference.results import Prediction, mask_box
-    from keyseg_core.modeling.keyword_head import KeywordCandidate
     from keyseg_core.inference.tracking import MaskTracker
+    from keyseg_core.modeling.keyword_head import KeywordCandidate
+    from keyseg_ros.msg import KeywordStamped, SegmentationResult
     from keyseg_ros.node import conversions, detections
     from keyseg_ros.node.diagnostics import NodeStats
-    from keyseg_ros.msg import KeywordStamped, SegmentationResult
     from keyseg_ros.node.target3d import Answer, Settings, Target3D
-    from keyseg_core.inference.overlay import overlay as draw_overlay
 
     qos = QoSProfile(depth=5)
     topics = (("mask", Image), ("keyword", KeywordStamped), ("result", SegmentationResult), ("overlay", Image),

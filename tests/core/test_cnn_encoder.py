@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from keyseg_core.runtime.ort import CPU, create_session
-from keyseg_core.modeling.build import build_model, registry_config
-from keyseg_core.weights.checkpoint import load_checkpoint, save_checkpoint
-from keyseg_core.modeling.cnn_encoder import CnnImageEncoder
 from keyseg_core.config.model import KeySegConfig, SamConfig
+from keyseg_core.modeling.build import build_model, registry_config
+from keyseg_core.modeling.cnn_encoder import CnnImageEncoder
 from keyseg_core.runtime.export import export_sam
+from keyseg_core.runtime.ort import CPU, create_session
+from keyseg_core.weights.checkpoint import load_checkpoint, save_checkpoint
 
 
 def _tiny_cnn() -> KeySegConfig:

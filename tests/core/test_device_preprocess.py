@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from keyseg_core.inference.preprocess import FrameUploader, clip_canvas_tensor, clip_pixels, resize_uint8, sam_image
-from keyseg_core.modeling.processor import CLIP_STD, clip_canvas, preprocess_clip, preprocess_clip_crop
 from keyseg_core.inference.reasoner import Reasoner
-from keyseg_core.modeling.sam import PIXEL_STD, preprocess_sam, resize_for_sam
 from keyseg_core.inference.segmenter import Segmenter
+from keyseg_core.modeling.processor import CLIP_STD, clip_canvas, preprocess_clip, preprocess_clip_crop
+from keyseg_core.modeling.sam import PIXEL_STD, preprocess_sam, resize_for_sam
 
 LEVELS = 2  # most uint8 levels a device-resized pixel may differ from PIL's
 MEAN_LEVELS = 0.1  # mean difference in levels (random noise, the worst case for interpolation)

@@ -9,13 +9,13 @@ import pytest
 import torch
 from torch import nn
 
+from keyseg_core.inference.gpu_memory import OutOfGpuMemory
+from keyseg_core.inference.stream import StreamingSegmenter
+from keyseg_core.modeling.build import build_model, registry_config
 from keyseg_core.runtime import predictor as predictor_module
 from keyseg_core.runtime.backends import onnxruntime_sam, use_backend
-from keyseg_core.modeling.build import build_model, registry_config
-from keyseg_core.inference.gpu_memory import OutOfGpuMemory
-from keyseg_core.weights.precision import resolve_dtype
 from keyseg_core.runtime.predictor import OOM_STEP_DOWN, Predictor
-from keyseg_core.inference.stream import StreamingSegmenter
+from keyseg_core.weights.precision import resolve_dtype
 
 CUDA = torch.device("cuda")
 CAUSE = ("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 79.19 GiB of which "

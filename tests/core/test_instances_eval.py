@@ -7,9 +7,9 @@ import pytest
 
 from keyseg_core.cli.app import main
 from keyseg_core.eval.instances import instance_report
+from keyseg_core.scenes.eval_queries import ALL_TEMPLATES, multi_instance_query
 from keyseg_core.scenes.generator import make_sample
 from keyseg_core.scenes.knowledge import load_knowledge
-from keyseg_core.scenes.eval_queries import ALL_TEMPLATES, multi_instance_query
 from keyseg_core.scenes.queries import HELD_OUT_TEMPLATES
 
 

@@ -8,10 +8,10 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, LlavaConfig, LlavaForConditionalGeneration
 from transformers.models.llama import modeling_llama
 
-from keyseg_core.modeling.build import OFFLINE_LLM, build_model
-from keyseg_core.weights.checkpoint import META_FILE, frozen_fingerprint, load_checkpoint, save_checkpoint
 from keyseg_core.config.model import BackboneConfig, KeySegConfig, SamConfig
+from keyseg_core.modeling.build import OFFLINE_LLM, build_model
 from keyseg_core.modeling.mllm import RANDOM_VISION_DEFAULTS
+from keyseg_core.weights.checkpoint import META_FILE, frozen_fingerprint, load_checkpoint, save_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -24,12 +24,12 @@ from transformers import (
 
 from keyseg_core.cli import app as cli
 from keyseg_core.modeling.build import OFFLINE_LLM, build_model
-from keyseg_core.weights.checkpoint import load_checkpoint, load_weights_into
-from keyseg_core.weights.convert_lisa import convert_lisa
-from keyseg_core.pretrained.offline_llm import resolve_pretrained
 from keyseg_core.modeling.sam import preprocess_sam, sam_config
+from keyseg_core.pretrained.offline_llm import resolve_pretrained
 from keyseg_core.pretrained.sam_checkpoint import convert_sam_state_dict
 from keyseg_core.train.stage2.config import TrainConfig
+from keyseg_core.weights.checkpoint import load_checkpoint, load_weights_into
+from keyseg_core.weights.convert_lisa import convert_lisa
 
 D, CLIP_SIZE = 64, 56  # LLM width; CLIP side (4 x 4 patches of 14)
 CONFIGS = Path(__file__).resolve().parents[2] / "recipes"

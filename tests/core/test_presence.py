@@ -6,16 +6,16 @@ import json
 import numpy as np
 import pytest
 
-from keyseg_core.weights.checkpoint import save_checkpoint
-from keyseg_core.modeling.build import build_model, registry_config
 from keyseg_core.cli.app import main
 from keyseg_core.inference.results import Prediction
+from keyseg_core.modeling.build import build_model, registry_config
 from keyseg_core.runtime.predictor import Predictor
+from keyseg_core.weights.checkpoint import save_checkpoint
 from keyseg_core.inference.presence import (PRESENCE_FILE, PresenceCalibration, calibrate, not_here, rates, roc_auc,
                                   signals, threshold_for_miss)
+from keyseg_core.scenes.eval_queries import absent_query
 from keyseg_core.scenes.generator import make_sample
 from keyseg_core.scenes.knowledge import load_knowledge
-from keyseg_core.scenes.eval_queries import absent_query
 from keyseg_core.scenes.queries import resolve
 
 

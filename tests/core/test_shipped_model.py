@@ -10,10 +10,10 @@ import pytest
 
 from keyseg_core.cli import app as cli
 from keyseg_core.inference.image_io import load_image, save_png
+from keyseg_core.inference.stream import StreamingSegmenter
 from keyseg_core.runtime.predictor import Predictor
 from keyseg_core.scenes import generate_sequence, make_sample
 from keyseg_core.weights.shipped import CHECKSUM_FILE, SHIPPED_DIR, shipped_checkpoint
-from keyseg_core.inference.stream import StreamingSegmenter
 
 MAX_MB = 30
 SCENES = range(12)  # test split, seed 3 as in the README's evaluation; its first 12 scenes

@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from keyseg_core.modeling.build import build_model, registry_config
-from keyseg_core.weights.checkpoint import load_checkpoint, save_checkpoint
 from keyseg_core.config.model import BackboneConfig, KeySegConfig, SamConfig
-from keyseg_core.runtime.export import export_sam
+from keyseg_core.modeling.build import build_model, registry_config
 from keyseg_core.modeling.stems import ConvStem, conv_stem_like
+from keyseg_core.runtime.export import export_sam
+from keyseg_core.weights.checkpoint import load_checkpoint, save_checkpoint
 
 
 def _tiny_with_stems() -> KeySegConfig:

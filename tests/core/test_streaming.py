@@ -8,9 +8,9 @@ import time
 import numpy as np
 import pytest
 
+from keyseg_core.inference.stream import StreamingSegmenter
 from keyseg_core.runtime.predictor import Predictor
 from keyseg_core.scenes import generate_sequence
-from keyseg_core.inference.stream import StreamingSegmenter
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from keyseg_core.eval.tracking import evaluate, id_switches
 from keyseg_core.inference.instances import split_instances
 from keyseg_core.inference.tracking import MaskTracker, shifted
-from keyseg_core.eval.tracking import evaluate, id_switches
 
 
 def _square(x: int, y: int, size: int = 20, shape=(120, 160)) -> np.ndarray:

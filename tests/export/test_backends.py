@@ -10,14 +10,14 @@ import pytest
 import torch
 from skimage import data
 
+from keyseg_core.modeling.build import build_model, registry_config
+from keyseg_core.modeling.sam import SamSegmenter
 from keyseg_core.runtime import backends
 from keyseg_core.runtime.backends import BackendUnavailable, unavailable_reason, use_backend
 from keyseg_core.runtime.backends import tensorrt as trt_layer
 from keyseg_core.runtime.backends.onnxruntime_sam import OrtSamSegmenter, OrtVision, cached_export, cached_vision_export
-from keyseg_core.modeling.build import build_model, registry_config
 from keyseg_core.runtime.export.exporter import export_vision
 from keyseg_core.runtime.predictor import Predictor
-from keyseg_core.modeling.sam import SamSegmenter
 
 CPU = torch.device("cpu")
 

@@ -7,12 +7,12 @@ import onnx
 import pytest
 import torch
 
-from keyseg_core.runtime.ort import CPU, create_session
 from keyseg_core.cli.app import main
 from keyseg_core.runtime.export import MANIFEST_FILE, export_sam, parse_parts, read_manifest
 from keyseg_core.runtime.export.exporter import check_graph
 from keyseg_core.runtime.export.graphs import graph_specs
 from keyseg_core.runtime.export.loading import load_segmenter
+from keyseg_core.runtime.ort import CPU, create_session
 
 
 def test_manifest_describes_graphs(tiny_export, tiny_sam):

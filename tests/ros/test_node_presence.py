@@ -18,9 +18,9 @@ import ros_harness as h  # noqa: E402
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
+    from keyseg_core.inference.presence import PRESENCE_FILE, PresenceCalibration
     from keyseg_core.modeling.build import build_model, registry_config
     from keyseg_core.weights.checkpoint import save_checkpoint
-    from keyseg_core.inference.presence import PRESENCE_FILE, PresenceCalibration
 
     path = tmp_path_factory.mktemp("presence") / "ckpt"
     save_checkpoint(build_model(registry_config("tiny"))[0], path)

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from keyseg_core.speech.vocabulary import QueryVocabulary, arpa_language_model, normalize
 from keyseg_core.config.default_keywords import COCO_CATEGORIES
+from keyseg_core.speech.vocabulary import QueryVocabulary, arpa_language_model, normalize
 
 
 def test_default_covers_every_coco_keyword_in_several_phrasings():

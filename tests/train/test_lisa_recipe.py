@@ -9,11 +9,11 @@ import pytest
 from PIL import Image
 from train_fixtures import write_reasonseg
 
-from keyseg_core.modeling.build import build_model, registry_config
-from keyseg_core.data.templates import ANSWERS, LONG_QUESTIONS, SHORT_QUESTIONS, lisa_answer, lisa_question
-from keyseg_core.config.model import KeySegConfig
-from keyseg_core.train.stage2.config import TrainConfig
 from keyseg_core.config.files import deep_merge
+from keyseg_core.config.model import KeySegConfig
+from keyseg_core.data.templates import ANSWERS, LONG_QUESTIONS, SHORT_QUESTIONS, lisa_answer, lisa_question
+from keyseg_core.modeling.build import build_model, registry_config
+from keyseg_core.train.stage2.config import TrainConfig
 from keyseg_core.train.stage2.data import Collator, TrainStream, open_sources
 
 CONFIGS = Path(__file__).resolve().parents[2] / "recipes"

@@ -11,8 +11,8 @@ from keyseg_core.modeling.build import build_model
 from keyseg_core.modeling.sam import postprocess_masks, preprocess_sam
 from keyseg_core.scenes import SceneConfig, load_knowledge, make_sample
 from keyseg_core.train.stage1 import scene_source
-from keyseg_core.train.stage1.loop import StageOne, StageOneHeads, fit_steps, prompt_generator
 from keyseg_core.train.stage1.config import BasesConfig
+from keyseg_core.train.stage1.loop import StageOne, StageOneHeads, fit_steps, prompt_generator
 from keyseg_core.train.stage1.scene_source import SceneSource, prepare_many, prepare_scene
 
 TRAINABLE = {"trainable": {"vision_tower": True, "sam_image_encoder": True, "sam_prompt_encoder": True}}

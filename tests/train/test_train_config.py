@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from keyseg_core.train.stage1.config import BasesConfig
-from keyseg_core.train.stage2.config import TrainConfig
 from keyseg_core.config.files import apply_override
 from keyseg_core.train.optim import learning_rate
+from keyseg_core.train.stage1.config import BasesConfig
+from keyseg_core.train.stage2.config import TrainConfig
 
 CONFIGS = Path(__file__).resolve().parents[2] / "recipes"
 MINIMAL = {"model": "tiny", "data": [{"name": "reasonseg", "root": "/data"}]}
@@ -106,8 +106,8 @@ def test_lr_scale_groups_and_keeps_a_part_as_it_is(tmp_path):
     import torch
 
     from keyseg_core.modeling.build import build_model, registry_config
-    from keyseg_core.train.stage2.loop import LossModule
     from keyseg_core.train.optim import make_optimizer, set_lr
+    from keyseg_core.train.stage2.loop import LossModule
 
     config = TrainConfig.from_file(write(tmp_path, {**MINIMAL, "optimizer": {"lr": 1e-2, "lr_scale": {"sam.": 0.0}}}))
     model, _ = build_model(registry_config("tiny"))

@@ -20,11 +20,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from keyseg_core.modeling.sam import ImageByImageDecoding, SamSegmenter
+from keyseg_core.pretrained.offline_llm import cache_root
 from keyseg_core.runtime.export.exporter import DEFAULT_OPSET, export_sam, export_vision, sam_fingerprint, vision_fingerprint
 from keyseg_core.runtime.export.graphs import PARTS, VISION_PART
 from keyseg_core.runtime.export.manifest import read_manifest
-from keyseg_core.pretrained.offline_llm import cache_root
-from keyseg_core.modeling.sam import ImageByImageDecoding, SamSegmenter
 from keyseg_core.runtime.ort import CPU, CUDA, create_session, resolve_providers
 
 log = logging.getLogger("keyseg.backends")

@@ -34,9 +34,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from keyseg_core.runtime.export.manifest import read_manifest
-from keyseg_core.pretrained.offline_llm import cache_root
 from keyseg_core.modeling.sam import ImageByImageDecoding
+from keyseg_core.pretrained.offline_llm import cache_root
+from keyseg_core.runtime.export.manifest import read_manifest
 from keyseg_core.weights.shipped import sha256 as file_sha256
 
 log = logging.getLogger("keyseg.backends")

@@ -24,10 +24,10 @@ import numpy as np
 import onnx
 import torch
 
-from keyseg_core.runtime.ort import CPU, create_session
 from keyseg_core.modeling.sam import SamSegmenter
 from keyseg_core.runtime.export.graphs import PARTS, VISION_PART, GraphSpec, TensorSpec, embedding_shape, graph_specs, vision_graph_spec
 from keyseg_core.runtime.export.manifest import FORMAT, FORMAT_VERSION, write_manifest
+from keyseg_core.runtime.ort import CPU, create_session
 
 OPSETS = range(14, 21)  # the TorchScript exporter's range; 17 adds LayerNormalization
 DEFAULT_OPSET = 17

@@ -10,11 +10,10 @@ from typing import Any, Literal
 
 import torch
 
+from keyseg_core.config.files import deep_merge, load_config
 from keyseg_core.config.model import KeySegConfig
 from keyseg_core.config.schema import help_field
-
 from keyseg_core.train.optim import OptimizerConfig, ScheduleConfig
-from keyseg_core.config.files import deep_merge, load_config
 from keyseg_core.weights.resolve import named_config
 
 

@@ -33,19 +33,18 @@ from torch import nn
 
 from keyseg_core.atomic import atomic_write_text
 from keyseg_core.modeling.build import build_model
-from keyseg_core.weights.checkpoint import in_parts, load_weights_into, save_checkpoint
-from keyseg_core.modeling.losses import per_mask_bce_dice
 from keyseg_core.modeling.keyseg import KeySegModel
+from keyseg_core.modeling.losses import per_mask_bce_dice
 from keyseg_core.modeling.processor import KeySegProcessor
 from keyseg_core.modeling.sam import postprocess_masks
 from keyseg_core.scenes import load_knowledge
-
 from keyseg_core.train import state as ckpt
-from keyseg_core.train.stage1.config import BasesConfig
 from keyseg_core.train.logger import MetricsLogger
 from keyseg_core.train.optim import learning_rate, make_optimizer, set_lr
+from keyseg_core.train.stage1.config import BasesConfig
 from keyseg_core.train.stage1.scene_source import PreparedScene, SceneSource, SceneSpec, default_workers
 from keyseg_core.train.stage1.targets import SceneBatch, category_maps, cell_targets, soft_cross_entropy
+from keyseg_core.weights.checkpoint import in_parts, load_weights_into, save_checkpoint
 
 PROMPT_KINDS = ("point", "box", "category")
 STAGE1_PARTS = ["vision_tower.", "sam."]  # plain parameter-name markers of what stage 1 trains

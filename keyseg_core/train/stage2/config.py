@@ -15,13 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-
-from keyseg_core.weights.resolve import named_config
-from keyseg_core.config.model import KEY_TOKEN, SEG_TOKEN, KeySegConfig
 from keyseg_core.config.files import deep_merge, load_config
+from keyseg_core.config.model import KEY_TOKEN, SEG_TOKEN, KeySegConfig
 from keyseg_core.config.schema import build_dataclass, help_field
 from keyseg_core.data.registry import DATASETS
 from keyseg_core.train.optim import OptimizerConfig, ScheduleConfig
+from keyseg_core.weights.resolve import named_config
 
 KEYWORD_POLICIES = ("require", "optional", "category", "none")
 BACKENDS = ("ddp", "deepspeed-zero2", "deepspeed-zero3", "fsdp")

@@ -22,7 +22,6 @@ from keyseg_core.data.refer import RefDataset
 from keyseg_core.data.templates import KIND_OF_READER, lisa_answer, lisa_question
 from keyseg_core.data.vqa import VqaDataset, VqaSample
 from keyseg_core.modeling.processor import KeySegBatch, KeySegProcessor
-
 from keyseg_core.train.stage2.config import DataSource, TrainConfig
 
 

@@ -16,16 +16,15 @@ from pathlib import Path
 import torch
 
 from keyseg_core.atomic import atomic_write_text
-from keyseg_core.modeling.build import build_model
-from keyseg_core.weights.checkpoint import CONFIG_FILE, load_weights_into, save_checkpoint
 from keyseg_core.config.model import KeySegConfig
+from keyseg_core.modeling.build import build_model
 from keyseg_core.modeling.keyseg import KeySegModel
 from keyseg_core.modeling.processor import KeySegBatch
-
 from keyseg_core.train import state as ckpt
 from keyseg_core.train.stage2.anchors import PromptAnchors
 from keyseg_core.train.stage2.config import TrainConfig
 from keyseg_core.train.stage2.data import Collator, TrainStream, make_loader, open_sources, training_keywords
+from keyseg_core.weights.checkpoint import CONFIG_FILE, load_weights_into, save_checkpoint
 from keyseg_core.train.engine import (
     clip_gradients,
     full_parameters,
