@@ -152,11 +152,11 @@ def bench_model(name: str, backends: list[str], args: argparse.Namespace, frame,
     start = time.perf_counter()
     base = Predictor.from_pretrained(None if name == SHIPPED else name, device=args.device, dtype=args.dtype)
     load_s = time.perf_counter() - start
-    model, torch_sam = base.model, base.model.sam
+    model = base.model
     parameters = sum(p.numel() for p in model.parameters())
     rows = []
     for backend in backends:
-        model.sam = torch_sam
+        model.sam.to(device)  # the previous backend's predictor may have parked it on the host
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         start = time.perf_counter()
@@ -169,7 +169,6 @@ def bench_model(name: str, backends: list[str], args: argparse.Namespace, frame,
         rows.append(bench_one(predictor, args, frame, video) | {
             "parameters": parameters, "load_s": round(load_s, 2),
             "backend_load_s": round(time.perf_counter() - start, 2)})
-    model.sam = torch_sam
     return rows
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
 from keyseg_core.inference.preprocess import placement, sam_image
 from keyseg_core.inference.reasoner import Reasoning
@@ -41,17 +42,15 @@ class Segmented:
 
 
 class Segmenter:
-    """SAM of a KeySegModel (`model.sam`, whatever backend runs it), driven by S_hat prompts."""
+    """SAM of a KeySegModel driven by S_hat prompts: the model's own, or the segmenter an inference
+    backend runs in its place (`sam`)."""
 
-    def __init__(self, model: KeySegModel, processor: KeySegProcessor) -> None:
+    def __init__(self, model: KeySegModel, processor: KeySegProcessor, sam: nn.Module | None = None) -> None:
         self.model = model
         self.processor = processor
+        self.sam = model.sam if sam is None else sam
         self.device, self.dtype, self.on_device, self._upload = placement(model)
         self.frames = 0  # images encoded
-
-    @property
-    def sam(self):
-        return self.model.sam
 
     @property
     def accepts_mask_prompt(self) -> bool:
@@ -82,7 +81,7 @@ class Segmenter:
         n = prompts.shape[0]
         logits, low_res, iou = self.model.decode_prompts(
             frame.embedding, prompts.to(frame.embedding.dtype), prompts.new_zeros(n, dtype=torch.long),
-            [0] if n else [], [frame.resized_hw], [frame.original_hw], timer, mask_prompt)
+            [0] if n else [], [frame.resized_hw], [frame.original_hw], timer, mask_prompt, sam=self.sam)
         return Segmented(logits[0], low_res[0], iou[0])
 
 

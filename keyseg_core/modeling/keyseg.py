@@ -129,23 +129,26 @@ class KeySegModel(nn.Module):
     def segment(
         self, sam_pixels: torch.Tensor, prompts: torch.Tensor, seg_batch: torch.Tensor,
         resized_hw: list[tuple[int, int]], original_hw: list[tuple[int, int]], timer: Timer = no_timer,
+        sam: nn.Module | None = None,
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """SAM image encoder, mask decoder and postprocessing: the SAM-bound half of `run`.
 
         Per sample: (n_seg, H, W) mask logits at the original size and (n_seg,) IoU predictions.
+        `sam`: what runs SAM (an inference backend's segmenter); the model's own SAM by default.
         """
+        sam = self.sam if sam is None else sam
         segmented = torch.unique(seg_batch).tolist()  # samples with at least one [SEG]
         with timer("sam_encoder"), torch.set_grad_enabled(torch.is_grad_enabled() and self.config.trainable.sam_image_encoder):
             pixels = sam_pixels if len(segmented) == len(original_hw) else sam_pixels[segmented]
-            image_embeddings = self.sam.encode(pixels) if segmented else None  # (B_seg, C, h, w)
+            image_embeddings = sam.encode(pixels) if segmented else None  # (B_seg, C, h, w)
         masks, _, ious = self.decode_prompts(image_embeddings, prompts, seg_batch, segmented, resized_hw, original_hw,
-                                             timer)
+                                             timer, sam=sam)
         return masks, ious
 
     def decode_prompts(
         self, image_embeddings: torch.Tensor | None, prompts: torch.Tensor, seg_batch: torch.Tensor,
         segmented: list[int], resized_hw: list[tuple[int, int]], original_hw: list[tuple[int, int]],
-        timer: Timer = no_timer, mask_inputs: torch.Tensor | None = None,
+        timer: Timer = no_timer, mask_inputs: torch.Tensor | None = None, sam: nn.Module | None = None,
     ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
         """Encoded images + S_hat prompts -> per sample (n_seg, H, W) logits at the original size,
         (n_seg, 4h, 4w) low-res logits and (n_seg,) IoU predictions; n_seg = 0 for a sample without [SEG].
@@ -155,7 +158,7 @@ class KeySegModel(nn.Module):
         """
         with timer("mask_decoder"):
             low_res, ious = self.decode_masks(image_embeddings, prompts, seg_batch, segmented, len(original_hw),
-                                              mask_inputs)
+                                              mask_inputs, sam)
         with timer("postprocess"):
             masks = [
                 postprocess_masks(m, resized_hw[i], original_hw[i], self.sam.image_size)
@@ -242,6 +245,7 @@ class KeySegModel(nn.Module):
     def decode_masks(
         self, image_embeddings: torch.Tensor | None, prompts: torch.Tensor, seg_batch: torch.Tensor,
         segmented: list[int], batch_size: int, mask_inputs: torch.Tensor | None = None,
+        sam: nn.Module | None = None,
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Per sample: its [SEG] prompts against its image embedding -> (n_seg, h, w) low-res logits and
         (n_seg,) IoU predictions; (0, h, w) and (0,) for a sample without [SEG].
@@ -257,7 +261,8 @@ class KeySegModel(nn.Module):
         counts = [len(p) for p in per_image]
         padded = pad_sequence(per_image, batch_first=True)  # (B_seg, N_max, C), zero rows past each count
         extra = {} if mask_inputs is None else {"mask_inputs": mask_inputs}
-        low, iou = self.sam.decode_batch(image_embeddings, padded.to(image_embeddings.dtype), **extra)  # one call
+        sam = self.sam if sam is None else sam
+        low, iou = sam.decode_batch(image_embeddings, padded.to(image_embeddings.dtype), **extra)  # one call
         for row, i in enumerate(segmented):
             masks[i], ious[i] = low[row, :counts[row]], iou[row, :counts[row]]
         return masks, ious

@@ -34,7 +34,7 @@ from keyseg_core.inference.results import STAGES, Prediction
 from keyseg_core.inference.segmenter import EncodedFrame, Segmenter, to_prediction
 from keyseg_core.modeling.keyseg import KeySegModel
 from keyseg_core.modeling.processor import KeySegProcessor, validate_image
-from keyseg_core.runtime.backends import BackendChoice, check_backend, step_down, use_backend
+from keyseg_core.runtime.backends import BackendChoice, can_step_down, check_backend, step_down, use_backend
 from keyseg_core.timing import StageTimer
 from keyseg_core.weights.precision import enable_tf32, resolve_dtype
 from keyseg_core.weights.resolve import load_model
@@ -107,9 +107,10 @@ class Predictor:
         self.backend = backend or BackendChoice("torch", "torch", "requested")
         self.reasoner = Reasoner(model, processor, mode=mode, max_new_tokens=max_new_tokens,
                                  vision=self.backend.vision)
-        self.segmenter = Segmenter(model, processor)
+        self.segmenter = Segmenter(model, processor, sam=self.backend.sam)
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
+        self._park_torch_sam()
         self.keyword_source = self.reasoner.keyword_source
         self.keyword_candidates = self.reasoner.keyword_candidates
         self.llm_lock = threading.RLock()
@@ -199,7 +200,7 @@ class Predictor:
             reasoned, reasonings = self.reasoner.reason_batch(batch, queries, timer)
         with self.sam_lock:
             masks, _ = self.model.segment(batch.sam_pixels, reasoned.prompts, reasoned.seg_batch, batch.resized_hw,
-                                          batch.original_hw, timer)
+                                          batch.original_hw, timer, sam=self.segmenter.sam)
         with timer("postprocess"):
             results = [self._prediction(r, m) for r, m in zip(reasonings, masks)]
         return self._timed(results, timer, start)
@@ -306,12 +307,26 @@ class Predictor:
         """Under 'auto', the next backend in place of this one: what happened, for the error line."""
         with self.llm_lock, self.sam_lock:
             old = self.backend
-            new = step_down(self.model, old, self.device, why)
-            if new is None:
+            if not can_step_down(old):
                 return ""
+            # the old runtime's last references go; every backend loads from the model's torch parts
+            self.segmenter.sam, self.reasoner.vision = self.model.sam, None
+            self.model.sam.to(self.device)
+            new = step_down(self.model, old, self.device, why)
             self.backend, self.reasoner.vision = new, new.vision
+            self.segmenter.sam = self.model.sam if new.sam is None else new.sam
+            self._park_torch_sam()
             self._oom_streak.clear()
         return f"; backend auto stepped down from '{old.name}' to '{new.name}'"
+
+    def _park_torch_sam(self) -> None:
+        """A backend that runs SAM on its own leaves the model's torch SAM idle: it waits in host memory
+        (a later step down loads from it) instead of holding GPU memory. Compile wraps it: it stays."""
+        sam = self.backend.sam
+        if sam is None or self.device.type != "cuda" or any(m is self.model.sam for m in sam.modules()):
+            return
+        self.model.sam.to("cpu")
+        free_gpu_memory()
 
     # ---- results ----
 

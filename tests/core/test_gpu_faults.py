@@ -130,12 +130,11 @@ def test_auto_steps_down_after_repeated_out_of_memory_mid_stream(tiny, frees, cu
     torch_sam = model.sam
 
     def load_full(model, device):  # stands in for onnxruntime, which auto picks on a CPU
-        model.sam = FullGpuSam(torch_sam.image_size, cuda_oom)
-        return "a backend on a full GPU", None
+        return "a backend on a full GPU", None, FullGpuSam(torch_sam.image_size, cuda_oom)
 
     monkeypatch.setattr(onnxruntime_sam, "load_onnxruntime", load_full)
     choice = use_backend(model, "auto", torch.device("cpu"))
-    assert choice.name == "onnxruntime" and choice.torch_sam is torch_sam
+    assert choice.name == "onnxruntime" and isinstance(choice.sam, FullGpuSam) and model.sam is torch_sam
     predictor = Predictor(model, processor, model_name="config:tiny", untrained=True, backend=choice)
     stream = StreamingSegmenter(predictor)
     stream.set_query("the cup")
@@ -151,7 +150,7 @@ def test_auto_steps_down_after_repeated_out_of_memory_mid_stream(tiny, frees, cu
     assert [r.message for r in caplog.records] == [
         f"backend auto: onnxruntime ran out of GPU memory on {OOM_STEP_DOWN} calls of segment in a row; "
         "stepping down to the next backend"]
-    assert predictor.backend.name == "torch" and model.sam is torch_sam
+    assert predictor.backend.name == "torch" and predictor.segmenter.sam is torch_sam and model.sam is torch_sam
     assert "onnxruntime: ran out of GPU memory" in predictor.backend.describe()
     result = stream.step(IMAGE, now=float(OOM_STEP_DOWN))  # the next frame, on the torch backend
     assert result.prediction.mask.shape == IMAGE.shape[:2] and stream.reasonings == 1

@@ -38,7 +38,7 @@ def test_predictor_onnxruntime_gives_the_torch_mask(onnx_cache, monkeypatch):
     torch.manual_seed(0)
     reference = Predictor.from_pretrained("config:tiny")
     ort = Predictor.from_pretrained("config:tiny", backend="onnxruntime")
-    assert isinstance(ort.model.sam, OrtSamSegmenter)
+    assert isinstance(ort.segmenter.sam, OrtSamSegmenter)
     # SAM and the vision tower exported into the cache on first use
     assert sorted(p.name.startswith("vision-") for p in onnx_cache.iterdir()) == [False, True]
     photo, query = data.coffee(), "Which object holds the drink?"

@@ -39,7 +39,8 @@ def test_auto_on_a_cpu_skips_tensorrt_and_compile_and_runs_onnxruntime(onnx_cach
     warnings = [r.message for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 2 and all("trying the next backend" in w for w in warnings)  # one line each
     assert any("chose backend 'onnxruntime'" in r.message for r in caplog.records)
-    assert isinstance(auto.model.sam, OrtSamSegmenter) and isinstance(auto.reasoner.vision, OrtVision)
+    assert isinstance(auto.segmenter.sam, OrtSamSegmenter) and isinstance(auto.reasoner.vision, OrtVision)
+    assert isinstance(auto.model.sam, SamSegmenter)  # the backend left the model as it was
     photo, query = data.coffee(), "Which object holds the drink?"
     got, want = auto.predict(photo, query), reference.predict(photo, query)
     assert (got.mask == want.mask).mean() > 0.99 and got.keyword == want.keyword
@@ -111,12 +112,13 @@ def test_compile_backend_matches_torch(tiny_model):
         want_emb = tiny_model.sam.encode(pixels)
         want_mask, _ = tiny_model.sam.decode(want_emb, torch.ones(2, 64))
         want_vision = tiny_model.encode_images(clip)
-    reason, vision = load_compiled(tiny_model, CPU, dynamo_backend="eager")  # eager: no C++ build in a test
-    assert isinstance(tiny_model.sam, CompiledSamSegmenter) and "torch.compile (eager" in reason
+    reason, vision, sam = load_compiled(tiny_model, CPU, dynamo_backend="eager")  # eager: no C++ build in a test
+    assert isinstance(sam, CompiledSamSegmenter) and "torch.compile (eager" in reason
+    assert isinstance(tiny_model.sam, SamSegmenter)
     with torch.inference_mode():
-        emb = tiny_model.sam.encode(pixels)
+        emb = sam.encode(pixels)
         torch.testing.assert_close(emb, want_emb)
-        torch.testing.assert_close(tiny_model.sam.decode(emb, torch.ones(2, 64))[0], want_mask)
+        torch.testing.assert_close(sam.decode(emb, torch.ones(2, 64))[0], want_mask)
         torch.testing.assert_close(vision(clip), want_vision)
 
 
@@ -155,10 +157,10 @@ def test_a_broken_or_stale_cached_export_is_made_again(tiny_model, onnx_cache, c
     manifest["fingerprint"] = "0" * 64  # made from other weights
     (vision_dir / "manifest.json").write_text(json.dumps(manifest))
     with caplog.at_level(logging.WARNING, logger="keyseg.backends"):
-        load_onnxruntime(tiny_model, CPU)
+        _, _, sam = load_onnxruntime(tiny_model, CPU)
     messages = " | ".join(r.message for r in caplog.records)
     assert "does not load" in messages and "made from other weights" in messages
-    assert isinstance(tiny_model.sam, OrtSamSegmenter)
+    assert isinstance(sam, OrtSamSegmenter)
     assert json.loads((vision_dir / "manifest.json").read_text())["fingerprint"] != "0" * 64
 
 

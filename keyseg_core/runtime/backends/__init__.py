@@ -14,9 +14,10 @@ with a message that says why, never at the first frame. A named backend that can
 `auto` moves on to the next. Out of GPU memory while loading one is said in one line (device, backend,
 torch's first sentences) and the memory it took is freed before the next is tried.
 
-A backend that keeps running out of GPU memory on frames can be stepped down from (`step_down`,
-called by the predictor): under `auto`, the next one in AUTO_ORDER is loaded in its place. For that,
-`auto` keeps the torch SAM that onnxruntime or TensorRT replaced, moved to the host.
+A backend returns what it runs (`BackendChoice.sam`, `.vision`) and leaves the model as it is: the
+model keeps its torch SAM and vision tower, the predictor runs the choice's. A backend that keeps
+running out of GPU memory on frames can be stepped down from (`step_down`, called by the predictor):
+under `auto`, the next one in AUTO_ORDER is loaded from the model's torch parts in its place.
 """
 
 from __future__ import annotations
@@ -56,8 +57,9 @@ class BackendChoice:
     """Which backend runs the per-frame graphs, and why.
 
     vision: the vision tower + projector replacement ((B, 3, s, s) -> (B, n_img, d)), or None when
-    the model's own tower runs. skipped: (backend, reason) of each one `auto` passed over or stepped
-    down from. torch_sam: under `auto`, the model's torch SAM (for `step_down`).
+    the model's own tower runs. sam: the segmenter that runs SAM (encode, decode, decode_batch), or
+    None when the model's own torch SAM runs. skipped: (backend, reason) of each one `auto` passed
+    over or stepped down from.
     """
 
     name: str
@@ -65,7 +67,7 @@ class BackendChoice:
     reason: str
     skipped: list[tuple[str, str]] = field(default_factory=list)
     vision: Callable | None = None
-    torch_sam: nn.Module | None = None
+    sam: nn.Module | None = None
 
     def describe(self) -> str:
         text = f"backend '{self.name}' ({self.reason})"
@@ -101,10 +103,13 @@ def unavailable_reason(name: str, device: torch.device, *, auto: bool) -> str | 
     return None
 
 
-def _load(name: str, model: KeySegModel, device: torch.device) -> tuple[str, Callable | None]:
-    """Load backend `name` into `model` (swapping `model.sam` only once it works): (reason, vision)."""
+Loaded = tuple[str, "Callable | None", "nn.Module | None"]  # (reason, vision runner, SAM segmenter)
+
+
+def _load(name: str, model: KeySegModel, device: torch.device) -> Loaded:
+    """Load backend `name` from the model's torch parts, which it only reads."""
     if name == "torch":
-        return "the modules as they are", None
+        return "the modules as they are", None, None
     if name == "compile":
         from keyseg_core.runtime.backends.compiled import load_compiled
 
@@ -127,38 +132,37 @@ def use_backend(model: KeySegModel, backend: str, device: torch.device) -> Backe
     to do instead); under 'auto' each failure is logged once and the next backend is tried.
     """
     check_backend(backend)
-    if backend != "auto":
-        return _first_that_loads(model, (backend,), device, backend, [], None)
-    return _first_that_loads(model, AUTO_ORDER, device, backend, [], model.sam)
+    return _first_that_loads(model, AUTO_ORDER if backend == "auto" else (backend,), device, backend, [])
+
+
+def can_step_down(choice: BackendChoice) -> bool:
+    """Whether `step_down` has a next backend for `choice`: only under `auto`, and not below torch."""
+    return choice.requested == "auto" and choice.name != AUTO_ORDER[-1]
 
 
 def step_down(model: KeySegModel, choice: BackendChoice, device: torch.device, why: str) -> BackendChoice | None:
-    """Under `auto`, replace `choice` by the next backend in AUTO_ORDER that loads; None when there is
-    none (a named backend, or torch already). The model's torch SAM comes back first, since every
-    backend is loaded from it; what the old backend held is freed before the next one loads."""
-    rest = AUTO_ORDER[AUTO_ORDER.index(choice.name) + 1:]
-    if choice.torch_sam is None or not rest:
+    """Under `auto`, the next backend in AUTO_ORDER that loads in place of `choice`; None when there is
+    none (a named backend, or torch already). The caller drops its references to the old choice's
+    runtime first, so that its memory is freed before the next one loads; the model's torch SAM must
+    be on `device` (every backend is loaded from it)."""
+    if not can_step_down(choice):
         return None
+    rest = AUTO_ORDER[AUTO_ORDER.index(choice.name) + 1:]
     log.warning("backend auto: %s %s; stepping down to the next backend", choice.name, why)
-    model.sam = choice.torch_sam  # the old backend's runtime goes with the module it replaced
+    choice.sam = choice.vision = None  # the old runtime goes with its last reference
     free_gpu_memory()
-    model.sam.to(device)
-    return _first_that_loads(model, rest, device, choice.requested, [*choice.skipped, (choice.name, why)],
-                             choice.torch_sam)
+    return _first_that_loads(model, rest, device, choice.requested, [*choice.skipped, (choice.name, why)])
 
 
 def _first_that_loads(model: KeySegModel, names: tuple[str, ...], device: torch.device, requested: str,
-                      skipped: list[tuple[str, str]], torch_sam: nn.Module | None) -> BackendChoice:
+                      skipped: list[tuple[str, str]]) -> BackendChoice:
     """The first of `names` that loads; each failure is logged (auto) or raised (a named backend)."""
     auto = requested == "auto"
     for name in names:
         why = unavailable_reason(name, device, auto=auto)
         loaded = _try_load(name, model, device) if why is None else why
         if not isinstance(loaded, str):
-            choice = BackendChoice(name, requested, loaded[0], skipped, loaded[1], torch_sam)
-            if torch_sam is not None and not any(m is torch_sam for m in model.sam.modules()):
-                torch_sam.to("cpu")  # replaced, not wrapped: kept for step_down, off the GPU
-                free_gpu_memory()
+            choice = BackendChoice(name, requested, loaded[0], skipped, vision=loaded[1], sam=loaded[2])
             if auto:
                 log.info("backend auto: chose %s", choice.describe())
             return choice
@@ -169,7 +173,7 @@ def _first_that_loads(model: KeySegModel, names: tuple[str, ...], device: torch.
     raise AssertionError("torch is always available")  # pragma: no cover
 
 
-def _try_load(name: str, model: KeySegModel, device: torch.device) -> tuple[str, Callable | None] | str:
+def _try_load(name: str, model: KeySegModel, device: torch.device) -> Loaded | str:
     """_load's result, or why it failed in one line (after freeing what an out-of-memory load held)."""
     try:
         return _load(name, model, device)

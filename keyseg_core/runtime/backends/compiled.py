@@ -8,6 +8,8 @@ with its message, and the model is left untouched.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -58,8 +60,8 @@ class CompiledSamSegmenter(ImageByImageDecoding, nn.Module):
 
 
 def load_compiled(model: KeySegModel, device: torch.device, *, dynamo_backend: str = "inductor"
-                  ) -> tuple[str, object]:
-    """Compile SAM and the vision tower, warm them up, then swap them in: (reason, vision callable)."""
+                  ) -> tuple[str, Callable, CompiledSamSegmenter]:
+    """Compile SAM and the vision tower and warm them up: (reason, vision callable, SAM segmenter)."""
     mode = CUDA_MODE if device.type == "cuda" else CPU_MODE
     sam = model.sam if isinstance(model.sam, SamSegmenter) else None
     if sam is None:
@@ -81,6 +83,6 @@ def load_compiled(model: KeySegModel, device: torch.device, *, dynamo_backend: s
                            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''})") from exc
     cloned = (lambda pixels: vision(pixels).clone()) if mode == CUDA_MODE else vision
     del features
-    model.sam = compiled
     graphs = " with CUDA graphs" if mode == CUDA_MODE else ""
-    return f"torch.compile ({dynamo_backend}, mode {mode}{graphs}) of the SAM encoder, decoder and vision tower", cloned
+    reason = f"torch.compile ({dynamo_backend}, mode {mode}{graphs}) of the SAM encoder, decoder and vision tower"
+    return reason, cloned, compiled

@@ -1,10 +1,10 @@
 """The per-frame graphs run by onnxruntime: SAM's image encoder and mask head behind the interface
 KeySegModel.run uses, and the vision tower as a callable.
 
-`OrtSamSegmenter` stands in for `SamSegmenter` as `model.sam` (encode, decode, image_size,
-prompt_dim): the LLM and the fusion stay in torch, the SAM graphs run in onnxruntime. Tensors cross
-as numpy arrays on the CPU; outputs come back on the caller's device and dtype. It is an nn.Module
-without parameters only because KeySegModel registers `sam` as a child module. `OrtVision` runs the
+`OrtSamSegmenter` stands in for `SamSegmenter` (encode, decode, image_size, prompt_dim) wherever the
+model's SAM runs (`KeySegModel.segment(..., sam=)`, the Segmenter): the LLM and the fusion stay in
+torch, the SAM graphs run in onnxruntime. Tensors cross as numpy arrays on the CPU; outputs come back
+on the caller's device and dtype. It is an nn.Module without parameters, like the other stand-ins. `OrtVision` runs the
 exported vision tower + projector. Exports made on demand live in the keyseg cache, keyed by a hash
 of the weights; a cached export that no longer loads (a truncated or corrupt file) or whose manifest
 names other weights is exported again once.
@@ -103,10 +103,10 @@ class OrtVision:
         return torch.from_numpy(np.concatenate(features)).to(pixels.device, pixels.dtype)
 
 
-def load_onnxruntime(model, device: torch.device) -> tuple[str, OrtVision]:
-    """Export (or reuse) the per-frame graphs, open them, run each once; then swap SAM in.
+def load_onnxruntime(model, device: torch.device) -> tuple[str, OrtVision, OrtSamSegmenter]:
+    """Export (or reuse) the per-frame graphs, open them and run each once.
 
-    Returns (reason, the vision tower runner). Sessions use CUDA where onnxruntime-gpu is installed.
+    Returns (reason, the vision tower runner, the SAM segmenter). Sessions use CUDA where onnxruntime-gpu is installed.
     """
     fp16 = next(model.sam.parameters()).dtype == torch.float16
     providers = resolve_providers(None) if device.type == "cuda" else [CPU]
@@ -121,9 +121,8 @@ def load_onnxruntime(model, device: torch.device) -> tuple[str, OrtVision]:
         vision(torch.zeros(1, 3, clip, clip, dtype=param.dtype))
         embedding = sam.encode(torch.zeros(1, 3, sam.image_size, sam.image_size, dtype=param.dtype))
         sam.decode(embedding, torch.zeros(1, sam.prompt_dim, dtype=param.dtype))
-    model.sam = sam
     where = "CUDA" if CUDA in sam.providers else "CPU"
-    return f"onnxruntime on the {where} ({', '.join(sam.providers)}), graphs in {sam_dir} and {vision_dir}", vision
+    return f"onnxruntime on the {where} ({', '.join(sam.providers)}), graphs in {sam_dir} and {vision_dir}", vision, sam
 
 
 def _load_cached(export, open_, what: str):

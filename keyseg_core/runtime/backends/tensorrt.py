@@ -311,11 +311,12 @@ def _accurate(want: torch.Tensor, have: torch.Tensor) -> bool:
     return float((want.float() - have.float()).abs().max()) <= atol + rtol * float(want.float().abs().max())
 
 
-def load_tensorrt(model, device: torch.device, *, cache: EngineCache | None = None) -> tuple[str, Callable]:
+def load_tensorrt(model, device: torch.device, *, cache: EngineCache | None = None
+                  ) -> tuple[str, Callable, TrtSamSegmenter]:
     """Build or load engines for the vision tower, SAM encoder and decoder; fp16 where accurate.
 
-    Returns (reason, vision runner) and swaps `model.sam`; raises (EngineError, ImportError, ...) with
-    the cause when anything does not work, leaving the model as it was.
+    Returns (reason, vision runner, SAM segmenter); raises (EngineError, ImportError, ...) with the
+    cause when anything does not work. The model is only read.
     """
     import tensorrt as trt
 
@@ -367,5 +368,5 @@ def load_tensorrt(model, device: torch.device, *, cache: EngineCache | None = No
         return torch.cat([chosen["vision"].run({"pixels": x[i:i + 1]})["image_features"] for i in range(len(x))]
                          ).to(dtype)
 
-    model.sam = chosen["segmenter"]
-    return (f"TensorRT {trt.__version__} {chosen['precision']} engines on {gpu} (cache {cache.root})", run_vision)
+    return (f"TensorRT {trt.__version__} {chosen['precision']} engines on {gpu} (cache {cache.root})", run_vision,
+            chosen["segmenter"])
