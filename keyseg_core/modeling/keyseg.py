@@ -55,7 +55,7 @@ def image_features(llava_model: nn.Module, clip_pixels: torch.Tensor) -> torch.T
 
 
 class KeySegModel(nn.Module):
-    """The KeySeg network. Parts are built by `builder.build_model` and injected here."""
+    """The KeySeg network. Parts are built by `modeling.build.build_model` and injected here."""
 
     def __init__(
         self,

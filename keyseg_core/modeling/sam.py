@@ -1,7 +1,7 @@
 """SAM for KeySeg: a frozen image encoder and a trainable mask decoder prompted by S_hat.
 
 Built on transformers' SamModel (same architecture as segment-anything, no torchvision). Sizes are a
-registry of builders; original segment-anything checkpoints load through `sam_convert`.
+registry of builders; original segment-anything checkpoints load through `pretrained.sam_checkpoint`.
 Preprocessing and postprocessing follow SAM exactly: resize the longest side to `image_size`
 (bilinear), normalise 0-255 pixels with SAM's mean/std, pad bottom-right; mask logits are upsampled to
 the padded input, cropped to the resized image and resized to the original size.

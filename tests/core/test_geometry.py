@@ -1,4 +1,4 @@
-"""keyseg_core.inference.geometry on depth with a known answer: generated scenes as planes (synthetic_depth)."""
+"""keyseg_core.inference.geometry on depth with a known answer: generated scenes as planes (scenes.depth)."""
 
 from __future__ import annotations
 
