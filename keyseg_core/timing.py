@@ -40,3 +40,19 @@ class StageTimer:
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+
+def call_times_ms(fn: Callable[[], object], iters: int, warmup: int = 1,
+                  device: torch.device | None = None) -> list[float]:
+    """Milliseconds of each of `iters` calls of `fn`, after `warmup` untimed ones: the benchmarks' loop.
+    With a CUDA `device` each timed call is synchronised, so its time is the work's, not its launch's."""
+    for _ in range(warmup):
+        fn()
+    runs = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        fn()
+        if device is not None and device.type == "cuda":
+            torch.cuda.synchronize(device)
+        runs.append((time.perf_counter() - start) * 1e3)
+    return runs

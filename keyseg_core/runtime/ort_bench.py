@@ -12,11 +12,11 @@ import argparse
 import platform
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
 from keyseg_core.atomic import save_report
+from keyseg_core.timing import call_times_ms
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,13 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _time(fn: Callable[[], Any], iters: int, warmup: int) -> dict[str, float]:
-    for _ in range(warmup):
-        fn()
-    runs = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        fn()
-        runs.append((time.perf_counter() - start) * 1e3)
+    runs = call_times_ms(fn, iters, warmup)
     return {"mean": statistics.fmean(runs), "median": statistics.median(runs), "min": min(runs)}
 
 

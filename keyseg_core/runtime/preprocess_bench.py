@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from collections.abc import Callable
 
 import numpy as np
@@ -21,18 +20,11 @@ from keyseg_core.atomic import save_report
 from keyseg_core.inference.preprocess import FrameUploader, clip_canvas_tensor, clip_pixels, resize_uint8, sam_image
 from keyseg_core.modeling.processor import clip_canvas, preprocess_clip
 from keyseg_core.modeling.sam import preprocess_sam, resize_for_sam
+from keyseg_core.timing import call_times_ms
 
 
 def _median_ms(fn: Callable[[], object], iters: int, device: torch.device) -> float:
-    fn()  # warm-up
-    runs = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        runs.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(runs)
+    return statistics.median(call_times_ms(fn, iters, device=device))
 
 
 def _levels(got: torch.Tensor, want: np.ndarray) -> dict[str, float]:

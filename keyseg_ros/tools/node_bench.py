@@ -60,13 +60,9 @@ def _frame(width: int, height: int, stamp_ns: int = 0):
 
 
 def _median_ms(fn, repeats: int) -> float:
-    fn()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(samples)
+    from keyseg_core.timing import call_times_ms
+
+    return statistics.median(call_times_ms(fn, repeats))
 
 
 def adapter_overhead(node, repeats: int) -> list[dict]:
