@@ -88,9 +88,24 @@ def markdown(report: dict) -> str:
             lines.append(f"\nPreprocessing ({part}, {data['image_size']} {frame} frame, {data['device']}): PIL "
                          f"{r['pil_ms']:.2f} ms, on the device {r['device_ms']:.2f} ms; uint8 difference SAM max "
                          f"{r['sam_levels']['max']}, CLIP max {r['clip_levels']['max']} levels.")
+    for part, data in report["parts"].items():
+        if "load" in data:
+            lines.append(_load_line(part, data))
     for part, why in report["failed"].items():
         lines.append(f"\n{part}: {why}")
     return "\n".join(lines) + "\n"
+
+
+def _load_line(part: str, data: dict) -> str:
+    """One sentence for a load step (keyseg_core.runtime.load_bench)."""
+    load, written = data["load"], data.get("write")
+    gpu = f", GPU peak {load['gpu_peak_mb'] / 1024:.1f} GB" if load.get("gpu_peak_mb") else ""
+    source = (f"{written['config']} random weights, {written['bytes'] / 1e9:.1f} GB {written['dtype']} in "
+              f"convert-lisa's layout" if written else load["checkpoint"])
+    return (f"\nLoading ({part}: {source}): first mask {load['first_mask_s']:.1f} s after the process started "
+            f"(imports {load['start_and_imports_s']:.1f} s, load {load['load_s']:.1f} s, first frame "
+            f"{load['first_predict_s']:.1f} s); host private-memory peak {load['host_private_peak_mb'] / 1024:.1f} GB "
+            f"(RSS with the mapped weight files {load['host_rss_peak_mb'] / 1024:.1f} GB){gpu}.")
 
 
 def replace_block(text: str, table: str) -> str:

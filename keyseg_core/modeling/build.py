@@ -139,7 +139,7 @@ def build_model(
     # freezes all but LoRA + new rows
     mllm = apply_lora(llava, config.lora, [ids.seg, ids.key], seed=config.backbone.seed + 4)
     torch.manual_seed(config.backbone.seed + 2)  # SAM first, then fusion, from this one generator
-    sam = build_sam_segmenter(config)
+    sam = build_sam_segmenter(config, dtype, device)
     fusion = FusionModule(hidden, sam.prompt_dim, config.fusion)
     keyword_head = KeywordHead(hidden, config.keyword.tau)
     model = KeySegModel(config, mllm=mllm, sam=sam, fusion=fusion, keyword_head=keyword_head, token_ids=ids)
@@ -152,10 +152,12 @@ def build_model(
     return model, processor
 
 
-def build_sam_segmenter(config: KeySegConfig) -> SamSegmenter:
+def build_sam_segmenter(config: KeySegConfig, dtype: torch.dtype | None = None,
+                        device: str | torch.device | None = None) -> SamSegmenter:
     """KeySeg's SAM part alone (export of a config's SAM needs no LLM). Seeded by the caller:
-    `build_model` draws it from the global generator at seed + 2, `seeded_sam_segmenter` forks it."""
-    return SamSegmenter(build_sam(config.sam), config.sam.image_size)
+    `build_model` draws it from the global generator at seed + 2, `seeded_sam_segmenter` forks it.
+    Pretrained SAM weights load straight into `dtype` on `device` (`build_sam`)."""
+    return SamSegmenter(build_sam(config.sam, dtype, device), config.sam.image_size)
 
 
 def seeded_sam_segmenter(config: KeySegConfig) -> SamSegmenter:

@@ -115,6 +115,13 @@ def _llava_config(cfg: BackboneConfig, vision_cfg: CLIPVisionConfig, text_cfg, i
     )
 
 
+def random_llava_config(cfg: BackboneConfig, tokenizer) -> LlavaConfig:
+    """The LlavaConfig of `cfg`'s random LM and tower (`llm: random`, `vision: random`): the shapes a
+    real-size checkpoint of random weights is written in (`keyseg_core.runtime.load_bench`)."""
+    text = LlamaConfig(**{**RANDOM_LLM_DEFAULTS, **cfg.llm_config, "vocab_size": len(tokenizer)})
+    return _llava_config(cfg, _vision_config(cfg, None), text, tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
+
+
 def _vision_config(cfg: BackboneConfig, vision: CLIPVisionModel | None) -> CLIPVisionConfig:
     return vision.config if vision is not None else CLIPVisionConfig(**{**RANDOM_VISION_DEFAULTS, **cfg.vision_config})
 

@@ -76,16 +76,23 @@ def spec_config(spec: SamConfig) -> HfSamConfig:
     return sam_config(spec.size, spec.image_size, spec.vision_config, spec.mask_decoder_config)
 
 
-def build_sam(spec: SamConfig) -> SamModel:
+def build_sam(spec: SamConfig, dtype: torch.dtype | None = None, device: str | torch.device | None = None
+              ) -> SamModel:
     """SamModel from the spec: random init, an original .pth, converted .safetensors, or hub/dir;
     its encoder's attention runs through SDPA with the relative-position bias as the mask (exact,
-    see sam_attention)."""
-    model = _build_sam(spec)
+    see sam_attention).
+
+    Random weights are drawn on the CPU in float32 (from the caller's seed) and left there for the
+    caller to move. Pretrained weights go straight into `dtype` on `device` (default: float32, CPU):
+    the skeleton is built on the meta device, so SAM-H (632 M parameters) never exists as a float32
+    copy in host memory on its way to a GPU.
+    """
+    model = _build_sam(spec, dtype or torch.float32, torch.device(device or "cpu"))
     use_sdpa_attention(model)
     return model
 
 
-def _build_sam(spec: SamConfig) -> SamModel:
+def _build_sam(spec: SamConfig, dtype: torch.dtype, device: torch.device) -> SamModel:
     weights = spec.weights
     if weights == "random":
         model = SamModel(spec_config(spec))
@@ -109,16 +116,25 @@ def _build_sam(spec: SamConfig) -> SamModel:
     if path.suffix in (".pth", ".pt", ".safetensors"):
         from keyseg_core.pretrained.sam_checkpoint import load_sam_state_dict
 
-        model = SamModel(spec_config(spec))
-        state = load_sam_state_dict(path)
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        with torch.device("meta"):
+            model = SamModel(spec_config(spec))
+        state = load_sam_state_dict(path, device)
+        expected = model.state_dict()
+        missing = [k for k in expected if k not in state]
+        unexpected = [k for k in state if k not in expected]
         if missing or unexpected:
             raise ValueError(
                 f"{path}: does not fit SAM '{spec.size}': missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
                 f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
             )
+        wrong = [f"{k} {tuple(state[k].shape)} (SAM '{spec.size}' has {tuple(v.shape)})"
+                 for k, v in expected.items() if state[k].shape != v.shape]
+        if wrong:
+            raise ValueError(f"{path}: does not fit SAM '{spec.size}': {', '.join(wrong[:3])}")
+        model.load_state_dict({k: v.to(device=device, dtype=dtype) for k, v in state.items()}, assign=True)
+        model.tie_weights()  # assign replaced the positional matrix the prompt encoder shares
         return model
-    return SamModel.from_pretrained(weights)
+    return SamModel.from_pretrained(weights, dtype=dtype, device_map={"": device})
 
 
 @dataclass(frozen=True)

@@ -62,15 +62,23 @@ def convert_sam_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Te
     return out
 
 
-def load_sam_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read an original .pth (weights only) or a converted .safetensors, returning SamModel keys."""
+def load_sam_state_dict(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Read an original .pth (weights only) or a converted .safetensors, returning SamModel keys.
+
+    A .safetensors file is read straight onto `device`; a .pth is memory-mapped, so its tensors are
+    read from disk as they are converted rather than held twice in host memory."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such SAM checkpoint")
     if path.suffix == ".safetensors":
-        return load_file(str(path))
+        return load_file(str(path), device=str(torch.device(device)))
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:  # a legacy (pre-zip) torch.save file cannot be memory-mapped
+            if "mmap" not in str(exc):
+                raise
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - unpickling errors vary; one clear message
         raise ValueError(f"{path}: not a weights-only SAM state dict ({exc})") from exc
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

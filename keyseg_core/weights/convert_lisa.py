@@ -20,10 +20,12 @@ which refuses anything but tensors.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -213,7 +215,6 @@ def convert_lisa(source: str | Path, out: str | Path, vision_tower: str | None =
                  dtype: torch.dtype = torch.bfloat16, overwrite: bool = False) -> tuple[Path, str]:
     """Write the keyseg checkpoint folder `out` from LISA folder `source`; returns (out, layout name)."""
     from keyseg_core.modeling.build import build_model
-    from keyseg_core.weights.checkpoint import save_checkpoint
 
     source, out = Path(source), Path(out)
     if not source.is_dir():
@@ -230,34 +231,48 @@ def convert_lisa(source: str | Path, out: str | Path, vision_tower: str | None =
     sam_state = convert_sam_state_dict({k[len("model.visual_model."):]: v for k, v in state.items()
                                         if k.startswith("model.visual_model.")})
     sam = sam_spec(sam_state)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with staged_folder(out) as stage:
         write_llava(state, raw, text_config, tokenizer, vision_tower, dtype, stage / "bases" / "llava")
         save_file({k: v.contiguous().clone() for k, v in sam_state.items()}, str(stage / "bases" / "sam.safetensors"),
                   metadata={"source": f"{source.name}: model.visual_model"})
         config = keyseg_config(layout, raw, sam, text_config.hidden_size)
-        model, _ = build_model(_resolved(config, stage), dtype=dtype)
+        model, _ = build_model(resolved(config, stage), dtype=dtype)
         fcs = model.fusion.mlp.state_dict()
         given = {TEXT_FCS[k][len("fusion.mlp."):]: state[k] for k in TEXT_FCS}
         _check_shapes(fcs, given, "model.text_hidden_fcs")
         model.fusion.mlp.load_state_dict({k: v.to(dtype) for k, v in given.items()})
         model.config = config  # the saved config names the bases relative to the folder
         # train_steps marks the weights as trained (by LISA, not by keyseg), so predict/eval do not warn
-        save_checkpoint(model, stage / "model", extra={"converted_from": str(source), "layout": layout,
-                                                       "vision_tower": vision_tower, "train_steps": "LISA"})
-        for item in (stage / "model").iterdir():
-            item.rename(stage / item.name)
-        (stage / "model").rmdir()
+        save_beside_bases(model, stage, extra={"converted_from": str(source), "layout": layout,
+                                               "vision_tower": vision_tower, "train_steps": "LISA"})
+    return out, layout
+
+
+@contextlib.contextmanager
+def staged_folder(out: Path) -> Iterator[Path]:
+    """A temporary folder beside `out` that becomes `out` (replacing it) only if the block succeeds."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        yield stage
         if out.exists():
             shutil.rmtree(out)
         stage.rename(out)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    return out, layout
 
 
-def _resolved(config: KeySegConfig, folder: Path) -> KeySegConfig:
+def save_beside_bases(model, stage: Path, extra: dict) -> None:
+    """The keyseg checkpoint files (config, trainable weights, meta) at the top of a folder holding `bases/`."""
+    from keyseg_core.weights.checkpoint import save_checkpoint
+
+    save_checkpoint(model, stage / "model", extra=extra)
+    for item in (stage / "model").iterdir():
+        item.rename(stage / item.name)
+    (stage / "model").rmdir()
+
+
+def resolved(config: KeySegConfig, folder: Path) -> KeySegConfig:
     """A copy of `config` whose './' paths point into `folder`."""
     from keyseg_core.weights.checkpoint import resolve_relative
 

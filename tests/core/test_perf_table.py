@@ -55,3 +55,16 @@ def test_combine_names_missing_and_failed_steps(tmp_path):
     assert list(report["parts"]) == ["good"]
     assert report["failed"]["slow"] == "over its 90 s limit"
     assert report["failed"]["lost"].startswith("no result (FileNotFoundError")
+
+
+def test_a_load_step_is_one_sentence_with_its_figures():
+    load = {"checkpoint": "/x", "first_mask_s": 21.5, "start_and_imports_s": 6.2, "load_s": 13.1,
+            "first_predict_s": 2.2, "host_private_peak_mb": 3.5 * 1024, "host_rss_peak_mb": 17.0 * 1024,
+            "gpu_peak_mb": 16.2 * 1024}
+    write = {"config": "llava7b-sam-h-random", "bytes": 15.4e9, "dtype": "bfloat16", "write_s": 40.0}
+    report = {"date": "d", "environment": {"gpu": "G", "torch": "t"}, "parts": {"load": {"load": load, "write": write}},
+              "failed": {}}
+    line = perf_table.markdown(report).strip().splitlines()[-1]
+    assert line == ("Loading (load: llava7b-sam-h-random random weights, 15.4 GB bfloat16 in convert-lisa's layout): "
+                    "first mask 21.5 s after the process started (imports 6.2 s, load 13.1 s, first frame 2.2 s); "
+                    "host private-memory peak 3.5 GB (RSS with the mapped weight files 17.0 GB), GPU peak 16.2 GB.")

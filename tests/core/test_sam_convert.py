@@ -94,3 +94,36 @@ def test_wrong_checkpoint_is_refused(tmp_path):
         load_sam_state_dict(path)
     with pytest.raises(FileNotFoundError):
         load_sam_state_dict(tmp_path / "missing.pth")
+
+
+def test_pretrained_sam_loads_straight_into_the_target_dtype(tmp_path, monkeypatch):
+    """SAM-H is 632 M parameters: a float32 copy on the host on its way to the GPU is 2.5 GB. The
+    skeleton is built on the meta device and the file's tensors go straight into the target dtype."""
+    source = random_sa_state(SamModel(sam_config("tiny", 128)))
+    path = tmp_path / "sam_vit_t.pth"
+    torch.save(source, path)
+    built_on = []
+    init = SamModel.__init__
+
+    def recording(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        built_on.append(next(self.parameters()).device.type)
+
+    monkeypatch.setattr(SamModel, "__init__", recording)
+    model = build_sam(SamConfig(weights=str(path), size="tiny", image_size=128), dtype=torch.bfloat16)
+    assert built_on == ["meta"]
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    assert not any(p.is_meta for p in model.parameters())
+    want = source["image_encoder.blocks.1.mlp.lin1.weight"].to(torch.bfloat16)
+    assert torch.equal(model.vision_encoder.layers[1].mlp.lin1.weight, want)
+    # the prompt encoder shares the positional matrix again after the assignment
+    assert model.prompt_encoder.shared_embedding.positional_embedding is model.shared_image_embedding.positional_embedding
+
+
+def test_a_sam_file_of_another_size_is_refused_by_key(tmp_path):
+    source = random_sa_state(SamModel(sam_config("tiny", 128)))
+    source["mask_decoder.iou_token.weight"] = torch.zeros(1, 7)
+    path = tmp_path / "sam.pth"
+    torch.save(source, path)
+    with pytest.raises(ValueError, match=r"mask_decoder.iou_token.weight \(1, 7\)"):
+        build_sam(SamConfig(weights=str(path), size="tiny", image_size=128))
