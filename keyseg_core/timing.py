@@ -2,7 +2,8 @@
 
 A timer is a callable `timer(stage)` returning a context manager; the model's halves, the reasoner
 and the segmenter wrap each stage in one, so per-stage latency comes from the code that actually
-runs. `no_timer` records nothing; `StageTimer` records milliseconds per stage.
+runs. `no_timer` records nothing; `StageTimer` records milliseconds per stage (wall time, or on
+CUDA per-stream event time when work overlaps on several streams).
 """
 
 from __future__ import annotations
@@ -23,19 +24,55 @@ def no_timer(_: str) -> ContextManager[None]:
 
 
 class StageTimer:
-    """Context-manager factory recording wall time per stage (synchronising CUDA so numbers are real)."""
+    """Context-manager factory recording milliseconds per stage in `ms` (stage -> ms, summed over the
+    stage's entries).
 
-    def __init__(self, device: torch.device) -> None:
+    Two modes:
+      default       wall time, synchronising the whole CUDA device at each stage boundary, so the
+                    numbers are real (and any work queued on other CUDA streams is waited for too);
+      events=True   on CUDA, no synchronisation inside the call: each stage records a CUDA event on
+                    the current stream when it starts and one when it ends, and the events are
+                    resolved to milliseconds when `ms` is first read afterwards (one wait for the
+                    events, not one per boundary). Stages that run on different streams at once are
+                    each timed on their own stream's clock, so the stages may add up to more than the
+                    call's wall time. On the CPU this mode is the default mode: wall time.
+    """
+
+    def __init__(self, device: torch.device, events: bool = False) -> None:
         self.device = device
-        self.ms: dict[str, float] = {}
+        self.events = events and device.type == "cuda"
+        self._ms: dict[str, float] = {}
+        self._pending: list[tuple[str, torch.cuda.Event, torch.cuda.Event]] = []
+
+    @property
+    def ms(self) -> dict[str, float]:
+        """Milliseconds per stage; in events mode, reading it waits for the recorded stages to finish."""
+        if self._pending:
+            self._resolve()
+        return self._ms
 
     @contextlib.contextmanager
     def __call__(self, stage: str) -> Iterator[None]:
+        if self.events:
+            stream = torch.cuda.current_stream(self.device)
+            begin = torch.cuda.Event(enable_timing=True)
+            begin.record(stream)
+            yield
+            end = torch.cuda.Event(enable_timing=True)
+            end.record(stream)
+            self._pending.append((stage, begin, end))
+            return
         self._sync()
         start = time.perf_counter()
         yield
         self._sync()
-        self.ms[stage] = self.ms.get(stage, 0.0) + (time.perf_counter() - start) * 1e3
+        self._ms[stage] = self._ms.get(stage, 0.0) + (time.perf_counter() - start) * 1e3
+
+    def _resolve(self) -> None:
+        pending, self._pending = self._pending, []
+        for stage, begin, end in pending:
+            end.synchronize()  # waits on that event's stream only
+            self._ms[stage] = self._ms.get(stage, 0.0) + begin.elapsed_time(end)
 
     def _sync(self) -> None:
         if self.device.type == "cuda":

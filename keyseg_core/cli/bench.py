@@ -56,6 +56,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sequences", type=int, default=1,
                         help="generated sequences (seeds 0..N-1, one query each) that --video averages over")
     parser.add_argument("--query", default="Which object in this room is used for sleeping?")
+    parser.add_argument("--no-base-check", action="store_true",
+                        help="load checkpoints without checking their frozen bases against the saved fingerprint: "
+                             "only for timing with a transport copy of the bases (scripts/bench_gpu.sh's "
+                             "KeySeg-Tiny, whose token table is carried at 4 bits)")
     parser.add_argument("--json", dest="json_path", default=None, help="also write results to this JSON file")
 
 
@@ -150,7 +154,8 @@ def bench_model(name: str, backends: list[str], args: argparse.Namespace, frame,
         return [{"model": name, "backend": b, "skipped": skipped} for b in backends]
     device = torch.device(args.device)
     start = time.perf_counter()
-    base = Predictor.from_pretrained(None if name == SHIPPED else name, device=args.device, dtype=args.dtype)
+    base = Predictor.from_pretrained(None if name == SHIPPED else name, device=args.device, dtype=args.dtype,
+                                     check_bases=not args.no_base_check)
     load_s = time.perf_counter() - start
     model = base.model
     parameters = sum(p.numel() for p in model.parameters())

@@ -16,7 +16,6 @@ Three ways in:
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from transformers import DynamicCache
 from keyseg_core.config.default_keywords import COCO_CATEGORIES
 from keyseg_core.config.model import KEY_TOKEN, SEG_TOKEN
 from keyseg_core.inference.preprocess import clip_pixels, placement
+from keyseg_core.inference.static_prefill import StaticPrefill, cache_keyword
 from keyseg_core.modeling.keyseg import KeySegModel, Reasoned
 from keyseg_core.modeling.keyword_head import KeywordCandidate
 from keyseg_core.modeling.keyword_head import decode_keywords
@@ -118,22 +118,32 @@ def cache_token_tables(model: torch.nn.Module) -> int:
     return count
 
 
-def _cache_keyword(language_model) -> str:
-    """The keyword that passes a KV cache to the language model (`cache` in newer transformers)."""
-    params = inspect.signature(language_model.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
+def split_prompt(processor: KeySegProcessor, query: str, answer: list[int]) -> tuple[list[int], list[int]]:
+    """(prefix through the last image token, rest) of the query's prompt + answer ids."""
+    ids = processor.prompt_ids(query) + answer
+    limit = processor.config.template.max_length
+    if len(ids) > limit:
+        raise ValueError(f"{len(ids)} tokens (image {processor.num_image_tokens} + text) exceed the "
+                         f"context of {limit} tokens")
+    image = processor.ids.image
+    last = len(ids) - 1 - ids[::-1].index(image)
+    return ids[: last + 1], ids[last + 1:]
 
 
 class Reasoner:
     """Runs the LLM-bound half of a KeySegModel: images + queries -> `Reasoning`s.
 
     `vision` replaces the vision tower + projector (an exported or compiled graph: (B, 3, s, s) ->
-    (B, n_img, d)); `passes` counts language-model forward passes (prefill or a batch of suffixes),
-    `steps` the token-by-token generation steps, so callers and tests can see when the LLM ran.
+    (B, n_img, d)); `llm` runs the prefix prefill and the suffix extension at static shapes
+    (`StaticPrefill`: StaticCache, compiled; the same hidden states), else they run eagerly with a
+    DynamicCache (the generation steps always do); `passes` counts language-model forward passes
+    (prefill or a batch of suffixes), `steps` the token-by-token generation steps, so callers and
+    tests can see when the LLM ran.
     """
 
     def __init__(self, model: KeySegModel, processor: KeySegProcessor, *, mode: str = "prefill",
-                 max_new_tokens: int = 48, vision: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+                 max_new_tokens: int = 48, vision: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 llm: StaticPrefill | None = None) -> None:
         if mode not in MODES:
             raise ValueError(f"mode '{mode}' is not one of {', '.join(MODES)}")
         self.model = model
@@ -141,26 +151,31 @@ class Reasoner:
         self.mode = mode
         self.max_new_tokens = max_new_tokens
         self.vision = vision
+        self.llm = llm
         self.device, self.dtype, self.on_device, self._upload = placement(model)
         vocab = model.config.keyword.vocabulary
         # where the candidates come from, for messages: decoding normalises over exactly this list
         self.keyword_source = "model config" if vocab else "COCO's 80 categories (the model names none)"
         self.keyword_candidates = list(dict.fromkeys(vocab or COCO_CATEGORIES))
         self._candidate_ids = [processor.keyword_ids(k) for k in self.keyword_candidates]
-        self._cache_kw = _cache_keyword(model.llava.model.language_model)
+        self._cache_kw = cache_keyword(model.llava.model.language_model)
         self._stop_ids = self._eos_ids()
         self.passes = 0
         self.steps = 0
 
     # ---- one padded batch: the computation of KeySegModel.run ----
 
-    def reason_batch(self, batch: KeySegBatch, queries: list[str], timer: Timer = no_timer
-                     ) -> tuple[Reasoned, list[Reasoning]]:
-        """Prefill mode over a prepared batch (forced answer template), as `KeySegModel.run` does."""
-        features = None
-        if self.vision is not None:
-            with timer("vision_tower"):
-                features = self.vision(batch.clip_pixels)
+    def vision_features(self, clip_pixels: torch.Tensor, timer: Timer = no_timer) -> torch.Tensor:
+        """The vision tower + projector: the backend's runner, or the model's own."""
+        with timer("vision_tower"):
+            return self.vision(clip_pixels) if self.vision is not None else self.model.encode_images(clip_pixels)
+
+    def reason_batch(self, batch: KeySegBatch, queries: list[str], timer: Timer = no_timer,
+                     features: torch.Tensor | None = None) -> tuple[Reasoned, list[Reasoning]]:
+        """Prefill mode over a prepared batch (forced answer template), as `KeySegModel.run` does.
+        `features`: the vision tower's output computed already (`vision_features`)."""
+        if features is None and self.vision is not None:
+            features = self.vision_features(batch.clip_pixels, timer)
         self.passes += 1
         reasoned = self.model.reason(batch, timer, image_features=features)
         hw = batch.original_hw
@@ -177,9 +192,7 @@ class Reasoner:
                                      self.model.config.backbone.image_preprocess)[None].to(self.dtype)
             else:
                 pixels = self.processor.preprocess_clip(image)[None].to(self.device, self.dtype)
-        with timer("vision_tower"):
-            features = self.vision(pixels) if self.vision is not None else self.model.encode_images(pixels)
-        return FrameFeatures(image.shape[:2], features)
+        return FrameFeatures(image.shape[:2], self.vision_features(pixels, timer))
 
     def reason_frame(self, frame: FrameFeatures, queries: list[str], timer: Timer = no_timer) -> list[Reasoning]:
         """Reason about several queries on one encoded frame.
@@ -214,15 +227,7 @@ class Reasoner:
     # ---- steps ----
 
     def _prompt(self, query: str, answer: list[int]) -> tuple[list[int], list[int]]:
-        """(prefix through the last image token, rest) of the query's prompt + answer ids."""
-        ids = self.processor.prompt_ids(query) + answer
-        limit = self.model.config.template.max_length
-        if len(ids) > limit:
-            raise ValueError(f"{len(ids)} tokens (image {self.processor.num_image_tokens} + text) exceed the "
-                             f"context of {limit} tokens")
-        image = self.processor.ids.image
-        last = len(ids) - 1 - ids[::-1].index(image)
-        return ids[: last + 1], ids[last + 1:]
+        return split_prompt(self.processor, query, answer)
 
     def _language_model(self, embeds: torch.Tensor, mask: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
         self.passes += 1
@@ -238,9 +243,14 @@ class Reasoner:
         with timer("llm_prefill"):
             ids_t = torch.tensor([ids], device=self.device)
             embeds = self.model.embed_with_images(ids_t, frame.image_features)
-            cache = DynamicCache(config=self._lm_config())
-            hidden = self._language_model(embeds, torch.ones_like(ids_t), cache)
-        prefix = _Prefix(ids, hidden, [(layer.keys, layer.values) for layer in cache.layers])
+            if self.llm is not None:
+                self.passes += 1
+                hidden, kv = self.llm.prefill(embeds)
+            else:
+                cache = DynamicCache(config=self._lm_config())
+                hidden = self._language_model(embeds, torch.ones_like(ids_t), cache)
+                kv = [(layer.keys, layer.values) for layer in cache.layers]
+        prefix = _Prefix(ids, hidden, kv)
         frame.prefixes[key] = prefix
         return prefix
 
@@ -266,7 +276,11 @@ class Reasoner:
             mask[i, p: p + len(s)] = True
         ids, mask = ids.to(self.device), mask.to(self.device)
         embeds = self.model.llava.get_input_embeddings()(ids)
-        hidden = self._language_model(embeds, mask, self._cache_for(prefix, b))
+        hidden = self.llm.extend(prefix.kv, embeds, mask) if self.llm is not None else None
+        if hidden is None:  # eager, or a suffix longer than the static runner's largest bucket
+            hidden = self._language_model(embeds, mask, self._cache_for(prefix, b))
+        else:
+            self.passes += 1
         full_ids = torch.cat([torch.tensor([prefix.ids], device=self.device).expand(b, -1), ids], dim=1)
         return torch.cat([prefix.hidden.expand(b, -1, -1), hidden], dim=1), full_ids, mask
 

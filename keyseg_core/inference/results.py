@@ -23,8 +23,10 @@ class Prediction:
         answer: readable answer text: the template's reply with the keyword in prefill mode ("Sure, it is
             the bed."), the generated text (special tokens replaced) in generate mode.
         box: (x0, y0, x1, y1) pixel box of the mask, x1/y1 exclusive; None if the mask is empty.
-        timings_ms: per-stage wall time in milliseconds (keys listed in `STAGES`), "total", and in
-            generate mode also "generate" (token-by-token answer generation).
+        timings_ms: per-stage time in milliseconds (keys listed in `STAGES`), "total", and in
+            generate mode also "generate" (token-by-token answer generation). Wall time, except with
+            the predictor's `overlap_streams` on CUDA: there each stage is timed on its own CUDA
+            stream, so stages overlap and may add up to more than "total" (always wall time).
         untrained: True when the weights are untrained (random init), so outputs are meaningless.
         keyword_candidates: how many candidate keywords `keyword_prob` is normalised over.
         fresh_reasoning: True when this frame had its own reasoning pass (always, outside streaming);

@@ -129,21 +129,36 @@ class KeySegModel(nn.Module):
     def segment(
         self, sam_pixels: torch.Tensor, prompts: torch.Tensor, seg_batch: torch.Tensor,
         resized_hw: list[tuple[int, int]], original_hw: list[tuple[int, int]], timer: Timer = no_timer,
-        sam: nn.Module | None = None,
+        sam: nn.Module | None = None, image_embeddings: torch.Tensor | None = None,
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """SAM image encoder, mask decoder and postprocessing: the SAM-bound half of `run`.
 
         Per sample: (n_seg, H, W) mask logits at the original size and (n_seg,) IoU predictions.
         `sam`: what runs SAM (an inference backend's segmenter); the model's own SAM by default.
+        `image_embeddings`: (B, C, h, w) of all B images of `sam_pixels`, in batch order, encoded
+        earlier (`encode_sam`, for example on another CUDA stream): the encoder is not run again, and
+        the samples with a [SEG] take their rows.
         """
         sam = self.sam if sam is None else sam
         segmented = torch.unique(seg_batch).tolist()  # samples with at least one [SEG]
-        with timer("sam_encoder"), torch.set_grad_enabled(torch.is_grad_enabled() and self.config.trainable.sam_image_encoder):
+        if image_embeddings is not None:
+            if image_embeddings.shape[0] != len(original_hw):
+                raise ValueError(f"{image_embeddings.shape[0]} image embeddings for a batch of {len(original_hw)}")
+            if len(segmented) < len(original_hw):
+                image_embeddings = image_embeddings[segmented] if segmented else None
+        elif segmented:
             pixels = sam_pixels if len(segmented) == len(original_hw) else sam_pixels[segmented]
-            image_embeddings = sam.encode(pixels) if segmented else None  # (B_seg, C, h, w)
+            image_embeddings = self.encode_sam(pixels, timer, sam)  # (B_seg, C, h, w)
         masks, _, ious = self.decode_prompts(image_embeddings, prompts, seg_batch, segmented, resized_hw, original_hw,
                                              timer, sam=sam)
         return masks, ious
+
+    def encode_sam(self, sam_pixels: torch.Tensor, timer: Timer = no_timer, sam: nn.Module | None = None
+                   ) -> torch.Tensor:
+        """SAM's image encoder (the `sam_encoder` stage of `segment`): (B, 3, S, S) -> (B, C, h, w)."""
+        sam = self.sam if sam is None else sam
+        with timer("sam_encoder"), torch.set_grad_enabled(torch.is_grad_enabled() and self.config.trainable.sam_image_encoder):
+            return sam.encode(sam_pixels)
 
     def decode_prompts(
         self, image_embeddings: torch.Tensor | None, prompts: torch.Tensor, seg_batch: torch.Tensor,

@@ -8,6 +8,10 @@ backend and timing, and composes a `Reasoner` (LLM-bound) and a `Segmenter` (SAM
             the mask is taken from the generated tokens' hidden states, otherwise from the forced
             template run after the same prefilled prompt (the free text is still returned).
 
+With `overlap_streams` (on by default on CUDA) a full pass issues SAM's image encoder on a side CUDA
+stream once the vision tower is queued, so that it runs while the LLM prefills; the mask decoder
+waits for it (`keyseg_core.inference.overlap`). The results are those of the sequential order.
+
 Out of GPU memory on a frame (any of predict_batch, predict_queries, reason, segment) fails that call
 with one `OutOfGpuMemory` line naming the device, the step and the backend; the memory the step held
 is freed, so the next call starts clean. Under backend 'auto', OOM_STEP_DOWN failures in a row of
@@ -28,6 +32,7 @@ import numpy as np
 import torch
 
 from keyseg_core.inference.gpu_memory import OutOfGpuMemory, free_gpu_memory, is_out_of_memory, summary
+from keyseg_core.inference.overlap import Launched, SideStream
 from keyseg_core.inference.presence import PRESENCE_FILE, PresenceCalibration, not_here
 from keyseg_core.inference.reasoner import MODES, FrameFeatures, Reasoner, Reasoning, cache_token_tables
 from keyseg_core.inference.results import STAGES, Prediction
@@ -41,6 +46,9 @@ from keyseg_core.weights.resolve import load_model
 from keyseg_core.weights.shipped import shipped_checkpoint
 
 OOM_STEP_DOWN = 3  # out-of-memory failures in a row of one call before 'auto' steps down
+# torch.compile's CUDA-graph mode, as the compile backend names it (backends.compiled.CUDA_MODE; a test
+# checks they agree): not imported, so that the predictor loads without the compile backend's module
+CUDA_GRAPHS_MODE = "reduce-overhead"
 log = logging.getLogger("keyseg.predictor")
 
 
@@ -96,6 +104,7 @@ class Predictor:
         max_new_tokens: int = 48,
         backend: BackendChoice | None = None,
         presence: PresenceCalibration | None = None,
+        overlap_streams: bool | None = None,
     ) -> None:
         self.model = model.eval()
         cache_token_tables(model)  # exact; skips peft's per-call rebuild of the (V, d) tables
@@ -106,10 +115,14 @@ class Predictor:
         self.presence = presence  # None: every answer is taken as present (the paper's behaviour)
         self.backend = backend or BackendChoice("torch", "torch", "requested")
         self.reasoner = Reasoner(model, processor, mode=mode, max_new_tokens=max_new_tokens,
-                                 vision=self.backend.vision)
+                                 vision=self.backend.vision, llm=self.backend.llm)
         self.segmenter = Segmenter(model, processor, sam=self.backend.sam)
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
+        # see from_pretrained; off by default on the CPU, where there is no stream to overlap on. The
+        # side stream exists on CUDA either way, so that the option may be switched between calls.
+        self.overlap_streams = self.device.type == "cuda" if overlap_streams is None else bool(overlap_streams)
+        self._side = SideStream(self.device)
         self._park_torch_sam()
         self.keyword_source = self.reasoner.keyword_source
         self.keyword_candidates = self.reasoner.keyword_candidates
@@ -126,6 +139,7 @@ class Predictor:
     def from_pretrained(
         cls, model: str | None = None, *, device: str = "cpu", dtype: str = "auto", mode: str = "prefill",
         mask_threshold: float = 0.0, backend: str = "torch", cpu_fallback: bool = False, presence: bool = True,
+        overlap_streams: bool | None = None, check_bases: bool = True,
     ) -> Predictor:
         """Load a checkpoint dir, a hub id of one, 'config:<registry name>', a config file, or (None) the
         shipped KeySeg-Tiny, checked against its checksums.
@@ -142,6 +156,17 @@ class Predictor:
         presence: apply the checkpoint's presence calibration (its presence.json, written by `keyseg
         eval-presence`), so that an object out of view gets "not here" (Prediction.present False)
         instead of a mask; False answers every query with a mask, as the paper does.
+        overlap_streams: in a full pass (`predict`, `predict_batch`, `predict_queries` on a frame SAM has
+        not encoded yet, generate mode) SAM's image encoder runs on a side CUDA stream beside the LLM
+        prefill and fusion, issued after the vision tower; the mask decoder waits for it (not where
+        the LLM pass would replay the compile backend's CUDA graphs at the same time). Stages are
+        then timed with CUDA events on their own stream (`StageTimer(events=True)`), so they may add up
+        to more than "total", which stays wall time. None (default): on for CUDA, off on the CPU. True
+        on the CPU takes the same order of calls with the work run inline (no stream), which is how
+        the tests check that it gives the sequential results; False: everything on one stream, each
+        stage synchronised.
+        check_bases: a checkpoint's frozen base weights must match the fingerprint saved with it. Off
+        only for timing runs whose bases are a transport copy (scripts/bench_gpu.sh's KeySeg-Tiny).
         """
         check_backend(backend)
         if mode not in MODES:
@@ -154,7 +179,7 @@ class Predictor:
             enable_tf32()
         name = model or str(shipped_checkpoint())
         try:
-            net, proc, untrained = load_model(name, torch_dtype, torch_device)
+            net, proc, untrained = load_model(name, torch_dtype, torch_device, check_bases)
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
@@ -169,11 +194,11 @@ class Predictor:
                                      "or allow cpu_fallback")
             log.warning("%s; loading it on the CPU in float32 instead (cpu_fallback)", cause)
             torch_device, torch_dtype = torch.device("cpu"), torch.float32
-            net, proc, untrained = load_model(name, torch_dtype, torch_device)
+            net, proc, untrained = load_model(name, torch_dtype, torch_device, check_bases)
         choice = use_backend(net.eval(), backend, torch_device)
         calibration = _presence_calibration(name) if presence else None
         return cls(net, proc, model_name=name, untrained=untrained, mode=mode, mask_threshold=mask_threshold,
-                   backend=choice, presence=calibration)
+                   backend=choice, presence=calibration, overlap_streams=overlap_streams)
 
     # ---- one-shot: image + query -> prediction ----
 
@@ -188,7 +213,7 @@ class Predictor:
         """Segment several images, one query each, in one batched forward pass."""
         if len(images) != len(queries):
             raise ValueError(f"{len(images)} images but {len(queries)} queries")
-        timer = StageTimer(self.device)
+        timer = self._full_pass_timer()
         start = time.perf_counter()
         with timer("preprocess"):
             images = [validate_image(img, f"image {i}") for i, img in enumerate(images)]
@@ -196,11 +221,26 @@ class Predictor:
             return self._predict_generated(images, queries, timer, start)
         with timer("preprocess"):
             batch = self.processor(images, queries).to(self.device, self.dtype)
-        with self.llm_lock:
-            reasoned, reasonings = self.reasoner.reason_batch(batch, queries, timer)
+        embeddings = None
+        # the forced answer holds a [SEG] in every sample: encode them all; reason_batch runs the LLM
+        # eagerly (KeySegModel.reason), never a compiled runner's CUDA graphs
+        if self._overlaps(llm=None):
+            with self.llm_lock:
+                features = self.reasoner.vision_features(batch.clip_pixels, timer)
+                with self.sam_lock:
+                    encoding = self._side.launch(
+                        lambda: self.model.encode_sam(batch.sam_pixels, timer, sam=self.segmenter.sam),
+                        reads=[batch.sam_pixels])
+                reasoned, reasonings = self.reasoner.reason_batch(batch, queries, timer, features=features)
+            with self.sam_lock:
+                embeddings = encoding.result()
+        else:
+            with self.llm_lock:
+                reasoned, reasonings = self.reasoner.reason_batch(batch, queries, timer)
         with self.sam_lock:
             masks, _ = self.model.segment(batch.sam_pixels, reasoned.prompts, reasoned.seg_batch, batch.resized_hw,
-                                          batch.original_hw, timer, sam=self.segmenter.sam)
+                                          batch.original_hw, timer, sam=self.segmenter.sam,
+                                          image_embeddings=embeddings)
         with timer("postprocess"):
             results = [self._prediction(r, m) for r, m in zip(reasonings, masks)]
         return self._timed(results, timer, start)
@@ -212,9 +252,12 @@ class Predictor:
         for image, query in zip(images, queries):
             with self.llm_lock:
                 features = self.reasoner.encode_frame(image, timer)
+                overlap = self._overlaps(llm=getattr(self.reasoner, "llm", None))
+                encoding = self._launch_sam_encoding(image, timer) if overlap else None
                 (reasoning,) = self.reasoner.reason_frame(features, [query], timer)
             with self.sam_lock:
-                segmented = self.segmenter.decode(self.segmenter.encode(image, timer), reasoning.prompts, timer)
+                encoded = self.segmenter.encode(image, timer) if encoding is None else encoding.result()
+                segmented = self.segmenter.decode(encoded, reasoning.prompts, timer)
             with timer("postprocess"):
                 results.append(self._prediction(reasoning, segmented.logits))
         return self._timed(results, timer, start)
@@ -242,14 +285,19 @@ class Predictor:
             raise RuntimeError("predict_queries needs a frame: call set_image(image) first")
         if not queries:
             raise ValueError("give at least one query")
-        timer = StageTimer(self.device)
+        timer = self._full_pass_timer()
         start = time.perf_counter()
         with self.llm_lock:
             if frame.features is None:
                 frame.features = self.reasoner.encode_frame(frame.image, timer)
+            encoding = None
+            if frame.sam is None and self._overlaps(llm=getattr(self.reasoner, "llm", None)):
+                encoding = self._launch_sam_encoding(frame.image, timer)
             reasonings = self.reasoner.reason_frame(frame.features, list(queries), timer)
         with self.sam_lock:
-            if frame.sam is None:
+            if encoding is not None:
+                frame.sam = encoding.result()
+            elif frame.sam is None:
                 frame.sam = self.segmenter.encode(frame.image, timer)
             prompts = torch.cat([r.prompts[:1] for r in reasonings])
             segmented = self.segmenter.decode(frame.sam, prompts, timer)
@@ -260,6 +308,29 @@ class Predictor:
                 results.append(self._prediction(r, segmented.logits[row: row + rows]))
                 row += rows
         return self._timed(results, timer, start)
+
+    # ---- SAM's encoder beside the LLM (overlap_streams) ----
+
+    def _overlaps(self, llm: object | None) -> bool:
+        """Whether this pass issues SAM's encoder on the side stream: with overlap_streams on, unless both
+        the SAM encoder and the LLM runner it would overlap (`llm`; None: eager) replay torch.compile's
+        CUDA graphs. Those of one thread share one memory pool, one graph reusing memory another
+        left, so they must replay one at a time (the vision tower's graph runs before the encoder is
+        issued, the decoder's after it is joined)."""
+        if not self.overlap_streams:
+            return False
+        return not (_replays_cuda_graphs(self.segmenter.sam) and _replays_cuda_graphs(llm))
+
+    def _full_pass_timer(self) -> StageTimer:
+        """A full pass's timer: with overlapping streams, CUDA events per stream instead of a device
+        synchronisation at each stage (which would serialise the streams)."""
+        return StageTimer(self.device, events=self.overlap_streams and self._side.active)
+
+    def _launch_sam_encoding(self, image: np.ndarray, timer: StageTimer) -> Launched[EncodedFrame]:
+        """SAM's set_image of one frame issued on the side stream (call with the LLM lock held: the
+        lock order is LLM, then SAM, as in `_step_down`)."""
+        with self.sam_lock:
+            return self._side.launch(lambda: self.segmenter.encode(image, timer))
 
     # ---- the two clocks: reason once per question, segment every frame ----
 
@@ -310,10 +381,10 @@ class Predictor:
             if not can_step_down(old):
                 return ""
             # the old runtime's last references go; every backend loads from the model's torch parts
-            self.segmenter.sam, self.reasoner.vision = self.model.sam, None
+            self.segmenter.sam, self.reasoner.vision, self.reasoner.llm = self.model.sam, None, None
             self.model.sam.to(self.device)
             new = step_down(self.model, old, self.device, why)
-            self.backend, self.reasoner.vision = new, new.vision
+            self.backend, self.reasoner.vision, self.reasoner.llm = new, new.vision, new.llm
             self.segmenter.sam = self.model.sam if new.sam is None else new.sam
             self._park_torch_sam()
             self._oom_streak.clear()
@@ -346,6 +417,12 @@ class Predictor:
         for r in results:
             r.timings_ms = dict(timings)
         return results
+
+
+def _replays_cuda_graphs(runner: object | None) -> bool:
+    """Whether a backend's SAM segmenter or LLM runner replays torch.compile's CUDA graphs."""
+    return runner is not None and CUDA_GRAPHS_MODE in (getattr(runner, "mode", None),
+                                                       getattr(runner, "compile_mode", None))
 
 
 def _presence_calibration(name: str) -> PresenceCalibration | None:

@@ -69,11 +69,13 @@ def checkpoint_dir(name: str) -> Path:
         raise RuntimeError(f"model '{name}': could not download from the hub ({exc})") from exc
 
 
-def load_model(name: str, dtype: torch.dtype, device: torch.device) -> tuple[KeySegModel, KeySegProcessor, bool]:
-    """(model, processor, untrained) of a name: built from a config, or loaded from a checkpoint."""
+def load_model(name: str, dtype: torch.dtype, device: torch.device, check_bases: bool = True
+               ) -> tuple[KeySegModel, KeySegProcessor, bool]:
+    """(model, processor, untrained) of a name: built from a config, or loaded from a checkpoint
+    (its frozen bases checked against its fingerprint unless `check_bases` is False)."""
     config = untrained_config(name)
     if config is not None:
         return *build_model(config, dtype, device), True
     directory = checkpoint_dir(name)
-    net, proc = load_checkpoint(directory, dtype, device)
+    net, proc = load_checkpoint(directory, dtype, device, check_frozen=check_bases)
     return net, proc, not json.loads((directory / META_FILE).read_text()).get("train_steps")

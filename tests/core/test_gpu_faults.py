@@ -73,10 +73,10 @@ def test_a_model_too_big_for_the_gpu_is_one_line_or_the_cpu_when_allowed(gpu, fr
     gpu["bf16"] = True
     load = predictor_module.load_model
 
-    def on_a_full_gpu(name, dtype, device):
+    def on_a_full_gpu(name, dtype, device, check_bases=True):
         if device.type == "cuda":
             raise cuda_oom
-        return load(name, dtype, device)
+        return load(name, dtype, device, check_bases)
 
     monkeypatch.setattr(predictor_module, "load_model", on_a_full_gpu)
     cause = f"out of GPU memory on cuda while loading model 'config:tiny' in bfloat16 ({CAUSE})"

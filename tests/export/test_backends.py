@@ -112,8 +112,9 @@ def test_compile_backend_matches_torch(tiny_model):
         want_emb = tiny_model.sam.encode(pixels)
         want_mask, _ = tiny_model.sam.decode(want_emb, torch.ones(2, 64))
         want_vision = tiny_model.encode_images(clip)
-    reason, vision, sam = load_compiled(tiny_model, CPU, dynamo_backend="eager")  # eager: no C++ build in a test
+    reason, vision, sam, llm = load_compiled(tiny_model, CPU, dynamo_backend="eager")  # eager: no C++ build
     assert isinstance(sam, CompiledSamSegmenter) and "torch.compile (eager" in reason
+    assert llm is not None and "the LLM prefill (StaticCache" in reason  # tests/core/test_static_prefill.py
     assert isinstance(tiny_model.sam, SamSegmenter)
     with torch.inference_mode():
         emb = sam.encode(pixels)

@@ -1,8 +1,9 @@
 """Inference backends for KeySeg's per-frame graphs (vision tower, SAM image encoder, prompt-to-mask
-decoder); the LLM and the fusion module always run in torch.
+decoder); the LLM and the fusion module run in torch (compile also compiles the LLM prefill).
 
   torch        the modules as they are
-  compile      torch.compile of the per-frame graphs; on CUDA with CUDA graphs ("reduce-overhead")
+  compile      torch.compile of the per-frame graphs and of the LLM prefill at static shapes
+               (StaticCache); on CUDA with CUDA graphs ("reduce-overhead")
   onnxruntime  the exported ONNX graphs (exported and checked on first use, cached by weight hash)
   tensorrt     TensorRT engines built from those graphs with TensorRT's Python API (cached by graph
                hash, TensorRT version, GPU and precision; rebuilt on mismatch)
@@ -14,8 +15,8 @@ with a message that says why, never at the first frame. A named backend that can
 `auto` moves on to the next. Out of GPU memory while loading one is said in one line (device, backend,
 torch's first sentences) and the memory it took is freed before the next is tried.
 
-A backend returns what it runs (`BackendChoice.sam`, `.vision`) and leaves the model as it is: the
-model keeps its torch SAM and vision tower, the predictor runs the choice's. A backend that keeps
+A backend returns what it runs (`BackendChoice.sam`, `.vision`, `.llm`) and leaves the model as it
+is: the model keeps its torch SAM, vision tower and LLM, the predictor runs the choice's. A backend that keeps
 running out of GPU memory on frames can be stepped down from (`step_down`, called by the predictor):
 under `auto`, the next one in AUTO_ORDER is loaded from the model's torch parts in its place.
 """
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from keyseg_core.inference.static_prefill import StaticPrefill
     from keyseg_core.modeling.keyseg import KeySegModel
 
 BACKENDS = ("torch", "compile", "onnxruntime", "tensorrt", "auto")
@@ -58,8 +60,9 @@ class BackendChoice:
 
     vision: the vision tower + projector replacement ((B, 3, s, s) -> (B, n_img, d)), or None when
     the model's own tower runs. sam: the segmenter that runs SAM (encode, decode, decode_batch), or
-    None when the model's own torch SAM runs. skipped: (backend, reason) of each one `auto` passed
-    over or stepped down from.
+    None when the model's own torch SAM runs. llm: the reasoner's static-shape prefix prefill and
+    suffix extension (`StaticPrefill`, compile only), or None when they run eagerly. skipped:
+    (backend, reason) of each one `auto` passed over or stepped down from.
     """
 
     name: str
@@ -68,6 +71,7 @@ class BackendChoice:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     vision: Callable | None = None
     sam: nn.Module | None = None
+    llm: StaticPrefill | None = None
 
     def describe(self) -> str:
         text = f"backend '{self.name}' ({self.reason})"
@@ -103,13 +107,14 @@ def unavailable_reason(name: str, device: torch.device, *, auto: bool) -> str | 
     return None
 
 
-Loaded = tuple[str, "Callable | None", "nn.Module | None"]  # (reason, vision runner, SAM segmenter)
+# (reason, vision runner, SAM segmenter, LLM prefill runner)
+Loaded = tuple[str, "Callable | None", "nn.Module | None", "StaticPrefill | None"]
 
 
 def _load(name: str, model: KeySegModel, device: torch.device) -> Loaded:
     """Load backend `name` from the model's torch parts, which it only reads."""
     if name == "torch":
-        return "the modules as they are", None, None
+        return "the modules as they are", None, None, None
     if name == "compile":
         from keyseg_core.runtime.backends.compiled import load_compiled
 
@@ -117,11 +122,11 @@ def _load(name: str, model: KeySegModel, device: torch.device) -> Loaded:
     if name == "onnxruntime":
         from keyseg_core.runtime.backends.onnxruntime_sam import load_onnxruntime
 
-        return load_onnxruntime(model, device)
+        return (*load_onnxruntime(model, device), None)
     if name == "tensorrt":
         from keyseg_core.runtime.backends.tensorrt import load_tensorrt
 
-        return load_tensorrt(model, device)
+        return (*load_tensorrt(model, device), None)
     raise ValueError(f"backend '{name}' is not one of {', '.join(BACKENDS)}")
 
 
@@ -149,7 +154,7 @@ def step_down(model: KeySegModel, choice: BackendChoice, device: torch.device, w
         return None
     rest = AUTO_ORDER[AUTO_ORDER.index(choice.name) + 1:]
     log.warning("backend auto: %s %s; stepping down to the next backend", choice.name, why)
-    choice.sam = choice.vision = None  # the old runtime goes with its last reference
+    choice.sam = choice.vision = choice.llm = None  # the old runtime goes with its last reference
     free_gpu_memory()
     return _first_that_loads(model, rest, device, choice.requested, [*choice.skipped, (choice.name, why)])
 
@@ -162,7 +167,8 @@ def _first_that_loads(model: KeySegModel, names: tuple[str, ...], device: torch.
         why = unavailable_reason(name, device, auto=auto)
         loaded = _try_load(name, model, device) if why is None else why
         if not isinstance(loaded, str):
-            choice = BackendChoice(name, requested, loaded[0], skipped, vision=loaded[1], sam=loaded[2])
+            choice = BackendChoice(name, requested, loaded[0], skipped, vision=loaded[1], sam=loaded[2],
+                                   llm=loaded[3])
             if auto:
                 log.info("backend auto: chose %s", choice.describe())
             return choice
