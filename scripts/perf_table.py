@@ -91,9 +91,55 @@ def markdown(report: dict) -> str:
     for part, data in report["parts"].items():
         if "load" in data:
             lines.append(_load_line(part, data))
+    checks = targets(report)
+    if checks:
+        lines += ["", "| target (issue 17) | run | backend | measured | met |", "|---|---|---|---:|:---:|"]
+        lines += [f"| {name} | {part} | {backend} | {value} | {'yes' if met else '**no**'} |"
+                  for name, part, backend, value, met in checks]
     for part, why in report["failed"].items():
         lines.append(f"\n{part}: {why}")
     return "\n".join(lines) + "\n"
+
+
+# streaming fps a run's SAM must reach (issue 17): SAM-H, SAM-B, KeySeg-Tiny's own encoder
+STREAM_FPS = {"sam_h": 60.0, "sam_b": 150.0, "tiny": 400.0}
+FULL_MS_SAM_H = 40.0
+LOAD_S, LOAD_PRIVATE_GB = 30.0, 8.0
+
+
+def targets(report: dict) -> list[tuple[str, str, str, str, bool]]:
+    """(target, run, backend, measured, met) for every figure of the report that a target names; none
+    for a run without a GPU (the dry run's tiny sizes would pass or fail for no reason)."""
+    rows: list[tuple[str, str, str, str, bool]] = []
+    if not report["environment"].get("gpu"):
+        return rows
+    for part, data in report["parts"].items():
+        for r in data.get("results", []):
+            if "full" not in r:
+                continue
+            backend, stream_fps = r["backend"], r["streaming"]["fps"]
+            if part in STREAM_FPS:
+                rows.append((f"streaming >= {STREAM_FPS[part]:.0f} fps", part, backend, f"{stream_fps:.1f}",
+                             stream_fps >= STREAM_FPS[part]))
+            if part == "sam_h":
+                full = r["full"]["stages_ms"]["total"]["median"]
+                rows.append((f"full query-to-mask <= {FULL_MS_SAM_H:.0f} ms", part, backend, f"{full:.1f}",
+                             full <= FULL_MS_SAM_H))
+                ratios = r.get("ratios", {})
+                ratio = ratios.get("streaming_over_full_fps")
+                if ratio is not None:
+                    rows.append(("streaming / full >= 10x", part, backend, f"{ratio:.1f}x", ratio >= 10))
+                generate = ratios.get("prefill_vs_generate", {}).get("generate_over_prefill")
+                if generate is not None:
+                    rows.append(("generation / prefill >= 5x", part, backend, f"{generate:.1f}x", generate >= 5))
+        if "load" in data:
+            load = data["load"]
+            rows.append((f"first mask from disk <= {LOAD_S:.0f} s", part, "torch", f"{load['first_mask_s']:.1f} s",
+                         load["first_mask_s"] <= LOAD_S))
+            private = load["host_private_peak_mb"] / 1024
+            rows.append((f"host private memory <= {LOAD_PRIVATE_GB:.0f} GB", part, "torch", f"{private:.1f} GB",
+                         private <= LOAD_PRIVATE_GB))
+    return rows
 
 
 def _load_line(part: str, data: dict) -> str:

@@ -64,7 +64,20 @@ def test_a_load_step_is_one_sentence_with_its_figures():
     write = {"config": "llava7b-sam-h-random", "bytes": 15.4e9, "dtype": "bfloat16", "write_s": 40.0}
     report = {"date": "d", "environment": {"gpu": "G", "torch": "t"}, "parts": {"load": {"load": load, "write": write}},
               "failed": {}}
-    line = perf_table.markdown(report).strip().splitlines()[-1]
+    lines = perf_table.markdown(report).strip().splitlines()
+    line = next(line for line in lines if line.startswith("Loading"))
+    assert lines[-2:] == ["| first mask from disk <= 30 s | load | torch | 21.5 s | yes |",
+                          "| host private memory <= 8 GB | load | torch | 3.5 GB | yes |"]
     assert line == ("Loading (load: llava7b-sam-h-random random weights, 15.4 GB bfloat16 in convert-lisa's layout): "
                     "first mask 21.5 s after the process started (imports 6.2 s, load 13.1 s, first frame 2.2 s); "
                     "host private-memory peak 3.5 GB (RSS with the mapped weight files 17.0 GB), GPU peak 16.2 GB.")
+
+
+def test_targets_are_judged_on_a_gpu_run_only():
+    report = json.loads(FIXTURE.read_text())
+    rows = {(name, part, backend): (value, met) for name, part, backend, value, met in perf_table.targets(report)}
+    assert rows[("full query-to-mask <= 40 ms", "sam_h", "compile")] == ("73.7", False)
+    assert rows[("streaming >= 60 fps", "sam_h", "compile")] == ("31.1", False)
+    assert "| full query-to-mask <= 40 ms | sam_h | compile | 73.7 | **no** |" in perf_table.markdown(report)
+    report["environment"]["gpu"] = None
+    assert perf_table.targets(report) == []
