@@ -153,8 +153,17 @@ class FusionConfig:
         default="prompt",
     )
 
+    codebook: int = help_field(
+        "0: the paper's output, S_hat = MLP(...). K > 0: MLP(...) attends over K learned prompts and S_hat "
+        "is their softmax mixture (for a SAM trained from scratch on K category prompts, which `keyseg "
+        "train` copies in from prompt_anchors; the anchor loss is then the attention logits' cross-entropy)",
+        default=0,
+    )
+
     def __post_init__(self) -> None:
         resolve_preset("fusion", self)
+        if self.codebook < 0:
+            raise ValueError(f"codebook: {self.codebook} must be >= 0 (0: the paper's MLP output)")
         if self.cross_attn and not self.use_key:
             raise ValueError("cross_attn needs use_key (no [KEY] to attend to)")
         if self.residual and not self.cross_attn:

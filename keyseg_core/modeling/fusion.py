@@ -12,11 +12,18 @@
   (the LLM's last hidden states of the whole sample: image tokens and text, padding masked). Only
   the refined [SEG]'s output is kept, which equals taking the [SEG] row of full self-attention.
 - MLP: Linear -> ReLU -> Linear, producing the sparse prompt for SAM's mask decoder.
+- Codebook (`codebook: K`, not in the paper): the MLP's output attends over K learned prompts
+  (scaled dot products, a learned scale) and S_hat is their softmax mixture. A SAM trained from
+  scratch knows only its category prompts: a regressed S_hat that is unsure between categories
+  lands between them, where that SAM segments nothing, while a mixture stays on the prompts it knows
+  (measured in docs/results.md, "KeySeg-Tiny v2").
 
 Each switch in FusionConfig removes one term, giving the rows of the paper's Tables 3 and 4.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -44,6 +51,10 @@ class FusionModule(nn.Module):
         self.cross_attn = nn.MultiheadAttention(width, config.num_heads, batch_first=True) if config.cross_attn else None
         self.self_attn = nn.MultiheadAttention(width, config.num_heads, batch_first=True) if config.self_attn else None
         self.mlp = _two_layer(width, prompt_dim)
+        # (K, C) prompts the MLP's output attends over; N(0, 1) rows like stage 1's category prompts until
+        # copied from them, and a learned scale of the dot products (1/sqrt(C) at first)
+        self.codebook = nn.Parameter(torch.randn(config.codebook, prompt_dim)) if config.codebook else None
+        self.logit_scale = nn.Parameter(torch.tensor(-0.5 * math.log(prompt_dim))) if config.codebook else None
 
     def forward(
         self,
@@ -66,6 +77,11 @@ class FusionModule(nn.Module):
         Returns:
             (N_seg, prompt_dim) refined prompts S_hat for the SAM mask decoder.
         """
+        return self.fuse(seg, seg_batch, key, key_batch, sequence, sequence_mask)[0]
+
+    def fuse(self, seg: torch.Tensor, seg_batch: torch.Tensor, key: torch.Tensor, key_batch: torch.Tensor,
+             sequence: torch.Tensor, sequence_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`forward`'s S_hat (N_seg, C) and, with a codebook, the (N_seg, K) logits that mix it (else None)."""
         x = self.proj_seg(seg) if self.proj_seg is not None else seg  # (N_seg, w)
         if self.cross_attn is not None:
             k = self.proj_key(key) if self.proj_key is not None else key  # (N_key, w)
@@ -74,7 +90,12 @@ class FusionModule(nn.Module):
             context = sequence[seg_batch]  # (N_seg, L, d)
             context = self.proj_seg(context) if self.proj_seg is not None else context  # (N_seg, L, w)
             x = self._self(x, context, sequence_mask[seg_batch])
-        return self.mlp(x)
+        out = self.mlp(x)  # (N_seg, C)
+        if self.codebook is None:
+            return out, None
+        codebook = self.codebook.to(out.dtype)
+        logits = self.logit_scale.exp() * out @ codebook.T  # (N_seg, K)
+        return logits.softmax(dim=-1) @ codebook, logits
 
     def _cross(
         self, seg: torch.Tensor, seg_batch: torch.Tensor, key: torch.Tensor, key_batch: torch.Tensor

@@ -35,6 +35,7 @@ class KeySegOutput:
     loss: torch.Tensor | None = None
     losses: dict[str, torch.Tensor] = field(default_factory=dict)
     prompts: torch.Tensor | None = None  # (N_seg, C) the fused prompts S_hat SAM was given
+    prompt_logits: torch.Tensor | None = None  # (N_seg, K) a codebook fusion's logits (FusionConfig.codebook)
 
 
 @dataclass
@@ -46,6 +47,7 @@ class Reasoned:
     keyword_logits: torch.Tensor  # (N_key, V)
     key_batch: torch.Tensor  # (N_key,) sample of each [KEY]
     hidden: torch.Tensor  # (B, L, d) last hidden states
+    prompt_logits: torch.Tensor | None = None  # (N_seg, K) a codebook fusion's logits
 
 
 def image_features(llava_model: nn.Module, clip_pixels: torch.Tensor) -> torch.Tensor:
@@ -100,7 +102,7 @@ class KeySegModel(nn.Module):
         masks, ious = self.segment(batch.sam_pixels, reasoned.prompts, reasoned.seg_batch, batch.resized_hw,
                                    batch.original_hw, timer)
         return KeySegOutput(masks, ious, reasoned.keyword_logits, reasoned.key_batch, reasoned.seg_batch,
-                            reasoned.hidden, prompts=reasoned.prompts)
+                            reasoned.hidden, prompts=reasoned.prompts, prompt_logits=reasoned.prompt_logits)
 
     def reason(self, batch: KeySegBatch, timer: Timer = no_timer,
                image_features: torch.Tensor | None = None) -> Reasoned:
@@ -121,10 +123,10 @@ class KeySegModel(nn.Module):
         """[SEG]/[KEY] embeddings of the LLM's last hidden states -> S_hat prompts and keyword logits."""
         seg, seg_b = self.gather(hidden, input_ids, self.token_ids.seg)  # (N_seg, d)
         key, key_b = self.gather(hidden, input_ids, self.token_ids.key)  # (N_key, d)
-        prompts = (self.fusion(seg, seg_b, key, key_b, hidden, attention_mask) if len(seg_b)
-                   else seg.new_zeros((0, self.sam.prompt_dim)))  # (N_seg, C)
+        prompts, logits = (self.fusion.fuse(seg, seg_b, key, key_b, hidden, attention_mask) if len(seg_b)
+                           else (seg.new_zeros((0, self.sam.prompt_dim)), None))  # (N_seg, C), (N_seg, K)
         keyword_logits = self.keyword_head(key, self.vocab_embeddings())  # (N_key, V)
-        return Reasoned(prompts, seg_b, keyword_logits, key_b, hidden)
+        return Reasoned(prompts, seg_b, keyword_logits, key_b, hidden, logits)
 
     def segment(
         self, sam_pixels: torch.Tensor, prompts: torch.Tensor, seg_batch: torch.Tensor,

@@ -157,3 +157,27 @@ def test_gradients_reach_all_fusion_parameters():
     assert seg.grad.abs().sum() > 0 and key.grad.abs().sum() > 0
     for name, p in module.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_codebook_output_is_the_softmax_mixture_of_its_prompts():
+    torch.manual_seed(1)
+    module = FusionModule(D, PROMPT, FusionConfig(preset="keyseg", num_heads=HEADS, codebook=5)).eval()
+    args = inputs()
+    prompts, logits = module.fuse(*args)
+    assert prompts.shape == (3, PROMPT) and logits.shape == (3, 5)
+    regressed = reference(module, *args)  # the paper's MLP output attends over the codebook
+    want = module.logit_scale.exp() * regressed @ module.codebook.T
+    assert torch.allclose(logits, want, atol=1e-5)
+    assert torch.allclose(prompts, logits.softmax(-1) @ module.codebook, atol=1e-6)
+    assert torch.equal(module(*args), prompts)
+    with torch.no_grad():  # a confident choice is that prompt itself: S_hat stays where SAM was trained
+        module.logit_scale.fill_(10.0)
+    confident, chosen = module.fuse(*args)
+    assert torch.allclose(confident, module.codebook[chosen.argmax(-1)], atol=1e-4)
+
+
+def test_paper_fusion_has_no_codebook_and_a_negative_size_is_refused():
+    module = make("keyseg")
+    assert module.codebook is None and module.fuse(*inputs())[1] is None
+    with pytest.raises(ValueError, match="codebook: -1 must be >= 0"):
+        FusionConfig(preset="keyseg", codebook=-1)

@@ -129,6 +129,37 @@ def test_anchor_loss_is_zero_on_the_anchor_and_skips_unknown_keywords():
     assert anchors.loss(off, seg_batch, keywords).item() == pytest.approx(0.5 / table.pow(2).mean().item())
 
 
+def test_stage_two_seeds_a_new_codebook_with_the_category_prompts(run, tmp_path):
+    from safetensors.torch import load_file
+    from train_fixtures import write_config, write_reasonseg
+
+    heads = run / "run" / "heads.safetensors"
+    write_reasonseg(tmp_path / "data", "train", {"cup": {"box": (4, 4, 14, 12)}}, keywords={"cup": "cup"})
+    table = load_file(str(heads))["prompt.weight"]
+    config = write_config(tmp_path / "train.yaml", tmp_path / "data", tmp_path / "stage2", max_steps=1,
+                          model_overrides={**TRAINABLE, "fusion": {"preset": "keyseg", "codebook": table.shape[0]}},
+                          init_checkpoint=str(run / "run" / "final"), prompt_anchors=str(heads),
+                          prompt_anchor_weight=1.0)
+    assert cli.main(["train", "--config", str(config), "--no-progress"]) == 0
+    codebook = load_file(str(tmp_path / "stage2" / "final" / "trainable.safetensors"))["fusion.codebook"]
+    assert ((codebook - table).norm() / table.norm()).item() < 0.01  # one small step from the prompts
+
+
+def test_a_codebook_fusion_is_anchored_by_cross_entropy_and_seeded_from_the_anchors():
+    from keyseg_core.train.stage2.anchors import PromptAnchors
+
+    table = torch.tensor([[1.0, 2.0], [3.0, -1.0]])
+    anchors = PromptAnchors(table, ["cup", "bed"])
+    logits = torch.tensor([[0.0, 2.0], [1.0, 1.0]])
+    loss = anchors.loss(torch.zeros(2, 2), torch.tensor([0, 1]), ["bed", "lamp"], logits)
+    assert loss.item() == pytest.approx(torch.nn.functional.cross_entropy(logits[:1], torch.tensor([1])).item())
+    codebook = torch.zeros(2, 2)
+    anchors.seed_codebook(codebook)
+    assert torch.equal(codebook, table)
+    with pytest.raises(ValueError, match="fusion.codebook: 3 prompts of width 2, but prompt_anchors has 2"):
+        anchors.seed_codebook(torch.zeros(3, 2))
+
+
 def test_eval_bases_prompts_every_object_of_the_split_from_either_layout(run, capsys):
     from keyseg_core.scenes import SceneConfig, make_sample
 

@@ -41,10 +41,13 @@ class PromptAnchors(nn.Module):
             raise ValueError(f"prompt_anchors: {path} has no '{TABLE_KEY}' (keys: {', '.join(sorted(tensors))})")
         return cls(tensors[TABLE_KEY], names)
 
-    def loss(self, prompts: torch.Tensor, seg_batch: torch.Tensor, keywords: list[str | None] | None) -> torch.Tensor:
+    def loss(self, prompts: torch.Tensor, seg_batch: torch.Tensor, keywords: list[str | None] | None,
+             logits: torch.Tensor | None = None) -> torch.Tensor:
         """Mean squared distance of each [SEG]'s S_hat (N_seg, C) to its sample's keyword's anchor,
         over the anchors' mean square; [SEG]s whose keyword has no anchor are left out. The keyword
-        is the sample's target name, so rows without [KEY] (seg_only, seg_sa) are anchored alike."""
+        is the sample's target name, so rows without [KEY] (seg_only, seg_sa) are anchored alike.
+        With a codebook fusion's (N_seg, K) `logits` (its rows are the anchors, in order), the
+        cross-entropy of the logits with the anchor's row instead: the mixture's own objective."""
         picked, targets = [], []
         for j, i in enumerate(seg_batch.tolist()):
             row = self.rows.get(keywords[i]) if keywords else None
@@ -53,5 +56,16 @@ class PromptAnchors(nn.Module):
                 targets.append(row)
         if not picked:
             return prompts.sum() * 0.0
-        anchors = self.table[torch.tensor(targets, device=self.table.device)].to(prompts.dtype)
+        rows = torch.tensor(targets, device=prompts.device)
+        if logits is not None:
+            return torch.nn.functional.cross_entropy(logits[picked].float(), rows)
+        anchors = self.table[rows.to(self.table.device)].to(prompts.dtype)
         return (prompts[picked] - anchors).pow(2).mean() / self.scale
+
+    def seed_codebook(self, codebook: torch.Tensor) -> None:
+        """Copy the anchors into a codebook fusion's (K, C) prompts (K must be the anchors' count)."""
+        if tuple(codebook.shape) != tuple(self.table.shape):
+            raise ValueError(f"fusion.codebook: {codebook.shape[0]} prompts of width {codebook.shape[1]}, but "
+                             f"prompt_anchors has {self.table.shape[0]} of width {self.table.shape[1]}")
+        with torch.no_grad():
+            codebook.copy_(self.table.to(codebook.dtype))

@@ -79,7 +79,7 @@ class LossModule(torch.nn.Module):
         out = self.model(batch)
         if self.anchors is None:
             return {"loss": out.loss, **out.losses, "anchor": out.loss.new_zeros(())}
-        anchor = self.anchors.loss(out.prompts, out.seg_batch, batch.target_keywords)
+        anchor = self.anchors.loss(out.prompts, out.seg_batch, batch.target_keywords, out.prompt_logits)
         return {"loss": out.loss + self.anchor_weight * anchor, **out.losses, "anchor": anchor.detach()}
 
 
@@ -135,8 +135,10 @@ def train(config: TrainConfig, *, resume: bool = False, stop_at: int | None = No
         check_same_encoders(model_config, config.init_checkpoint)
     set_seed(config.seed, device_specific=True)
     model, processor = build_model(model_config, torch.float32, accelerator.device)
+    fresh: list[str] = [name for name, p in model.named_parameters() if p.requires_grad]
     if start:
         load_weights_into(model, start / ckpt.MODEL_DIR, check_frozen=False)  # this run's own bases
+        fresh = []
     elif config.init_checkpoint:
         try:
             fresh = load_weights_into(model, config.init_checkpoint, partial=True)["fresh"]
@@ -153,6 +155,9 @@ def train(config: TrainConfig, *, resume: bool = False, stop_at: int | None = No
 
         anchors = PromptAnchors.load(config.prompt_anchors, sorted(load_knowledge().categories))
         anchors.to(accelerator.device)
+        if model.fusion.codebook is not None and not start and "fusion.codebook" in fresh:
+            anchors.seed_codebook(model.fusion.codebook)  # a new codebook starts at SAM's category prompts
+            accelerator.print(f"fusion.codebook: the {len(anchors.rows)} category prompts of {config.prompt_anchors}")
     model, optimizer = prepare(accelerator, config, LossModule(model, anchors, config.prompt_anchor_weight),
                                lambda module: make_optimizer(module, config))
     sharded = is_sharded(accelerator, model)
