@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
+
+from keyseg_core.cli.generated_eval import (
+    add_model_arguments,
+    add_output_arguments,
+    add_scene_arguments,
+    load_predictor,
+    write_report,
+)
 
 HELP = "on generated scenes: does the mask land on the object its own keyword names (and on the target)?"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", default=None,
-                        help="keyseg checkpoint dir (<run>/final) or config:<name> (default: the shipped KeySeg-Tiny)")
-    parser.add_argument("--split", default="test", help="generated split: train, val or test (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=3, help="scene seed (3: the README's test data)")
-    parser.add_argument("--scenes", type=int, default=200, help="scenes 0..N-1, the first query of each (default: %(default)s)")
-    parser.add_argument("--json", default=None, help="also write the report here")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_model_arguments(parser)
+    add_scene_arguments(parser, "scenes 0..N-1, the first query of each")
+    add_output_arguments(parser)
 
 
 def _fraction(value: float | None) -> str:
@@ -25,15 +26,11 @@ def _fraction(value: float | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from keyseg_core.atomic import atomic_write_text
-    from keyseg_core.cli.eval import resolve_checkpoint
     from keyseg_core.eval.named import named_report
     from keyseg_core.eval.presence import check_generated_split
-    from keyseg_core.runtime.predictor import Predictor
 
     check_generated_split(args.split, args.scenes)  # before the model loads
-    checkpoint = resolve_checkpoint(args.checkpoint)  # config:<name> passes through
-    predictor = Predictor.from_pretrained(checkpoint, device=args.device)
+    checkpoint, predictor = load_predictor(args)
     report = named_report(predictor, args.seed, args.split, args.scenes, not args.no_progress)
     report["checkpoint"] = checkpoint
     print(f"{checkpoint} on {report['measured_on']}")
@@ -44,6 +41,5 @@ def run(args: argparse.Namespace) -> int:
         named_iou = "-" if s["named_iou"] is None else f"{s['named_iou']:.3f}"
         print(f"| {kind} | {s['queries']} | {s['target_iou']:.3f} | {s['keyword_names_an_object']} | {named_iou} "
               f"| {_fraction(s['on_named'])} | {_fraction(s['both_right'])} |")
-    if args.json:
-        atomic_write_text(Path(args.json), json.dumps(report, indent=2) + "\n")
+    write_report(args.json, report)
     return 0

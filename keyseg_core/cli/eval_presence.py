@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
+
+from keyseg_core.cli.generated_eval import add_model_arguments, add_output_arguments, load_predictor, write_report
 
 HELP = ('"not here": false positives on queries about absent objects at a miss rate on present ones; '
         "calibrated on val, measured on test")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", default=None,
-                        help="keyseg checkpoint dir (<run>/final) or config:<name> (default: the shipped KeySeg-Tiny)")
+    add_model_arguments(parser)
     parser.add_argument("--scenes", type=int, default=200,
                         help="scenes 0..N-1 of each split, one present and one absent query each (default: %(default)s)")
     parser.add_argument("--calibrate-seed", type=int, default=2,
@@ -24,23 +24,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save", default=None, metavar="PATH",
                         help="write the calibration here (a checkpoint dir's presence.json is what the "
                              "predictor applies); an existing file is never overwritten")
-    parser.add_argument("--json", default=None, help="also write the report here")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_output_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from keyseg_core.atomic import atomic_write_text
-    from keyseg_core.cli.eval import resolve_checkpoint
     from keyseg_core.eval.presence import collect, presence_report
-    from keyseg_core.runtime.predictor import Predictor
 
     if not 0.0 <= args.max_miss < 1.0:
         raise ValueError(f"--max-miss: {args.max_miss} must be in [0, 1)")
     if args.save and Path(args.save).exists():
         raise ValueError(f"--save: {args.save} exists; move it away first (nothing is overwritten)")
-    checkpoint = resolve_checkpoint(args.checkpoint)  # config:<name> passes through
-    predictor = Predictor.from_pretrained(checkpoint, device=args.device, presence=False)
+    checkpoint, predictor = load_predictor(args, presence=False)
     progress = not args.no_progress
     val = collect(predictor, args.calibrate_seed, "val", args.scenes, progress)
     test = collect(predictor, args.test_seed, "test", args.scenes, progress)
@@ -55,8 +49,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"| {name}{mark} | {row['calibration_auc']:.3f} | {row['test_auc']:.3f} | "
               f"{row['test_miss_rate']:.1%} | {row['test_false_positive_rate']:.1%} |")
     print(f"present targets' mean IoU on {test.name}: {report['present_target_miou']:.3f}")
-    if args.json:
-        atomic_write_text(Path(args.json), json.dumps(report, indent=2) + "\n")
+    write_report(args.json, report)
     if args.save:
         calibration.save(args.save)
         print(f"wrote {args.save}")

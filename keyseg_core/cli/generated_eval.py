@@ -1,0 +1,42 @@
+"""What the evaluations on generated scenes (eval-presence, eval-instances, eval-named) share: the
+model and output arguments, the range of scenes, loading the predictor and writing the report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", default=None,
+                        help="keyseg checkpoint dir (<run>/final) or config:<name> (default: the shipped KeySeg-Tiny)")
+
+
+def add_scene_arguments(parser: argparse.ArgumentParser, scenes_help: str) -> None:
+    parser.add_argument("--split", default="test", help="generated split: train, val or test (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=3, help="scene seed (3: the README's test data)")
+    parser.add_argument("--scenes", type=int, default=200, help=f"{scenes_help} (default: %(default)s)")
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", default=None, help="also write the report here")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def load_predictor(args: argparse.Namespace, **options):
+    """(checkpoint name, Predictor) of `--checkpoint` on `--device`; `options` go to from_pretrained."""
+    from keyseg_core.cli.eval import resolve_checkpoint
+    from keyseg_core.runtime.predictor import Predictor
+
+    checkpoint = resolve_checkpoint(args.checkpoint)  # config:<name> passes through
+    return checkpoint, Predictor.from_pretrained(checkpoint, device=args.device, **options)
+
+
+def write_report(path: str | None, report: dict) -> None:
+    """`--json`: the report, written atomically (nothing when no path is given)."""
+    from keyseg_core.atomic import atomic_write_text
+
+    if path:
+        atomic_write_text(Path(path), json.dumps(report, indent=2) + "\n")
