@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from keyseg_core.cli.generated_eval import add_gate_argument
+
 HELP = "gIoU/cIoU of a checkpoint on ReasonSeg or a refCOCO split; JSON, CSV, worst-case overlays"
 
 
@@ -29,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-bad", action="store_true",
                         help="skip unreadable records (counted in report.json) instead of stopping at the first")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_gate_argument(parser)
+    parser.add_argument("--no-presence", action="store_true",
+                        help="ignore the checkpoint's presence calibration: every query gets a mask, as in the paper")
 
 
 def resolve_checkpoint(name: str | None) -> str:
@@ -68,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
     dataset = open_eval_dataset(args.dataset, args.data_root, args.split, args.skip_bad)
     name = eval_name(dataset, args.dataset, args.split)
     checkpoint = resolve_checkpoint(args.checkpoint)
-    predictor = Predictor.from_pretrained(checkpoint, device=args.device, dtype=args.dtype)
+    predictor = Predictor.from_pretrained(checkpoint, device=args.device, dtype=args.dtype,
+                                          category_gate=not args.no_category_gate, presence=not args.no_presence)
     meta_path = Path(checkpoint) / "meta.json"
     train_steps = json.loads(meta_path.read_text()).get("train_steps") if meta_path.is_file() else None
     if predictor.untrained:

@@ -11,6 +11,12 @@ from pathlib import Path
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default=None,
                         help="keyseg checkpoint dir (<run>/final) or config:<name> (default: the shipped KeySeg-Tiny)")
+    add_gate_argument(parser)
+
+
+def add_gate_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-category-gate", action="store_true",
+                        help="ignore the checkpoint's category detector: the fusion's own prompt, as in the paper")
 
 
 def add_scene_arguments(parser: argparse.ArgumentParser, scenes_help: str) -> None:
@@ -31,6 +37,7 @@ def load_predictor(args: argparse.Namespace, **options):
     from keyseg_core.runtime.predictor import Predictor
 
     checkpoint = resolve_checkpoint(args.checkpoint)  # config:<name> passes through
+    options.setdefault("category_gate", not args.no_category_gate)
     return checkpoint, Predictor.from_pretrained(checkpoint, device=args.device, **options)
 
 

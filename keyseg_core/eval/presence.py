@@ -31,7 +31,7 @@ class SplitSignals:
     present_iou: np.ndarray  # IoU of each present query's mask with its target
 
     def auc(self) -> dict[str, float]:
-        return {s: roc_auc(self.present[s], self.absent[s]) for s in SIGNALS}
+        return {s: roc_auc(self.present[s], self.absent[s]) for s in self.present}
 
 
 def absent_rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -63,12 +63,12 @@ def collect(predictor, seed: int, split: str, scenes: int, progress: bool = True
             for name, value in signals(here).items():
                 present[name].append(value)
             for name, value in signals(gone).items():
-                absent[name].append(value)
+                absent[name].append(value)  # 'category' only with a category gate: empty lists are dropped
             ious.append(mask_iou(here.mask, sample.target_mask))
     finally:
         predictor.presence = saved
     return SplitSignals(f"generated {split}, seed {seed}, scenes 0-{scenes - 1}",
-                        {s: np.array(v) for s, v in present.items()}, {s: np.array(v) for s, v in absent.items()},
+                        {s: np.array(v) for s, v in present.items() if v}, {s: np.array(v) for s, v in absent.items() if v},
                         np.array(ious))
 
 
@@ -79,7 +79,7 @@ def presence_report(calibration_split: SplitSignals, test_split: SplitSignals, m
     miss, fp = rates(test_split.present[chosen.signal], test_split.absent[chosen.signal], chosen.threshold)
     test_auc, calibration_auc = test_split.auc(), calibration_split.auc()
     per_signal = {}
-    for name in SIGNALS:
+    for name in calibration_split.present:
         t = threshold_for_miss(calibration_split.present[name], max_miss)
         m, f = rates(test_split.present[name], test_split.absent[name], t)
         per_signal[name] = {"threshold": t, "test_miss_rate": m, "test_false_positive_rate": f,

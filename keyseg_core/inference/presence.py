@@ -20,14 +20,18 @@ from keyseg_core.atomic import atomic_write_text
 from keyseg_core.inference.results import Prediction
 
 PRESENCE_FILE = "presence.json"
-SIGNALS = ("area", "score", "mass")
+SIGNALS = ("area", "score", "mass", "category")
 
 
 def signals(prediction: Prediction) -> dict[str, float]:
     """Presence signals of one prediction: the mask's share of the image ('area'), the mean foreground
-    probability inside it ('score', 0 for an empty mask), and their product ('mass')."""
+    probability inside it ('score', 0 for an empty mask), their product ('mass'), and with a category
+    gate the share of the model's belief that falls on categories in view ('category')."""
     area = float(prediction.mask.mean()) if prediction.mask.size else 0.0
-    return {"area": area, "score": float(prediction.score), "mass": area * float(prediction.score)}
+    out = {"area": area, "score": float(prediction.score), "mass": area * float(prediction.score)}
+    if prediction.category_mass is not None:
+        out["category"] = float(prediction.category_mass)
+    return out
 
 
 def roc_auc(present: np.ndarray, absent: np.ndarray) -> float:
@@ -73,7 +77,11 @@ class PresenceCalibration:
             raise ValueError(f"presence max_miss: {self.max_miss} must be in [0, 1)")
 
     def present(self, prediction: Prediction) -> bool:
-        return signals(prediction)[self.signal] > self.threshold
+        values = signals(prediction)
+        if self.signal not in values:
+            raise ValueError(f"presence calibration: signal '{self.signal}' needs the category gate, which "
+                             "this predictor runs without")
+        return values[self.signal] > self.threshold
 
     def save(self, path: str | Path) -> None:
         atomic_write_text(Path(path), json.dumps(asdict(self), indent=2) + "\n")
@@ -96,9 +104,10 @@ def rates(present: np.ndarray, absent: np.ndarray, threshold: float) -> tuple[fl
 
 def calibrate(present: dict[str, np.ndarray], absent: dict[str, np.ndarray], max_miss: float,
               measured_on: str) -> PresenceCalibration:
-    """The signal with the fewest false positives at <= max_miss misses (ties: higher AUC), and its threshold."""
+    """The signal with the fewest false positives at <= max_miss misses (ties: higher AUC), and its threshold,
+    among the signals both splits have."""
     rows = []
-    for name in SIGNALS:
+    for name in [s for s in SIGNALS if len(present.get(s, ())) and len(absent.get(s, ()))]:
         t = threshold_for_miss(present[name], max_miss)
         miss, fp = rates(present[name], absent[name], t)
         rows.append(PresenceCalibration(name, t, max_miss, measured_on, miss, fp,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ from transformers import DynamicCache
 
 from keyseg_core.config.default_keywords import COCO_CATEGORIES
 from keyseg_core.config.model import KEY_TOKEN, SEG_TOKEN
+from keyseg_core.inference.category_gate import CategoryGate
 from keyseg_core.inference.preprocess import clip_pixels, placement
 from keyseg_core.inference.static_prefill import StaticPrefill, cache_keyword
 from keyseg_core.modeling.keyseg import KeySegModel, Reasoned
@@ -50,6 +51,8 @@ class Reasoning:
         timings_ms: the stages this reasoning ran (vision_tower, llm_prefill, generate, fusion).
         frame_hw: (H, W) of the frame it reasoned on.
         finished: time.monotonic() when it was done (the age of a streamed mask counts from here).
+        category_mass: with a category gate, the share of the model's belief about the target that falls
+            on categories in view (`keyseg_core.inference.category_gate`); None without one.
     """
 
     query: str
@@ -61,6 +64,7 @@ class Reasoning:
     timings_ms: dict[str, float] = field(default_factory=dict)
     frame_hw: tuple[int, int] = (0, 0)
     finished: float = field(default_factory=time.monotonic)
+    category_mass: float | None = None
 
 
 @dataclass
@@ -78,6 +82,7 @@ class FrameFeatures:
 
     image_hw: tuple[int, int]
     image_features: torch.Tensor  # (1, n_img, d) vision tower + projector output
+    visible: torch.Tensor | None = None  # (K,) the category gate's visibility of each category
     prefixes: dict[tuple[int, ...], _Prefix] = field(default_factory=dict)
 
 
@@ -136,22 +141,26 @@ class Reasoner:
     `vision` replaces the vision tower + projector (an exported or compiled graph: (B, 3, s, s) ->
     (B, n_img, d)); `llm` runs the prefix prefill and the suffix extension at static shapes
     (`StaticPrefill`: StaticCache, compiled; the same hidden states), else they run eagerly with a
-    DynamicCache (the generation steps always do); `passes` counts language-model forward passes
-    (prefill or a batch of suffixes), `steps` the token-by-token generation steps, so callers and
-    tests can see when the LLM ran.
+    DynamicCache (the generation steps always do); `gate` picks each [SEG]'s category prompt among the
+    categories in view (`CategoryGate`; a codebook fusion only); `passes` counts language-model forward
+    passes (prefill or a batch of suffixes), `steps` the token-by-token generation steps, so callers
+    and tests can see when the LLM ran.
     """
 
     def __init__(self, model: KeySegModel, processor: KeySegProcessor, *, mode: str = "prefill",
                  max_new_tokens: int = 48, vision: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 llm: StaticPrefill | None = None) -> None:
+                 llm: StaticPrefill | None = None, gate: CategoryGate | None = None) -> None:
         if mode not in MODES:
             raise ValueError(f"mode '{mode}' is not one of {', '.join(MODES)}")
+        if gate is not None and model.fusion.codebook is None:
+            raise ValueError("a category gate needs a codebook fusion (fusion.codebook > 0)")
         self.model = model
         self.processor = processor
         self.mode = mode
         self.max_new_tokens = max_new_tokens
         self.vision = vision
         self.llm = llm
+        self.gate = gate
         self.device, self.dtype, self.on_device, self._upload = placement(model)
         vocab = model.config.keyword.vocabulary
         # where the candidates come from, for messages: decoding normalises over exactly this list
@@ -170,16 +179,32 @@ class Reasoner:
         with timer("vision_tower"):
             return self.vision(clip_pixels) if self.vision is not None else self.model.encode_images(clip_pixels)
 
+    def visible(self, clip_pixels: torch.Tensor, timer: Timer = no_timer) -> torch.Tensor | None:
+        """(B, K) the gate's visibility of each category (its detector is a second vision tower); None
+        without a gate."""
+        if self.gate is None:
+            return None
+        with timer("vision_tower"):
+            return self.gate.visible(clip_pixels)
+
     def reason_batch(self, batch: KeySegBatch, queries: list[str], timer: Timer = no_timer,
                      features: torch.Tensor | None = None) -> tuple[Reasoned, list[Reasoning]]:
         """Prefill mode over a prepared batch (forced answer template), as `KeySegModel.run` does.
         `features`: the vision tower's output computed already (`vision_features`)."""
         if features is None and self.vision is not None:
             features = self.vision_features(batch.clip_pixels, timer)
+        visible = self.visible(batch.clip_pixels, timer)
         self.passes += 1
         reasoned = self.model.reason(batch, timer, image_features=features)
         hw = batch.original_hw
-        return reasoned, [self._reasoning(reasoned, i, q, None, hw[i]) for i, q in enumerate(queries)]
+        reasonings = [self._reasoning(reasoned, i, q, None, hw[i], None if visible is None else visible[i])
+                      for i, q in enumerate(queries)]
+        if visible is not None:  # SAM segments the batch from `reasoned`: give it the gated prompts too
+            prompts = reasoned.prompts.clone()
+            for i, reasoning in enumerate(reasonings):
+                prompts[reasoned.seg_batch == i] = reasoning.prompts
+            reasoned = replace(reasoned, prompts=prompts)
+        return reasoned, reasonings
 
     # ---- one frame, any number of queries, cached ----
 
@@ -192,7 +217,9 @@ class Reasoner:
                                      self.model.config.backbone.image_preprocess)[None].to(self.dtype)
             else:
                 pixels = self.processor.preprocess_clip(image)[None].to(self.device, self.dtype)
-        return FrameFeatures(image.shape[:2], self.vision_features(pixels, timer))
+        visible = self.visible(pixels, timer)
+        return FrameFeatures(image.shape[:2], self.vision_features(pixels, timer),
+                             visible=None if visible is None else visible[0])
 
     def reason_frame(self, frame: FrameFeatures, queries: list[str], timer: Timer = no_timer) -> list[Reasoning]:
         """Reason about several queries on one encoded frame.
@@ -217,7 +244,7 @@ class Reasoner:
             with timer("fusion"):
                 reasoned = self.model.fuse(hidden, ids, mask)
                 for row, i in enumerate(members):
-                    results[i] = self._reasoning(reasoned, row, queries[i], None, frame.image_hw)
+                    results[i] = self._reasoning(reasoned, row, queries[i], None, frame.image_hw, frame.visible)
         return results  # type: ignore[return-value]
 
     def reason(self, image: np.ndarray, query: str, timer: Timer = no_timer) -> Reasoning:
@@ -324,7 +351,7 @@ class Reasoner:
         with timer("fusion"):
             ids_t = torch.tensor([all_ids], device=self.device)
             reasoned = self.model.fuse(all_hidden, ids_t, torch.ones_like(ids_t, dtype=torch.bool))
-            return self._reasoning(reasoned, 0, query, text, frame.image_hw)
+            return self._reasoning(reasoned, 0, query, text, frame.image_hw, frame.visible)
 
     def _eos_ids(self) -> set[int]:
         ids = {self.processor.ids.eos}
@@ -336,9 +363,12 @@ class Reasoner:
         return ids
 
     def _reasoning(self, reasoned: Reasoned, i: int, query: str, generated: str | None,
-                   frame_hw: tuple[int, int]) -> Reasoning:
-        """Sample i's S_hat prompts and first [KEY] keyword -> Reasoning."""
-        prompts = reasoned.prompts[reasoned.seg_batch == i]
+                   frame_hw: tuple[int, int], visible: torch.Tensor | None = None) -> Reasoning:
+        """Sample i's S_hat prompts and first [KEY] keyword -> Reasoning. With the gate and the frame's
+        visibility, the prompts are the gated categories' codebook rows and the keyword names the
+        first [SEG]'s category (mask and keyword name the same object)."""
+        rows = reasoned.seg_batch == i
+        prompts = reasoned.prompts[rows]
         keys = (reasoned.key_batch == i).nonzero().flatten()
         if keys.numel():
             top = decode_keywords(reasoned.keyword_logits[keys[0]], self.keyword_candidates, self._candidate_ids,
@@ -346,8 +376,14 @@ class Reasoner:
             keyword, prob = top[0].text, top[0].prob
         else:
             top, keyword, prob = [], "", 0.0
+        mass = None
+        if self.gate is not None and visible is not None and prompts.shape[0]:
+            choices = self.gate.choose(reasoned.prompt_logits[rows], visible, self.model.fusion.codebook)
+            prompts = torch.stack([c.prompt for c in choices]).to(prompts.dtype)
+            top = self.gate.candidates(choices[0], self.model.config.keyword.top_k)
+            keyword, prob, mass = top[0].text, top[0].prob, choices[0].mass
         return Reasoning(query=query, prompts=prompts, keyword=keyword, keyword_prob=prob, keyword_topk=top,
-                         answer=self.readable(generated, keyword), frame_hw=frame_hw)
+                         answer=self.readable(generated, keyword), frame_hw=frame_hw, category_mass=mass)
 
     def readable(self, generated: str | None, keyword: str) -> str:
         """The template's reply with the keyword (prefill), or generated text with [SEG] dropped and

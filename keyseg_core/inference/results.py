@@ -35,6 +35,8 @@ class Prediction:
         present: False when the model's presence calibration (keyseg_core.inference.presence) says the asked-for
             object is not in view: the mask is then empty, `box` None, and `answer` says so; True
             otherwise, and always for a checkpoint without a calibration.
+        category_mass: with a category gate (`keyseg_core.inference.category_gate`), the share of the
+            model's belief about the target that falls on categories in view; None without one.
     """
 
     mask: np.ndarray
@@ -50,6 +52,7 @@ class Prediction:
     fresh_reasoning: bool = True
     reasoning_age_s: float = 0.0
     present: bool = True
+    category_mass: float | None = None
 
 
 # Stage names used in `Prediction.timings_ms` and by `keyseg bench`, in pipeline order.

@@ -97,4 +97,4 @@ def to_prediction(reasoning: Reasoning, logits: torch.Tensor, threshold: float, 
         score = float(torch.sigmoid(first[fg]).mean()) if bool(fg.any()) else 0.0
     return Prediction(mask=mask, score=score, keyword=reasoning.keyword, keyword_prob=reasoning.keyword_prob,
                       keyword_topk=list(reasoning.keyword_topk), answer=reasoning.answer, box=mask_box(mask),
-                      keyword_candidates=candidates, untrained=untrained)
+                      keyword_candidates=candidates, untrained=untrained, category_mass=reasoning.category_mass)

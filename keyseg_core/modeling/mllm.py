@@ -123,7 +123,12 @@ def random_llava_config(cfg: BackboneConfig, tokenizer) -> LlavaConfig:
 
 
 def _vision_config(cfg: BackboneConfig, vision: CLIPVisionModel | None) -> CLIPVisionConfig:
-    return vision.config if vision is not None else CLIPVisionConfig(**{**RANDOM_VISION_DEFAULTS, **cfg.vision_config})
+    return vision.config if vision is not None else random_vision_config(cfg)
+
+
+def random_vision_config(cfg: BackboneConfig) -> CLIPVisionConfig:
+    """The CLIP tower config of `vision: random` (a tower trained here from scratch)."""
+    return CLIPVisionConfig(**{**RANDOM_VISION_DEFAULTS, **cfg.vision_config})
 
 
 def _compose_random_llm(cfg: BackboneConfig, tokenizer, image_id: int, vision: CLIPVisionModel | None):

@@ -32,11 +32,13 @@ import numpy as np
 import torch
 
 from keyseg_core.inference.gpu_memory import OutOfGpuMemory, free_gpu_memory, is_out_of_memory, summary
+from keyseg_core.inference.category_gate import CategoryGate
 from keyseg_core.inference.overlap import Launched, SideStream
 from keyseg_core.inference.presence import PRESENCE_FILE, PresenceCalibration, not_here
 from keyseg_core.inference.reasoner import MODES, FrameFeatures, Reasoner, Reasoning, cache_token_tables
 from keyseg_core.inference.results import STAGES, Prediction
 from keyseg_core.inference.segmenter import EncodedFrame, Segmenter, to_prediction
+from keyseg_core.modeling.category_detector import DETECTOR_FILE, CategoryDetector
 from keyseg_core.modeling.keyseg import KeySegModel
 from keyseg_core.modeling.processor import KeySegProcessor, validate_image
 from keyseg_core.runtime.backends import BackendChoice, can_step_down, check_backend, step_down, use_backend
@@ -105,6 +107,7 @@ class Predictor:
         backend: BackendChoice | None = None,
         presence: PresenceCalibration | None = None,
         overlap_streams: bool | None = None,
+        gate: CategoryGate | None = None,
     ) -> None:
         self.model = model.eval()
         cache_token_tables(model)  # exact; skips peft's per-call rebuild of the (V, d) tables
@@ -115,7 +118,7 @@ class Predictor:
         self.presence = presence  # None: every answer is taken as present (the paper's behaviour)
         self.backend = backend or BackendChoice("torch", "torch", "requested")
         self.reasoner = Reasoner(model, processor, mode=mode, max_new_tokens=max_new_tokens,
-                                 vision=self.backend.vision, llm=self.backend.llm)
+                                 vision=self.backend.vision, llm=self.backend.llm, gate=gate)
         self.segmenter = Segmenter(model, processor, sam=self.backend.sam)
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
@@ -139,7 +142,7 @@ class Predictor:
     def from_pretrained(
         cls, model: str | None = None, *, device: str = "cpu", dtype: str = "auto", mode: str = "prefill",
         mask_threshold: float = 0.0, backend: str = "torch", cpu_fallback: bool = False, presence: bool = True,
-        overlap_streams: bool | None = None, check_bases: bool = True,
+        overlap_streams: bool | None = None, check_bases: bool = True, category_gate: bool = True,
     ) -> Predictor:
         """Load a checkpoint dir, a hub id of one, 'config:<registry name>', a config file, or (None) the
         shipped KeySeg-Tiny, checked against its checksums.
@@ -167,6 +170,9 @@ class Predictor:
         stage synchronised.
         check_bases: a checkpoint's frozen base weights must match the fingerprint saved with it. Off
         only for timing runs whose bases are a transport copy (scripts/bench_gpu.sh's KeySeg-Tiny).
+        category_gate: use the checkpoint's category detector (category_detector.safetensors, written by
+        `keyseg attach-detector`) to pick each [SEG]'s category among those in view
+        (keyseg_core.inference.category_gate); False runs the fusion's own output, as the paper does.
         """
         check_backend(backend)
         if mode not in MODES:
@@ -196,9 +202,13 @@ class Predictor:
             torch_device, torch_dtype = torch.device("cpu"), torch.float32
             net, proc, untrained = load_model(name, torch_dtype, torch_device, check_bases)
         choice = use_backend(net.eval(), backend, torch_device)
+        gate = _category_gate(name, net) if category_gate else None
         calibration = _presence_calibration(name) if presence else None
+        if calibration is not None and calibration.signal == "category" and gate is None:
+            raise ValueError(f"{Path(name) / PRESENCE_FILE}: calibrated on the category gate's signal; load with "
+                             "the category gate on, or with presence off")
         return cls(net, proc, model_name=name, untrained=untrained, mode=mode, mask_threshold=mask_threshold,
-                   backend=choice, presence=calibration, overlap_streams=overlap_streams)
+                   backend=choice, presence=calibration, overlap_streams=overlap_streams, gate=gate)
 
     # ---- one-shot: image + query -> prediction ----
 
@@ -423,6 +433,19 @@ def _replays_cuda_graphs(runner: object | None) -> bool:
     """Whether a backend's SAM segmenter or LLM runner replays torch.compile's CUDA graphs."""
     return runner is not None and CUDA_GRAPHS_MODE in (getattr(runner, "mode", None),
                                                        getattr(runner, "compile_mode", None))
+
+
+def _category_gate(name: str, model: KeySegModel) -> CategoryGate | None:
+    """The category detector saved beside a local checkpoint, on the model's device and in its dtype
+    (None for configs, hub ids, or none saved)."""
+    path = Path(name) / DETECTOR_FILE
+    if not path.is_file():
+        return None
+    if model.fusion.codebook is None:
+        raise ValueError(f"{path}: a category detector needs a codebook fusion, and this model has none")
+    param = next(model.parameters())
+    detector = CategoryDetector.load(path).to(param.device, param.dtype)
+    return CategoryGate(detector, model.fusion.codebook.shape[0])
 
 
 def _presence_calibration(name: str) -> PresenceCalibration | None:

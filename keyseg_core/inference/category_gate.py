@@ -1,0 +1,62 @@
+"""Category gate: the codebook fusion's choice of category, restricted to what the frame holds.
+
+A codebook fusion (`fusion.codebook: K`) turns each [SEG] into K logits over category prompts, so the
+model's belief about the target is p_llm(c) = softmax(logits). The `CategoryDetector` gives P(c), the
+probability that category c is in view. Their product g(c) = p_llm(c) P(c) is the belief that the
+target is c and c is here:
+
+- the prompt given to SAM is the codebook row of argmax g (SAM was trained on exactly those rows;
+  a mixture that lands between rows segments less), and the keyword is that category's name, so
+  mask and keyword name the same object;
+- mass = sum g is how much of the model's belief falls on things in view: small when the asked-for
+  object is not here (the "category" signal of `keyseg_core.inference.presence`).
+
+Not in the paper; a model without a codebook or a detector runs as the paper does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from keyseg_core.modeling.category_detector import CategoryDetector
+from keyseg_core.modeling.keyword_head import KeywordCandidate
+
+
+@dataclass
+class GatedChoice:
+    """One [SEG]'s gated choice."""
+
+    index: int  # the chosen category (a codebook row)
+    prompt: torch.Tensor  # (C,) that row, SAM's prompt
+    probs: torch.Tensor  # (K,) g normalised to sum 1
+    mass: float  # sum of g: the model's belief that falls on categories in view
+
+
+class CategoryGate:
+    """A detector whose categories are a codebook fusion's rows, in order."""
+
+    def __init__(self, detector: CategoryDetector, codebook_size: int) -> None:
+        if len(detector.names) != codebook_size:
+            raise ValueError(f"category detector: {len(detector.names)} categories, but the model's "
+                             f"fusion.codebook has {codebook_size} prompts (one per category, in the same order)")
+        self.detector = detector
+        self.names = detector.names
+
+    def visible(self, clip_pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, s, s) CLIP pixels -> (B, K) probability that each category is in view."""
+        return self.detector(clip_pixels)
+
+    def choose(self, logits: torch.Tensor, visible: torch.Tensor, codebook: torch.Tensor) -> list[GatedChoice]:
+        """(N, K) codebook logits of N [SEG]s on one frame, (K,) visibility, (K, C) codebook -> N choices."""
+        gated = logits.float().softmax(dim=-1) * visible.float()[None]  # (N, K)
+        mass = gated.sum(dim=-1)
+        probs = gated / mass.clamp(min=torch.finfo(torch.float32).tiny)[:, None]
+        best = gated.argmax(dim=-1)
+        return [GatedChoice(int(k), codebook[k], probs[n], float(mass[n])) for n, k in enumerate(best.tolist())]
+
+    def candidates(self, choice: GatedChoice, top_k: int) -> list[KeywordCandidate]:
+        """The top-k categories of a choice, best first, as keyword candidates."""
+        probs, order = choice.probs.topk(min(top_k, len(self.names)))
+        return [KeywordCandidate(self.names[int(i)], float(p)) for p, i in zip(probs.tolist(), order.tolist())]
