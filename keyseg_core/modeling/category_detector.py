@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModel
@@ -68,7 +68,7 @@ class CategoryDetector(nn.Module):
             detector = cls(CLIPVisionConfig.from_dict(json.loads(meta["vision_config"])), json.loads(meta["names"]),
                            int(meta.get("feature_layer", -1)))
             missing, unexpected = detector.load_state_dict(load_file(str(path)), strict=False)
-        except (OSError, KeyError, ValueError, json.JSONDecodeError) as err:
+        except (OSError, KeyError, ValueError, SafetensorError) as err:
             raise ValueError(f"{path}: not a category detector ({type(err).__name__}: {err})") from err
         if missing or unexpected:
             raise ValueError(f"{path}: not a category detector (missing {missing[:3]}, unexpected {unexpected[:3]})")

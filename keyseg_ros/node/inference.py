@@ -40,7 +40,8 @@ def load_predictor(param: Callable[[str], Any]):
     return Predictor.from_pretrained(
         param("model") or None, device=param("device"),
         dtype=param("precision"), mask_threshold=param("mask_threshold"),
-        backend=param("backend"), cpu_fallback=param("cpu_fallback"))
+        backend=param("backend"), cpu_fallback=param("cpu_fallback"),
+        category_gate=param("category_gate"), presence=param("presence"))
 
 
 class Inference:

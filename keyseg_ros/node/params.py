@@ -112,6 +112,18 @@ PARAMS: tuple[ParamSpec, ...] = (
         "(one warning; slow), false fails the configure transition with the reason.",
         _any),
     ParamSpec(
+        "category_gate", True,
+        "Use the model's category detector, where it has one: the target is chosen among the "
+        "categories in view, so mask and keyword name the same object. false: the fusion's own "
+        "prompt, as in the paper.",
+        _any),
+    ParamSpec(
+        "presence", True,
+        "Apply the model's presence calibration, where it has one: a query about something not in "
+        "view gets an empty mask, zero detections, no keyword and an answer that says so. false: "
+        "every query gets a mask, as in the paper.",
+        _any),
+    ParamSpec(
         "streaming", True,
         "Reason once per question, segment every frame: a new query (or reasoning_period, or a "
         "message on `reason`) starts a full pass on the current frame beside the frame loop; every "

@@ -129,20 +129,60 @@ def test_anchor_loss_is_zero_on_the_anchor_and_skips_unknown_keywords():
     assert anchors.loss(off, seg_batch, keywords).item() == pytest.approx(0.5 / table.pow(2).mean().item())
 
 
-def test_stage_two_seeds_a_new_codebook_with_the_category_prompts(run, tmp_path):
-    from safetensors.torch import load_file
+@pytest.fixture(scope="module")
+def codebook_run(run, tmp_path_factory):
+    """Stage 2 (one step) of a codebook model from the stage-1 run, its codebook seeded by the prompts."""
     from train_fixtures import write_config, write_reasonseg
 
+    work = tmp_path_factory.mktemp("codebook")
     heads = run / "run" / "heads.safetensors"
-    write_reasonseg(tmp_path / "data", "train", {"cup": {"box": (4, 4, 14, 12)}}, keywords={"cup": "cup"})
+    write_reasonseg(work / "data", "train", {"cup": {"box": (4, 4, 14, 12)}}, keywords={"cup": "cup"})
     table = load_file(str(heads))["prompt.weight"]
-    config = write_config(tmp_path / "train.yaml", tmp_path / "data", tmp_path / "stage2", max_steps=1,
+    config = write_config(work / "train.yaml", work / "data", work / "stage2", max_steps=1,
                           model_overrides={**TRAINABLE, "fusion": {"preset": "keyseg", "codebook": table.shape[0]}},
                           init_checkpoint=str(run / "run" / "final"), prompt_anchors=str(heads),
                           prompt_anchor_weight=1.0)
     assert cli.main(["train", "--config", str(config), "--no-progress"]) == 0
-    codebook = load_file(str(tmp_path / "stage2" / "final" / "trainable.safetensors"))["fusion.codebook"]
+    return work / "stage2" / "final", table
+
+
+def test_stage_two_seeds_a_new_codebook_with_the_category_prompts(codebook_run):
+    final, table = codebook_run
+    codebook = load_file(str(final / "trainable.safetensors"))["fusion.codebook"]
     assert ((codebook - table).norm() / table.norm()).item() < 0.01  # one small step from the prompts
+
+
+def test_attach_detector_gives_the_stage_one_tower_and_patch_head(run, codebook_run, tmp_path, capsys):
+    """`keyseg attach-detector`: the detector is the stage-1 tower and patch head, the predictor gates with it."""
+    import shutil
+
+    from keyseg_core.modeling.category_detector import DETECTOR_FILE, CategoryDetector
+    from keyseg_core.runtime.predictor import Predictor
+    from keyseg_core.scenes import load_knowledge, make_sample
+
+    final, _ = codebook_run
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(final, ckpt)
+    args = ["attach-detector", "--bases", str(run / "run"), "--checkpoint", str(ckpt)]
+    assert cli.main(args) == 0
+    detector = CategoryDetector.load(ckpt / DETECTOR_FILE)
+    assert detector.names == sorted(load_knowledge().categories)
+    bases = load_file(str(run / "run" / "final" / "trainable.safetensors"))
+    tower = {k.split("vision_tower.", 1)[1]: v for k, v in bases.items() if "vision_tower." in k}
+    for name, value in detector.tower.state_dict().items():
+        assert torch.allclose(value, tower[name].half().float()), name
+    heads = load_file(str(run / "run" / "heads.safetensors"))
+    assert torch.allclose(detector.patch.weight, heads["patch.weight"].half().float())
+    sample = make_sample(3, "test", 0, kb=load_knowledge())
+    pred = Predictor.from_pretrained(str(ckpt)).predict(sample.scene.image, sample.queries[0].text)
+    assert pred.keyword in detector.names and 0.0 <= pred.category_mass <= 1.0
+    capsys.readouterr()
+    assert cli.main(args) == 2  # never overwritten without --overwrite
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert cli.main(["attach-detector", "--bases", str(run / "run"), "--checkpoint", str(run / "run" / "final")]) == 2
+    assert "has fusion.codebook 0" in capsys.readouterr().err
+    assert cli.main(["attach-detector", "--bases", str(tmp_path), "--checkpoint", str(ckpt), "--overwrite"]) == 2
+    assert "final/config.json does not exist" in capsys.readouterr().err
 
 
 def test_a_codebook_fusion_is_anchored_by_cross_entropy_and_seeded_from_the_anchors():

@@ -1,0 +1,110 @@
+"""Category gate: the detector's file, the gate's arithmetic, and the predictor picking the category in view."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from transformers import CLIPVisionConfig
+
+from keyseg_core.inference.category_gate import CategoryGate
+from keyseg_core.inference.presence import PRESENCE_FILE, PresenceCalibration, signals
+from keyseg_core.modeling.build import build_model, registry_config
+from keyseg_core.modeling.category_detector import DETECTOR_FILE, CategoryDetector
+from keyseg_core.runtime.predictor import Predictor
+from keyseg_core.weights.checkpoint import save_checkpoint
+
+NAMES = ["bed", "cup", "dog"]
+TOWER = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         image_size=28, patch_size=14)
+
+
+def _detector(config: CLIPVisionConfig = TOWER, names: list[str] = NAMES) -> CategoryDetector:
+    torch.manual_seed(0)
+    detector = CategoryDetector(config, names)
+    with torch.no_grad():
+        for p in detector.parameters():
+            p.normal_(0, 0.5)
+    return detector
+
+
+def test_detector_file_round_trip(tmp_path):
+    detector = _detector()
+    pixels = torch.randn(2, 3, 28, 28)
+    visible = detector(pixels)
+    assert visible.shape == (2, 3) and bool(((visible >= 0) & (visible <= 1)).all())
+    detector.save(tmp_path / DETECTOR_FILE)
+    loaded = CategoryDetector.load(tmp_path / DETECTOR_FILE)
+    assert loaded.names == NAMES and not any(p.requires_grad for p in loaded.parameters())
+    assert torch.allclose(loaded(pixels), visible, atol=2e-3)  # stored in float16
+    (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="bad.safetensors: not a category detector"):
+        CategoryDetector.load(tmp_path / "bad.safetensors")
+
+
+def test_gate_picks_the_likeliest_category_in_view():
+    codebook = torch.arange(12.0).view(3, 4)
+    gate = CategoryGate(_detector(), 3)
+    logits = torch.tensor([[3.0, 2.0, 0.0]])  # the model believes "bed", then "cup"
+    p = logits.softmax(-1)[0]
+    (choice,) = gate.choose(logits, torch.tensor([0.0, 1.0, 0.5]), codebook)  # no bed in view
+    assert choice.index == 1 and torch.equal(choice.prompt, codebook[1])
+    assert choice.mass == pytest.approx(float(p[1] + 0.5 * p[2]))
+    assert float(choice.probs.sum()) == pytest.approx(1.0) and float(choice.probs[0]) == 0.0
+    assert [c.text for c in gate.candidates(choice, 5)] == ["cup", "dog", "bed"]
+    (nothing,) = gate.choose(logits, torch.zeros(3), codebook)  # nothing in view: no belief left
+    assert nothing.mass == 0.0
+
+
+def test_gate_refuses_a_codebook_of_another_size():
+    with pytest.raises(ValueError, match="3 categories, but the model's fusion.codebook has 4 prompts"):
+        CategoryGate(_detector(), 4)
+
+
+@pytest.fixture(scope="module")
+def gated_checkpoint(tmp_path_factory):
+    """A tiny codebook model whose detector sees only 'dog' (category 2), in every patch."""
+    config = registry_config("tiny")
+    config.fusion = dataclasses.replace(config.fusion, codebook=len(NAMES))
+    model, _ = build_model(config)
+    path = tmp_path_factory.mktemp("gated") / "ckpt"
+    save_checkpoint(model, path)
+    detector = CategoryDetector(model.llava.config.vision_config, NAMES)
+    with torch.no_grad():
+        detector.patch.weight.zero_()
+        detector.patch.bias.copy_(torch.tensor([0.0, -30.0, -30.0, 30.0]))  # background, bed, cup, dog
+    detector.save(path / DETECTOR_FILE)
+    return path, model.fusion.codebook.detach().clone()
+
+
+def test_predictor_segments_and_names_the_category_in_view(gated_checkpoint):
+    path, codebook = gated_checkpoint
+    image = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    predictor = Predictor.from_pretrained(str(path))
+    assert predictor.reasoner.gate is not None
+    pred = predictor.predict(image, "the bed")
+    assert pred.keyword == "dog" and pred.answer.endswith("dog.") and pred.keyword_topk[0].text == "dog"
+    assert 0.0 < pred.category_mass < 1.0 and signals(pred)["category"] == pred.category_mass
+    with torch.inference_mode():  # the streaming path picks the same
+        reasoning = predictor.reasoner.reason(image, "the bed")
+    assert torch.allclose(reasoning.prompts[0].float(), codebook[2], atol=1e-6)
+    assert reasoning.category_mass == pytest.approx(pred.category_mass, abs=1e-5)
+    predictor.set_image(image)
+    (again,) = predictor.predict_queries(["the bed"])
+    assert again.keyword == "dog" and np.array_equal(again.mask, pred.mask)
+    plain = Predictor.from_pretrained(str(path), category_gate=False)
+    assert plain.reasoner.gate is None and plain.predict(image, "the bed").category_mass is None
+
+
+def test_category_calibration_needs_the_gate(gated_checkpoint, tmp_path):
+    path, _ = gated_checkpoint
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    for f in path.iterdir():
+        (ckpt / f.name).write_bytes(f.read_bytes())
+    PresenceCalibration("category", 2.0, 0.05, "test", 0.0, 0.0, 1.0).save(ckpt / PRESENCE_FILE)
+    image = np.full((48, 64, 3), 90, np.uint8)
+    pred = Predictor.from_pretrained(str(ckpt)).predict(image, "the bed")  # mass is never above 2
+    assert not pred.present and pred.keyword == "" and pred.answer == "I don't see the dog here."
+    with pytest.raises(ValueError, match="calibrated on the category gate's signal"):
+        Predictor.from_pretrained(str(ckpt), category_gate=False)
