@@ -9,7 +9,9 @@ target is c and c is here:
   a mixture that lands between rows segments less), and the keyword is that category's name, so
   mask and keyword name the same object;
 - mass = sum g is how much of the model's belief falls on things in view: small when the asked-for
-  object is not here (the "category" signal of `keyseg_core.inference.presence`).
+  object is not here (the "category" signal of `keyseg_core.inference.presence`);
+- every category in view that holds a set share of the normalised g is an instance of the answer,
+  with its own prompt and mask ("all the fruit": each fruit in view).
 
 Not in the paper; a model without a codebook or a detector runs as the paper does.
 """
@@ -55,6 +57,12 @@ class CategoryGate:
         probs = gated / mass.clamp(min=torch.finfo(torch.float32).tiny)[:, None]
         best = gated.argmax(dim=-1)
         return [GatedChoice(int(k), codebook[k], probs[n], float(mass[n])) for n, k in enumerate(best.tolist())]
+
+    def instances(self, choice: GatedChoice, share: float) -> list[int]:
+        """The categories holding at least `share` of the choice's gated belief, best first; always
+        the chosen one (several instances of what was asked: "all the fruit")."""
+        order = choice.probs.argsort(descending=True).tolist()
+        return [choice.index] + [k for k in order if k != choice.index and float(choice.probs[k]) >= share]
 
     def candidates(self, choice: GatedChoice, top_k: int) -> list[KeywordCandidate]:
         """The top-k categories of a choice, best first, as keyword candidates."""

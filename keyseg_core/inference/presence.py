@@ -125,5 +125,6 @@ def not_here(prediction: Prediction) -> Prediction:
     prediction.score = 0.0
     prediction.keyword, prediction.keyword_prob = "", 0.0
     prediction.present = False
+    prediction.instances = []
     prediction.answer = f"I don't see the {looked_for} here." if looked_for else "I don't see it here."
     return prediction

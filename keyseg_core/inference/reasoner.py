@@ -53,6 +53,10 @@ class Reasoning:
         finished: time.monotonic() when it was done (the age of a streamed mask counts from here).
         category_mass: with a category gate, the share of the model's belief about the target that falls
             on categories in view (`keyseg_core.inference.category_gate`); None without one.
+        instance_keywords: with a category gate and an instance share, the categories in view that hold
+            at least that share of the first [SEG]'s gated belief, best first: then `prompts` starts with
+            their codebook rows, one per category (row 0 is the answer's), and the [SEG]s after the
+            first follow. Empty otherwise.
     """
 
     query: str
@@ -65,6 +69,7 @@ class Reasoning:
     frame_hw: tuple[int, int] = (0, 0)
     finished: float = field(default_factory=time.monotonic)
     category_mass: float | None = None
+    instance_keywords: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -142,7 +147,8 @@ class Reasoner:
     (B, n_img, d)); `llm` runs the prefix prefill and the suffix extension at static shapes
     (`StaticPrefill`: StaticCache, compiled; the same hidden states), else they run eagerly with a
     DynamicCache (the generation steps always do); `gate` picks each [SEG]'s category prompt among the
-    categories in view (`CategoryGate`; a codebook fusion only); `passes` counts language-model forward
+    categories in view (`CategoryGate`; a codebook fusion only) and, with `instance_share`, every category
+    in view holding that share of the belief becomes an instance ("all the fruit"); `passes` counts language-model forward
     passes (prefill or a batch of suffixes), `steps` the token-by-token generation steps, so callers
     and tests can see when the LLM ran.
     """
@@ -161,6 +167,7 @@ class Reasoner:
         self.vision = vision
         self.llm = llm
         self.gate = gate
+        self.instance_share: float | None = None
         self.device, self.dtype, self.on_device, self._upload = placement(model)
         vocab = model.config.keyword.vocabulary
         # where the candidates come from, for messages: decoding normalises over exactly this list
@@ -200,10 +207,9 @@ class Reasoner:
         reasonings = [self._reasoning(reasoned, i, q, None, hw[i], None if visible is None else visible[i])
                       for i, q in enumerate(queries)]
         if visible is not None:  # SAM segments the batch from `reasoned`: give it the gated prompts too
-            prompts = reasoned.prompts.clone()
-            for i, reasoning in enumerate(reasonings):
-                prompts[reasoned.seg_batch == i] = reasoning.prompts
-            reasoned = replace(reasoned, prompts=prompts)
+            rows = [r.prompts for r in reasonings]
+            seg_batch = torch.cat([torch.full((len(p),), i, dtype=torch.long) for i, p in enumerate(rows)])
+            reasoned = replace(reasoned, prompts=torch.cat(rows), seg_batch=seg_batch.to(reasoned.seg_batch.device))
         return reasoned, reasonings
 
     # ---- one frame, any number of queries, cached ----
@@ -376,14 +382,20 @@ class Reasoner:
             keyword, prob = top[0].text, top[0].prob
         else:
             top, keyword, prob = [], "", 0.0
-        mass = None
+        mass, instances = None, []
         if self.gate is not None and visible is not None and prompts.shape[0]:
-            choices = self.gate.choose(reasoned.prompt_logits[rows], visible, self.model.fusion.codebook)
+            codebook = self.model.fusion.codebook
+            choices = self.gate.choose(reasoned.prompt_logits[rows], visible, codebook)
             prompts = torch.stack([c.prompt for c in choices]).to(prompts.dtype)
             top = self.gate.candidates(choices[0], self.model.config.keyword.top_k)
             keyword, prob, mass = top[0].text, top[0].prob, choices[0].mass
+            if self.instance_share is not None:
+                held = self.gate.instances(choices[0], self.instance_share)
+                instances = [self.gate.names[k] for k in held]
+                prompts = torch.cat([codebook[held].to(prompts.dtype), prompts[1:]])
         return Reasoning(query=query, prompts=prompts, keyword=keyword, keyword_prob=prob, keyword_topk=top,
-                         answer=self.readable(generated, keyword), frame_hw=frame_hw, category_mass=mass)
+                         answer=self.readable(generated, keyword), frame_hw=frame_hw, category_mass=mass,
+                         instance_keywords=instances)
 
     def readable(self, generated: str | None, keyword: str) -> str:
         """The template's reply with the keyword (prefill), or generated text with [SEG] dropped and

@@ -10,6 +10,15 @@ from keyseg_core.modeling.keyword_head import KeywordCandidate
 
 
 @dataclass
+class CategoryInstance:
+    """One instance of a several-instance answer ("all the fruit"): a category in view and its own mask."""
+
+    keyword: str
+    mask: np.ndarray  # HxW bool
+    score: float  # mean foreground probability inside the mask (0 if empty)
+
+
+@dataclass
 class Prediction:
     """Output of `Predictor.predict` for one image and one query.
 
@@ -37,6 +46,9 @@ class Prediction:
             otherwise, and always for a checkpoint without a calibration.
         category_mass: with a category gate (`keyseg_core.inference.category_gate`), the share of the
             model's belief about the target that falls on categories in view; None without one.
+        instances: with a category gate and the predictor's `instance_share`, every category in view
+            holding that share of the belief, best first, each with its own mask (the first is `mask`'s
+            category); empty otherwise.
     """
 
     mask: np.ndarray
@@ -53,6 +65,7 @@ class Prediction:
     reasoning_age_s: float = 0.0
     present: bool = True
     category_mass: float | None = None
+    instances: list[CategoryInstance] = field(default_factory=list)
 
 
 # Stage names used in `Prediction.timings_ms` and by `keyseg bench`, in pipeline order.

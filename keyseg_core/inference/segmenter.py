@@ -16,7 +16,7 @@ from torch import nn
 
 from keyseg_core.inference.preprocess import placement, sam_image
 from keyseg_core.inference.reasoner import Reasoning
-from keyseg_core.inference.results import Prediction, mask_box
+from keyseg_core.inference.results import CategoryInstance, Prediction, mask_box
 from keyseg_core.modeling.keyseg import KeySegModel
 from keyseg_core.modeling.processor import KeySegProcessor, validate_image
 from keyseg_core.modeling.sam import preprocess_sam
@@ -87,14 +87,19 @@ class Segmenter:
 
 def to_prediction(reasoning: Reasoning, logits: torch.Tensor, threshold: float, *, untrained: bool,
                   candidates: int) -> Prediction:
-    """The first [SEG]'s mask of `logits` (N, H, W) with the reasoning's keyword and answer."""
-    if logits.shape[0] == 0:
-        mask, score = np.zeros(tuple(logits.shape[-2:]), bool), 0.0
-    else:
-        first = logits[0].float()
-        fg = first > threshold
-        mask = fg.cpu().numpy()
-        score = float(torch.sigmoid(first[fg]).mean()) if bool(fg.any()) else 0.0
+    """The first [SEG]'s mask of `logits` (N, H, W) with the reasoning's keyword and answer, and the
+    instance masks of its `instance_keywords` (the first rows)."""
+    masks = [_mask_and_score(logits[j], threshold) for j in range(min(logits.shape[0], max(1, len(reasoning.instance_keywords))))]
+    mask, score = masks[0] if masks else (np.zeros(tuple(logits.shape[-2:]), bool), 0.0)
+    instances = [CategoryInstance(k, m, s) for k, (m, s) in zip(reasoning.instance_keywords, masks)]
     return Prediction(mask=mask, score=score, keyword=reasoning.keyword, keyword_prob=reasoning.keyword_prob,
                       keyword_topk=list(reasoning.keyword_topk), answer=reasoning.answer, box=mask_box(mask),
-                      keyword_candidates=candidates, untrained=untrained, category_mass=reasoning.category_mass)
+                      keyword_candidates=candidates, untrained=untrained, category_mass=reasoning.category_mass,
+                      instances=instances)
+
+
+def _mask_and_score(logits: torch.Tensor, threshold: float) -> tuple[np.ndarray, float]:
+    """(H, W) logits -> the bool mask above the threshold and its mean foreground probability (0 if empty)."""
+    logits = logits.float()
+    fg = logits > threshold
+    return fg.cpu().numpy(), float(torch.sigmoid(logits[fg]).mean()) if bool(fg.any()) else 0.0

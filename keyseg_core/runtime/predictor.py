@@ -135,6 +135,19 @@ class Predictor:
         self._oom_streak: dict[str, int] = {}
 
     @property
+    def instance_share(self) -> float | None:
+        """With a category gate: every category in view holding this share of the model's belief about
+        the target is an instance of the answer, with its own mask (`Prediction.instances`; "all the
+        fruit"). None (default): one answer, no instances. Applies from the next reasoning."""
+        return self.reasoner.instance_share
+
+    @instance_share.setter
+    def instance_share(self, share: float | None) -> None:
+        if share is not None and not 0.0 < share <= 1.0:
+            raise ValueError(f"instance_share: {share} must be in (0, 1], or None")
+        self.reasoner.instance_share = share
+
+    @property
     def mode(self) -> str:
         return self.reasoner.mode
 
@@ -309,12 +322,12 @@ class Predictor:
                 frame.sam = encoding.result()
             elif frame.sam is None:
                 frame.sam = self.segmenter.encode(frame.image, timer)
-            prompts = torch.cat([r.prompts[:1] for r in reasonings])
+            prompts = torch.cat([r.prompts[:_answer_rows(r)] for r in reasonings])
             segmented = self.segmenter.decode(frame.sam, prompts, timer)
         with timer("postprocess"):
             results, row = [], 0
             for r in reasonings:
-                rows = min(len(r.prompts), 1)
+                rows = min(len(r.prompts), _answer_rows(r))
                 results.append(self._prediction(r, segmented.logits[row: row + rows]))
                 row += rows
         return self._timed(results, timer, start)
@@ -365,8 +378,8 @@ class Predictor:
         timer = StageTimer(self.device)
         start = time.perf_counter()
         with self.sam_lock:
-            segmented = self.segmenter.decode(self.segmenter.encode(image, timer), reasoning.prompts[:1], timer,
-                                              mask_prompt=mask_prompt)
+            segmented = self.segmenter.decode(self.segmenter.encode(image, timer),
+                                              reasoning.prompts[:_answer_rows(reasoning)], timer, mask_prompt=mask_prompt)
         with timer("postprocess"):
             prediction = self._prediction(reasoning, segmented.logits)
         (prediction,) = self._timed([prediction], timer, start)
@@ -427,6 +440,11 @@ class Predictor:
         for r in results:
             r.timings_ms = dict(timings)
         return results
+
+
+def _answer_rows(reasoning: Reasoning) -> int:
+    """Prompt rows a prediction needs: the first [SEG]'s, or one per instance category."""
+    return max(1, len(reasoning.instance_keywords))
 
 
 def _replays_cuda_graphs(runner: object | None) -> bool:

@@ -40,11 +40,17 @@ def _hypothesis(keyword: str, score: float, position: Sequence[float] | None = N
     return result
 
 
-def detections_2d(header: Header, instances: Sequence[np.ndarray], ids: Sequence[str], keyword: str,
+def per_instance(keyword: str | Sequence[str], count: int) -> list[str]:
+    """One class_id per instance: a list as given (one per instance), a single keyword repeated."""
+    return [keyword] * count if isinstance(keyword, str) else list(keyword)
+
+
+def detections_2d(header: Header, instances: Sequence[np.ndarray], ids: Sequence[str], keyword: str | Sequence[str],
                   score: float) -> Detection2DArray:
-    """One Detection2D per instance mask (none for no instances), with the frame's header."""
+    """One Detection2D per instance mask (none for no instances), with the frame's header; `keyword`:
+    the class_id of all, or one per instance (several categories: "all the fruit")."""
     array = Detection2DArray(header=header)
-    for mask, track_id in zip(instances, ids):
+    for mask, track_id, keyword in zip(instances, ids, per_instance(keyword, len(instances))):
         box = mask_box(mask)
         if box is None:
             continue
@@ -58,13 +64,14 @@ def detections_2d(header: Header, instances: Sequence[np.ndarray], ids: Sequence
 
 def detections_3d(header: Header, geometries: Sequence[TargetGeometry], centres: Sequence[np.ndarray],
                   box_centres: Sequence[np.ndarray], rotation_xyzw: Sequence[float], ids: Sequence[str],
-                  keyword: str, score: float) -> Detection3DArray:
+                  keyword: str | Sequence[str], score: float) -> Detection3DArray:
     """One Detection3D per instance: the hypothesis' pose is the robust centre, the box is the
     points' axis-aligned box in the camera's optical frame, turned by `rotation_xyzw` when the
     header's frame is another (target_frame)."""
     array = Detection3DArray(header=header)
     x, y, z, w = (float(v) for v in rotation_xyzw)
-    for geometry, centre, box_centre, track_id in zip(geometries, centres, box_centres, ids):
+    for geometry, centre, box_centre, track_id, keyword in zip(geometries, centres, box_centres, ids,
+                                                               per_instance(keyword, len(geometries))):
         size = geometry.box_size
         bbox = BoundingBox3D(
             center=Pose(position=Point(x=float(box_centre[0]), y=float(box_centre[1]), z=float(box_centre[2])),

@@ -136,6 +136,8 @@ class Inference:
             self.busy.set()
         try:
             self.predictor.mask_threshold = self._param("mask_threshold")
+            categories = self._param("instance_mode") == "categories"
+            self.predictor.instance_share = self._param("category_share") if categories else None
             result = call()
             self._drills.after_model_call(halt)
             return result

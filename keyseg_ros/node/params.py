@@ -200,8 +200,15 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "instance_mode", "mask",
         f"What counts as one detected instance: {', '.join(INSTANCE_MODES)}. mask: the answer's whole "
-        "mask; components: each connected component of at least min_instance_area pixels.",
+        "mask; components: each connected component of at least min_instance_area pixels; "
+        "categories: each category in view holding category_share of the model's belief, with its "
+        "own mask and class_id (a model with a category detector; else the whole mask).",
         _choice(*INSTANCE_MODES), live=True),
+    ParamSpec(
+        "category_share", 0.1,
+        "instance_mode categories: the share of the model's (gated) belief a category in view needs "
+        "to be an instance. 0.1 was chosen on generated val scenes (docs/results.md).",
+        _unit_interval, live=True),
     ParamSpec(
         "min_instance_area", 20,
         "Smallest instance, in pixels; smaller ones (and smaller components) are not detections.",

@@ -19,7 +19,7 @@ from sensor_msgs.msg import Image, PointCloud2
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray, Detection3DArray
 
-from keyseg_core.inference.instances import split_instances
+from keyseg_core.inference.instances import prediction_instances
 from keyseg_core.inference.overlay import overlay as draw_overlay
 from keyseg_core.inference.tracking import MaskTracker
 from keyseg_ros.msg import KeywordStamped, SegmentationResult
@@ -98,8 +98,8 @@ class ResultPublisher:
             prediction, header=header, query=query, mask=mask, model=model, node_timings_ms=node_ms)
         keyword = KeywordStamped(header=header, keyword=prediction.keyword,
                                  probability=float(prediction.keyword_prob), query=query)
-        instances = split_instances(prediction.mask, self._param("instance_mode"),
-                                    self._param("min_instance_area"))
+        instances, keywords = prediction_instances(prediction, self._param("instance_mode"),
+                                                   self._param("min_instance_area"))
         overlay = None
         if self._param("publish_overlay") and self._pubs["overlay"].get_subscription_count():
             if not prediction.present:
@@ -115,14 +115,14 @@ class ResultPublisher:
             self._pubs["mask"].publish(mask)
             self._pubs["keyword"].publish(keyword)
             self._pubs["detections"].publish(detections.detections_2d(
-                header, instances, ids, prediction.keyword, prediction.score))
+                header, instances, ids, keywords, prediction.score))
             self._pubs["result"].publish(result)
             if overlay is not None:
                 self._pubs["overlay"].publish(overlay)
         target3d = self.target3d
         if target3d is not None:
             target3d.frame_answered(Answer(header, int(prediction.mask.shape[1]), int(prediction.mask.shape[0]),
-                                           instances, ids, prediction.keyword, float(prediction.score)))
+                                           instances, ids, keywords, float(prediction.score)))
         return True
 
     def _track(self, query: str, instances: list) -> list[str]:

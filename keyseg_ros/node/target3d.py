@@ -50,7 +50,7 @@ class Answer:
     height: int
     instances: list[np.ndarray]
     ids: list[str]
-    keyword: str
+    keyword: str | list[str]  # the class_id of every instance, or one per instance
     score: float
 
 
@@ -210,18 +210,18 @@ class Target3D:
             self._stats.count("bad_depth", str(exc))
             self._problems.report(str(exc), f"no 3D outputs: {exc} (2D outputs go on)")
             return
-        kept = []
+        kept, keywords = [], detections.per_instance(answer.keyword, len(answer.instances))
         for index, mask in enumerate(answer.instances):
             geometry, invalid = target_geometry(mask, depth_m, k, max_depth=s.max_depth, erode_px=s.erode_px,
                                                 min_points=s.min_points, cloud_step=s.decimation)
             self._stats.add("invalid_depth_pixels", invalid)
             if geometry is not None:
-                kept.append((geometry, answer.ids[index]))
+                kept.append((geometry, answer.ids[index], keywords[index]))
             elif index == 0:
-                self._stats.count("too_few_points", f"'{answer.keyword}': too few valid depth points")
+                self._stats.count("too_few_points", f"'{keywords[0]}': too few valid depth points")
                 self._problems.report("too few points", (
                     f"no 3D output for a frame: fewer than min_points={s.min_points} valid depths on "
-                    f"'{answer.keyword}' (depth 0, NaN or beyond max_depth={s.max_depth:g} m, or a "
+                    f"'{keywords[0]}' (depth 0, NaN or beyond max_depth={s.max_depth:g} m, or a "
                     f"mask thinner than 2 x mask_erosion={s.erode_px} px)"))
                 return
         header, transform = answer.header, IDENTITY
@@ -238,14 +238,14 @@ class Target3D:
             return transform_points(np.asarray(points, np.float64).reshape(-1, 3), transform.translation,
                                     transform.rotation)
 
-        geometries = [g for g, _ in kept]
+        geometries = [g for g, _, _ in kept]
         centres = moved([g.centre for g in geometries])
         outputs = Outputs(
             point=detections.point_stamped(header, centres[0]),
             cloud=detections.point_cloud(header, moved(geometries[0].cloud)),
             detections=detections.detections_3d(
                 header, geometries, centres, moved([g.box_centre for g in geometries]), transform.rotation,
-                [i for _, i in kept], answer.keyword, answer.score))
+                [i for _, i, _ in kept], [k for _, _, k in kept], answer.score))
         if self._publish(outputs):
             self._stats.count("targets_3d")
             self._problems.succeeded()

@@ -61,20 +61,25 @@ def test_gate_refuses_a_codebook_of_another_size():
         CategoryGate(_detector(), 4)
 
 
-@pytest.fixture(scope="module")
-def gated_checkpoint(tmp_path_factory):
-    """A tiny codebook model whose detector sees only 'dog' (category 2), in every patch."""
+def _gated(path, patch_bias: list[float]):
+    """A tiny codebook model whose detector's patch logits are `patch_bias` (background, bed, cup, dog)
+    in every patch."""
     config = registry_config("tiny")
     config.fusion = dataclasses.replace(config.fusion, codebook=len(NAMES))
     model, _ = build_model(config)
-    path = tmp_path_factory.mktemp("gated") / "ckpt"
     save_checkpoint(model, path)
     detector = CategoryDetector(model.llava.config.vision_config, NAMES)
     with torch.no_grad():
         detector.patch.weight.zero_()
-        detector.patch.bias.copy_(torch.tensor([0.0, -30.0, -30.0, 30.0]))  # background, bed, cup, dog
+        detector.patch.bias.copy_(torch.tensor(patch_bias))
     detector.save(path / DETECTOR_FILE)
     return path, model.fusion.codebook.detach().clone()
+
+
+@pytest.fixture(scope="module")
+def gated_checkpoint(tmp_path_factory):
+    """The detector sees only 'dog' (category 2)."""
+    return _gated(tmp_path_factory.mktemp("gated") / "ckpt", [0.0, -30.0, -30.0, 30.0])
 
 
 def test_predictor_segments_and_names_the_category_in_view(gated_checkpoint):
@@ -108,3 +113,31 @@ def test_category_calibration_needs_the_gate(gated_checkpoint, tmp_path):
     assert not pred.present and pred.keyword == "" and pred.answer == "I don't see the dog here."
     with pytest.raises(ValueError, match="calibrated on the category gate's signal"):
         Predictor.from_pretrained(str(ckpt), category_gate=False)
+
+
+def test_each_category_in_view_holding_the_share_is_an_instance(tmp_path):
+    """Cup and dog in view, bed not: with an instance share, both become instances with their own masks."""
+    from keyseg_core.inference.instances import prediction_instances
+
+    path, codebook = _gated(tmp_path / "ckpt", [-30.0, -30.0, 30.0, 30.0])  # every patch: cup or dog
+    image = np.random.default_rng(1).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    predictor = Predictor.from_pretrained(str(path))
+    assert predictor.predict(image, "all the things").instances == []  # no share: one answer
+    with pytest.raises(ValueError, match="instance_share: 1.5 must be in"):
+        predictor.instance_share = 1.5
+    predictor.instance_share = 0.1
+    pred = predictor.predict(image, "all the things")
+    assert sorted(i.keyword for i in pred.instances) == ["cup", "dog"]
+    assert pred.instances[0].keyword == pred.keyword and np.array_equal(pred.instances[0].mask, pred.mask)
+    masks, keywords = prediction_instances(pred, "categories")
+    assert keywords == [i.keyword for i in pred.instances] and len(masks) == 2
+    with torch.inference_mode():
+        reasoning = predictor.reasoner.reason(image, "all the things")
+    rows = [NAMES.index(k) for k in reasoning.instance_keywords]
+    assert torch.allclose(reasoning.prompts.float(), codebook[rows], atol=1e-6)
+    predictor.set_image(image)
+    (again,) = predictor.predict_queries(["all the things"])
+    assert [i.keyword for i in again.instances] == [i.keyword for i in pred.instances]
+    assert all(np.array_equal(a.mask, b.mask) for a, b in zip(again.instances, pred.instances))
+    predictor.instance_share = 0.9  # nothing else holds 90%: the answer alone
+    assert [i.keyword for i in predictor.predict(image, "all the things").instances] == [pred.keyword]

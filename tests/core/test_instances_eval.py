@@ -66,7 +66,7 @@ def test_a_perfect_union_mask_scores_iou_one_but_components_miscount():
 
 def test_eval_instances_command(tmp_path, capsys):
     out = tmp_path / "instances.json"
-    assert main(["eval-instances", "--checkpoint", "config:tiny", "--scenes", "4", "--no-progress",
+    assert main(["eval-instances", "--checkpoint", "config:tiny", "--scenes", "4", "--no-progress", "--mode", "components",
                  "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["queries"] + report["skipped_scenes"] == 4 and "count right" in capsys.readouterr().out
