@@ -1,7 +1,5 @@
 """Category gate: the detector's file, the gate's arithmetic, and the predictor picking the category in view."""
 
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
@@ -9,12 +7,10 @@ from transformers import CLIPVisionConfig
 
 from keyseg_core.inference.category_gate import CategoryGate
 from keyseg_core.inference.presence import PRESENCE_FILE, PresenceCalibration, signals
-from keyseg_core.modeling.build import build_model, registry_config
 from keyseg_core.modeling.category_detector import DETECTOR_FILE, CategoryDetector
 from keyseg_core.runtime.predictor import Predictor
-from keyseg_core.weights.checkpoint import save_checkpoint
+from gated_model import NAMES, write_gated_checkpoint
 
-NAMES = ["bed", "cup", "dog"]
 TOWER = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
                          image_size=28, patch_size=14)
 
@@ -61,19 +57,8 @@ def test_gate_refuses_a_codebook_of_another_size():
         CategoryGate(_detector(), 4)
 
 
-def _gated(path, patch_bias: list[float]):
-    """A tiny codebook model whose detector's patch logits are `patch_bias` (background, bed, cup, dog)
-    in every patch."""
-    config = registry_config("tiny")
-    config.fusion = dataclasses.replace(config.fusion, codebook=len(NAMES))
-    model, _ = build_model(config)
-    save_checkpoint(model, path)
-    detector = CategoryDetector(model.llava.config.vision_config, NAMES)
-    with torch.no_grad():
-        detector.patch.weight.zero_()
-        detector.patch.bias.copy_(torch.tensor(patch_bias))
-    detector.save(path / DETECTOR_FILE)
-    return path, model.fusion.codebook.detach().clone()
+def _gated(path, patch_logits: list[float]):
+    return path, write_gated_checkpoint(path, patch_logits)
 
 
 @pytest.fixture(scope="module")
