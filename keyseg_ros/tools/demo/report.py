@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from keyseg_ros.tools.demo.scenes import SCENE_SIZE, SPLIT, Item
-from keyseg_ros.tools.demo.scoring import mask_of
+from keyseg_ros.tools.demo.scoring import mask_of, shown
 
 WRITTEN_BY = "keyseg demo"  # summary.json's mark: a later run may replace this folder's demo files
 GREEN = np.array([40, 220, 60], np.uint8)
@@ -82,7 +82,7 @@ def write_outputs(out: Path, items: list[Item], rows: list[dict], summary: dict)
     tiles = []
     for item, row in zip(items, rows):
         predicted = mask_of(item.results[0][1].mask)
-        label = f"{row['published_keyword']} ({row['keyword_prob']:.2f})"
+        label = shown(row) if not row.get("present", True) else f"{shown(row)} ({row['keyword_prob']:.2f})"
         drawn = draw_answer(item.image, predicted, item.target, label)
         path = out / f"{item.stem}_overlay.png"
         PILImage.fromarray(drawn).save(path)
@@ -90,7 +90,7 @@ def write_outputs(out: Path, items: list[Item], rows: list[dict], summary: dict)
         verdict = "right" if row["correct"] else f"expected {row['expected_keyword']}"
         # Already drawn: an empty mask makes the sheet paste the picture as it is.
         tiles.append((drawn, np.zeros(predicted.shape, bool), f"{item.index}. [{item.qtype}] {item.query}",
-                      f"-> {row['published_keyword']} ({verdict}), IoU {row['iou']:.2f}, "
+                      f"-> {shown(row)} ({verdict}), IoU {row['iou']:.2f}, "
                       f"{row['latency_ms']:.0f} ms"))
     columns = 3 if len(tiles) in (3, 5, 6, 9) else min(4, len(tiles))
     sheet_path = out / "contact_sheet.png"
@@ -136,7 +136,7 @@ def format_table(rows: list[dict]) -> str:
             f"{'latency':>8}  {'answer':>6}")
     lines = [head, "-" * len(head)]
     for r in rows:
-        published = r["published_keyword"] + ("" if r["correct"] else " (x)")
+        published = shown(r) + ("" if r["correct"] else " (x)")
         lines.append(f"{r['index']:>2}  {r['query_type']:<8}  {cut(r['query'], 52):<52}  "
                      f"{cut(r['expected_keyword'], 12):<12}  {cut(published, 16):<16}  {r['iou']:>5.2f}  "
                      f"{r['latency_ms']:>5.0f} ms  {r['first_answer_s']:>4.1f} s")

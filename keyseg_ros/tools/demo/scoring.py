@@ -21,7 +21,7 @@ def score(item: Item, collector: Collector | None = None) -> dict:
     from keyseg_core.eval.metrics import mask_iou
 
     if not item.results:
-        return {"published_keyword": "", "correct": False, "iou": 0.0, "latency_ms": float("nan")}
+        return {"published_keyword": "", "present": True, "correct": False, "iou": 0.0, "latency_ms": float("nan")}
     arrival, first = item.results[0]
     latencies = [(t - (m.header.stamp.sec + m.header.stamp.nanosec * 1e-9)) * 1e3 for t, m in item.results]
     predicted = mask_of(first.mask)
@@ -32,6 +32,7 @@ def score(item: Item, collector: Collector | None = None) -> dict:
         "query": item.query,
         "expected_keyword": item.expected,
         "published_keyword": first.keyword,
+        "present": bool(first.present),
         "keyword_prob": round(float(first.keyword_prob), 4),
         "correct": first.keyword.strip().lower() == item.expected.lower(),
         "iou": round(float(mask_iou(predicted, item.target)), 4),
@@ -51,3 +52,10 @@ def score(item: Item, collector: Collector | None = None) -> dict:
         "scene": str(item.scene_path),
         "mask_topic_agrees": None if collector is None else collector.mask_agrees(first),
     }
+
+
+def shown(row: dict) -> str:
+    """What the node published for a row, as a person reads it: the keyword, "not here", or "(none)"."""
+    if not row.get("present", True):
+        return "not here"
+    return row["published_keyword"] or "(none)"

@@ -23,7 +23,7 @@ from keyseg_ros.tools.common import module_command, node_command, topic_prefix
 from keyseg_ros.tools.demo.collector import Collector
 from keyseg_ros.tools.demo.processes import Proc, Processes
 from keyseg_ros.tools.demo.scenes import Item
-from keyseg_ros.tools.demo.scoring import score
+from keyseg_ros.tools.demo.scoring import score, shown
 
 
 class DemoError(RuntimeError):
@@ -281,5 +281,5 @@ class Demo:
         row = score(item, self.collector)
         mark = "right" if row["correct"] else f"expected {item.expected}"
         self.say(f"[{item.index}/{self.opts.queries}] {item.qtype:<8} {item.query}  ->  "
-                 f"{row['published_keyword'] or '(none)'} ({mark}), IoU {row['iou']:.2f}, "
+                 f"{shown(row)} ({mark}), IoU {row['iou']:.2f}, "
                  f"{row['latency_ms']:.0f} ms")
