@@ -13,7 +13,7 @@ from keyseg_core.scenes.knowledge import load_knowledge
 p = Predictor.from_pretrained(presence=False)
 det = p.reasoner.gate.detector
 kb, cfg = load_knowledge(), SceneConfig()
-TAUS = (0.0, 0.01, 0.02, 0.03, 0.05, 0.07)
+TAUS = (0.0, 0.05, 0.1, 0.2, 0.3)
 
 def patch_map(image, category):
     """(H, W) probability of `category` per pixel: the patch grid in the clip frame, mapped back."""
