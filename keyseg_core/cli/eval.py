@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from keyseg_core.cli.generated_eval import add_gate_argument
+from keyseg_core.cli.generated_eval import add_gate_argument, gate_options
 
 HELP = "gIoU/cIoU of a checkpoint on ReasonSeg or a refCOCO split; JSON, CSV, worst-case overlays"
 
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     name = eval_name(dataset, args.dataset, args.split)
     checkpoint = resolve_checkpoint(args.checkpoint)
     predictor = Predictor.from_pretrained(checkpoint, device=args.device, dtype=args.dtype,
-                                          category_gate=not args.no_category_gate, presence=not args.no_presence)
+                                          presence=not args.no_presence, **gate_options(args))
     meta_path = Path(checkpoint) / "meta.json"
     train_steps = json.loads(meta_path.read_text()).get("train_steps") if meta_path.is_file() else None
     if predictor.untrained:

@@ -17,6 +17,17 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 def add_gate_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-category-gate", action="store_true",
                         help="ignore the checkpoint's category detector: the fusion's own prompt, as in the paper")
+    parser.add_argument("--region-threshold", type=float, default=None,
+                        help="with the category gate: keep masks where the detector's probability of their category "
+                             "is above this (0: masks whole; default: the predictor's, 0.02)")
+
+
+def gate_options(args: argparse.Namespace) -> dict:
+    """Predictor.from_pretrained options of `add_gate_argument`'s flags."""
+    options = {"category_gate": not args.no_category_gate}
+    if args.region_threshold is not None:
+        options["region_threshold"] = args.region_threshold
+    return options
 
 
 def add_scene_arguments(parser: argparse.ArgumentParser, scenes_help: str) -> None:
@@ -37,7 +48,7 @@ def load_predictor(args: argparse.Namespace, **options):
     from keyseg_core.runtime.predictor import Predictor
 
     checkpoint = resolve_checkpoint(args.checkpoint)  # config:<name> passes through
-    options.setdefault("category_gate", not args.no_category_gate)
+    options = gate_options(args) | options
     return checkpoint, Predictor.from_pretrained(checkpoint, device=args.device, **options)
 
 

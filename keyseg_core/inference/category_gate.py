@@ -11,7 +11,9 @@ target is c and c is here:
 - mass = sum g is how much of the model's belief falls on things in view: small when the asked-for
   object is not here (the "category" signal of `keyseg_core.inference.presence`);
 - every category in view that holds a set share of the normalised g is an instance of the answer,
-  with its own prompt and mask ("all the fruit": each fruit in view).
+  with its own prompt and mask ("all the fruit": each fruit in view);
+- a mask can be trimmed to where the detector sees its category (`region`): this SAM's masks spill
+  onto neighbouring objects, which the detector's patch map of the category does not cover.
 
 Not in the paper; a model without a codebook or a detector runs as the paper does.
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from keyseg_core.modeling.category_detector import CategoryDetector
 from keyseg_core.modeling.keyword_head import KeywordCandidate
@@ -46,9 +49,30 @@ class CategoryGate:
         self.detector = detector
         self.names = detector.names
 
-    def visible(self, clip_pixels: torch.Tensor) -> torch.Tensor:
-        """(B, 3, s, s) CLIP pixels -> (B, K) probability that each category is in view."""
-        return self.detector(clip_pixels)
+    def sight(self, clip_pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, s, s) CLIP pixels -> (B, P, K) each patch's probability of each category; the largest
+        over the patches is the probability that the category is in view."""
+        return self.detector.patch_probs(clip_pixels)
+
+    @staticmethod
+    def region(sight: torch.Tensor, categories: list[int], image_hw: tuple[int, int], mode: str) -> torch.Tensor:
+        """(P, K) patch probabilities of one frame -> (R, H, W) each category's probability map on the
+        frame, the patch grid mapped back through the CLIP preprocessing `mode` ('pad': the frame
+        centred in a square; 'crop': its centre square, outside which the map is 1: not seen, not trimmed)."""
+        grid = int(round(sight.shape[0] ** 0.5))
+        maps = sight[:, categories].T.reshape(len(categories), 1, grid, grid).float()
+        h, w = image_hw
+        if mode == "pad":
+            side = max(h, w)
+            full = F.interpolate(maps, (side, side), mode="bilinear", align_corners=False)[:, 0]
+            y0, x0 = (side - h) // 2, (side - w) // 2
+            return full[:, y0:y0 + h, x0:x0 + w]
+        short = min(h, w)
+        out = maps.new_ones(len(categories), h, w)
+        y0, x0 = (h - short) // 2, (w - short) // 2
+        out[:, y0:y0 + short, x0:x0 + short] = F.interpolate(maps, (short, short), mode="bilinear",
+                                                              align_corners=False)[:, 0]
+        return out
 
     def choose(self, logits: torch.Tensor, visible: torch.Tensor, codebook: torch.Tensor) -> list[GatedChoice]:
         """(N, K) codebook logits of N [SEG]s on one frame, (K,) visibility, (K, C) codebook -> N choices."""

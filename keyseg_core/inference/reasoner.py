@@ -57,6 +57,9 @@ class Reasoning:
             at least that share of the first [SEG]'s gated belief, best first: then `prompts` starts with
             their codebook rows, one per category (row 0 is the answer's), and the [SEG]s after the
             first follow. Empty otherwise.
+        categories: with a category gate, the category (codebook row) of each leading prompt row: the
+            answer's, then the other instances'; empty without a gate.
+        sight: with a category gate, the detector's (P, K) patch probabilities on the reasoned frame.
     """
 
     query: str
@@ -70,6 +73,8 @@ class Reasoning:
     finished: float = field(default_factory=time.monotonic)
     category_mass: float | None = None
     instance_keywords: list[str] = field(default_factory=list)
+    categories: list[int] = field(default_factory=list)
+    sight: torch.Tensor | None = None
 
 
 @dataclass
@@ -87,7 +92,7 @@ class FrameFeatures:
 
     image_hw: tuple[int, int]
     image_features: torch.Tensor  # (1, n_img, d) vision tower + projector output
-    visible: torch.Tensor | None = None  # (K,) the category gate's visibility of each category
+    sight: torch.Tensor | None = None  # (P, K) the category gate's patch probabilities
     prefixes: dict[tuple[int, ...], _Prefix] = field(default_factory=dict)
 
 
@@ -186,13 +191,19 @@ class Reasoner:
         with timer("vision_tower"):
             return self.vision(clip_pixels) if self.vision is not None else self.model.encode_images(clip_pixels)
 
-    def visible(self, clip_pixels: torch.Tensor, timer: Timer = no_timer) -> torch.Tensor | None:
-        """(B, K) the gate's visibility of each category (its detector is a second vision tower); None
-        without a gate."""
+    def sight(self, clip_pixels: torch.Tensor, timer: Timer = no_timer) -> torch.Tensor | None:
+        """(B, P, K) the gate's patch probabilities of each category (its detector is a second vision
+        tower); None without a gate."""
         if self.gate is None:
             return None
         with timer("vision_tower"):
-            return self.gate.visible(clip_pixels)
+            return self.gate.sight(clip_pixels)
+
+    def sight_frame(self, image: np.ndarray, timer: Timer = no_timer) -> torch.Tensor | None:
+        """(P, K) the gate's patch probabilities on one HxWx3 frame; None without a gate."""
+        if self.gate is None:
+            return None
+        return self.sight(self._clip_pixels(validate_image(image), timer), timer)[0]
 
     def reason_batch(self, batch: KeySegBatch, queries: list[str], timer: Timer = no_timer,
                      features: torch.Tensor | None = None) -> tuple[Reasoned, list[Reasoning]]:
@@ -200,13 +211,13 @@ class Reasoner:
         `features`: the vision tower's output computed already (`vision_features`)."""
         if features is None and self.vision is not None:
             features = self.vision_features(batch.clip_pixels, timer)
-        visible = self.visible(batch.clip_pixels, timer)
+        sight = self.sight(batch.clip_pixels, timer)
         self.passes += 1
         reasoned = self.model.reason(batch, timer, image_features=features)
         hw = batch.original_hw
-        reasonings = [self._reasoning(reasoned, i, q, None, hw[i], None if visible is None else visible[i])
+        reasonings = [self._reasoning(reasoned, i, q, None, hw[i], None if sight is None else sight[i])
                       for i, q in enumerate(queries)]
-        if visible is not None:  # SAM segments the batch from `reasoned`: give it the gated prompts too
+        if sight is not None:  # SAM segments the batch from `reasoned`: give it the gated prompts too
             rows = [r.prompts for r in reasonings]
             seg_batch = torch.cat([torch.full((len(p),), i, dtype=torch.long) for i, p in enumerate(rows)])
             reasoned = replace(reasoned, prompts=torch.cat(rows), seg_batch=seg_batch.to(reasoned.seg_batch.device))
@@ -217,15 +228,18 @@ class Reasoner:
     def encode_frame(self, image: np.ndarray, timer: Timer = no_timer) -> FrameFeatures:
         """Vision tower + projector of one frame, kept for every query asked about it."""
         image = validate_image(image)
+        pixels = self._clip_pixels(image, timer)
+        sight = self.sight(pixels, timer)
+        return FrameFeatures(image.shape[:2], self.vision_features(pixels, timer),
+                             sight=None if sight is None else sight[0])
+
+    def _clip_pixels(self, image: np.ndarray, timer: Timer) -> torch.Tensor:
+        """(1, 3, s, s) CLIP pixels of one validated frame, on the model's device and in its dtype."""
         with timer("preprocess"):
             if self.on_device:
-                pixels = clip_pixels(self._upload(image), self.processor.clip_size,
-                                     self.model.config.backbone.image_preprocess)[None].to(self.dtype)
-            else:
-                pixels = self.processor.preprocess_clip(image)[None].to(self.device, self.dtype)
-        visible = self.visible(pixels, timer)
-        return FrameFeatures(image.shape[:2], self.vision_features(pixels, timer),
-                             visible=None if visible is None else visible[0])
+                return clip_pixels(self._upload(image), self.processor.clip_size,
+                                   self.model.config.backbone.image_preprocess)[None].to(self.dtype)
+            return self.processor.preprocess_clip(image)[None].to(self.device, self.dtype)
 
     def reason_frame(self, frame: FrameFeatures, queries: list[str], timer: Timer = no_timer) -> list[Reasoning]:
         """Reason about several queries on one encoded frame.
@@ -250,7 +264,7 @@ class Reasoner:
             with timer("fusion"):
                 reasoned = self.model.fuse(hidden, ids, mask)
                 for row, i in enumerate(members):
-                    results[i] = self._reasoning(reasoned, row, queries[i], None, frame.image_hw, frame.visible)
+                    results[i] = self._reasoning(reasoned, row, queries[i], None, frame.image_hw, frame.sight)
         return results  # type: ignore[return-value]
 
     def reason(self, image: np.ndarray, query: str, timer: Timer = no_timer) -> Reasoning:
@@ -357,7 +371,7 @@ class Reasoner:
         with timer("fusion"):
             ids_t = torch.tensor([all_ids], device=self.device)
             reasoned = self.model.fuse(all_hidden, ids_t, torch.ones_like(ids_t, dtype=torch.bool))
-            return self._reasoning(reasoned, 0, query, text, frame.image_hw, frame.visible)
+            return self._reasoning(reasoned, 0, query, text, frame.image_hw, frame.sight)
 
     def _eos_ids(self) -> set[int]:
         ids = {self.processor.ids.eos}
@@ -369,9 +383,9 @@ class Reasoner:
         return ids
 
     def _reasoning(self, reasoned: Reasoned, i: int, query: str, generated: str | None,
-                   frame_hw: tuple[int, int], visible: torch.Tensor | None = None) -> Reasoning:
+                   frame_hw: tuple[int, int], sight: torch.Tensor | None = None) -> Reasoning:
         """Sample i's S_hat prompts and first [KEY] keyword -> Reasoning. With the gate and the frame's
-        visibility, the prompts are the gated categories' codebook rows and the keyword names the
+        (P, K) sight, the prompts are the gated categories' codebook rows and the keyword names the
         first [SEG]'s category (mask and keyword name the same object)."""
         rows = reasoned.seg_batch == i
         prompts = reasoned.prompts[rows]
@@ -382,20 +396,22 @@ class Reasoner:
             keyword, prob = top[0].text, top[0].prob
         else:
             top, keyword, prob = [], "", 0.0
-        mass, instances = None, []
-        if self.gate is not None and visible is not None and prompts.shape[0]:
+        mass, instances, categories = None, [], []
+        if self.gate is not None and sight is not None and prompts.shape[0]:
             codebook = self.model.fusion.codebook
-            choices = self.gate.choose(reasoned.prompt_logits[rows], visible, codebook)
+            choices = self.gate.choose(reasoned.prompt_logits[rows], sight.amax(dim=0), codebook)
+            categories = [choices[0].index]
             prompts = torch.stack([c.prompt for c in choices]).to(prompts.dtype)
             top = self.gate.candidates(choices[0], self.model.config.keyword.top_k)
             keyword, prob, mass = top[0].text, top[0].prob, choices[0].mass
             if self.instance_share is not None:
-                held = self.gate.instances(choices[0], self.instance_share)
-                instances = [self.gate.names[k] for k in held]
-                prompts = torch.cat([codebook[held].to(prompts.dtype), prompts[1:]])
+                categories = self.gate.instances(choices[0], self.instance_share)
+                instances = [self.gate.names[k] for k in categories]
+                prompts = torch.cat([codebook[categories].to(prompts.dtype), prompts[1:]])
         return Reasoning(query=query, prompts=prompts, keyword=keyword, keyword_prob=prob, keyword_topk=top,
                          answer=self.readable(generated, keyword), frame_hw=frame_hw, category_mass=mass,
-                         instance_keywords=instances)
+                         instance_keywords=instances, categories=categories,
+                         sight=sight if self.gate is not None else None)
 
     def readable(self, generated: str | None, keyword: str) -> str:
         """The template's reply with the keyword (prefill), or generated text with [SEG] dropped and

@@ -86,10 +86,13 @@ class Segmenter:
 
 
 def to_prediction(reasoning: Reasoning, logits: torch.Tensor, threshold: float, *, untrained: bool,
-                  candidates: int) -> Prediction:
+                  candidates: int, region: torch.Tensor | None = None) -> Prediction:
     """The first [SEG]'s mask of `logits` (N, H, W) with the reasoning's keyword and answer, and the
-    instance masks of its `instance_keywords` (the first rows)."""
-    masks = [_mask_and_score(logits[j], threshold) for j in range(min(logits.shape[0], max(1, len(reasoning.instance_keywords))))]
+    instance masks of its `instance_keywords` (the first rows); `region` (R, H, W) bool keeps the
+    first R rows' masks inside it."""
+    rows = min(logits.shape[0], max(1, len(reasoning.instance_keywords)))
+    masks = [_mask_and_score(logits[j], threshold, None if region is None or j >= len(region) else region[j])
+             for j in range(rows)]
     mask, score = masks[0] if masks else (np.zeros(tuple(logits.shape[-2:]), bool), 0.0)
     instances = [CategoryInstance(k, m, s) for k, (m, s) in zip(reasoning.instance_keywords, masks)]
     return Prediction(mask=mask, score=score, keyword=reasoning.keyword, keyword_prob=reasoning.keyword_prob,
@@ -98,8 +101,12 @@ def to_prediction(reasoning: Reasoning, logits: torch.Tensor, threshold: float, 
                       instances=instances)
 
 
-def _mask_and_score(logits: torch.Tensor, threshold: float) -> tuple[np.ndarray, float]:
-    """(H, W) logits -> the bool mask above the threshold and its mean foreground probability (0 if empty)."""
+def _mask_and_score(logits: torch.Tensor, threshold: float, keep: torch.Tensor | None = None
+                    ) -> tuple[np.ndarray, float]:
+    """(H, W) logits -> the bool mask above the threshold (inside `keep`, where given) and its mean
+    foreground probability (0 if empty)."""
     logits = logits.float()
     fg = logits > threshold
+    if keep is not None:
+        fg &= keep.to(fg.device)
     return fg.cpu().numpy(), float(torch.sigmoid(logits[fg]).mean()) if bool(fg.any()) else 0.0

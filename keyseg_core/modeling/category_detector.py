@@ -46,11 +46,15 @@ class CategoryDetector(nn.Module):
         self.requires_grad_(False).eval()
 
     @torch.no_grad()
-    def forward(self, clip_pixels: torch.Tensor) -> torch.Tensor:
-        """(B, 3, s, s) -> (B, K): for each category, its largest probability over the patches."""
+    def patch_probs(self, clip_pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, s, s) -> (B, P, K): each patch's probability of each category (row-major patch grid)."""
         hidden = self.tower(pixel_values=clip_pixels.to(self.patch.weight.dtype),
                             output_hidden_states=True).hidden_states[self.feature_layer][:, 1:]  # (B, P, w)
-        return self.patch(hidden).float().softmax(-1)[..., 1:].amax(dim=1)
+        return self.patch(hidden).float().softmax(-1)[..., 1:]
+
+    def forward(self, clip_pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, s, s) -> (B, K): for each category, its largest probability over the patches."""
+        return self.patch_probs(clip_pixels).amax(dim=1)
 
     def save(self, path: str | Path) -> None:
         """float16 tensors + names and tower config as metadata, written atomically."""

@@ -52,6 +52,7 @@ OOM_STEP_DOWN = 3  # out-of-memory failures in a row of one call before 'auto' s
 # checks they agree): not imported, so that the predictor loads without the compile backend's module
 CUDA_GRAPHS_MODE = "reduce-overhead"
 log = logging.getLogger("keyseg.predictor")
+REGION_THRESHOLD = 0.02  # the category gate's mask region, chosen on generated val scenes (docs/results.md)
 
 
 def _oom_reported(what: str) -> Callable[[Callable], Callable]:
@@ -108,6 +109,7 @@ class Predictor:
         presence: PresenceCalibration | None = None,
         overlap_streams: bool | None = None,
         gate: CategoryGate | None = None,
+        region_threshold: float = 0.0,
     ) -> None:
         self.model = model.eval()
         cache_token_tables(model)  # exact; skips peft's per-call rebuild of the (V, d) tables
@@ -116,6 +118,9 @@ class Predictor:
         self.untrained = untrained
         self.mask_threshold = mask_threshold
         self.presence = presence  # None: every answer is taken as present (the paper's behaviour)
+        # with a category gate: keep each mask where the detector's patch probability of its category
+        # is above this (0: masks as SAM draws them). 0.02 was chosen on generated val scenes.
+        self.region_threshold = region_threshold if gate is not None else 0.0
         self.backend = backend or BackendChoice("torch", "torch", "requested")
         self.reasoner = Reasoner(model, processor, mode=mode, max_new_tokens=max_new_tokens,
                                  vision=self.backend.vision, llm=self.backend.llm, gate=gate)
@@ -156,6 +161,7 @@ class Predictor:
         cls, model: str | None = None, *, device: str = "cpu", dtype: str = "auto", mode: str = "prefill",
         mask_threshold: float = 0.0, backend: str = "torch", cpu_fallback: bool = False, presence: bool = True,
         overlap_streams: bool | None = None, check_bases: bool = True, category_gate: bool = True,
+        region_threshold: float = REGION_THRESHOLD,
     ) -> Predictor:
         """Load a checkpoint dir, a hub id of one, 'config:<registry name>', a config file, or (None) the
         shipped KeySeg-Tiny, checked against its checksums.
@@ -186,7 +192,11 @@ class Predictor:
         category_gate: use the checkpoint's category detector (category_detector.safetensors, written by
         `keyseg attach-detector`) to pick each [SEG]'s category among those in view
         (keyseg_core.inference.category_gate); False runs the fusion's own output, as the paper does.
+        region_threshold: with the category gate, each mask is kept where the detector's patch
+        probability of its category (mapped onto the frame) is above this; 0 keeps SAM's masks whole.
         """
+        if not 0.0 <= region_threshold < 1.0:
+            raise ValueError(f"region_threshold: {region_threshold} must be in [0, 1)")
         check_backend(backend)
         if mode not in MODES:
             raise ValueError(f"mode '{mode}' is not one of {', '.join(MODES)}")
@@ -221,7 +231,8 @@ class Predictor:
             raise ValueError(f"{Path(name) / PRESENCE_FILE}: calibrated on the category gate's signal; load with "
                              "the category gate on, or with presence off")
         return cls(net, proc, model_name=name, untrained=untrained, mode=mode, mask_threshold=mask_threshold,
-                   backend=choice, presence=calibration, overlap_streams=overlap_streams, gate=gate)
+                   backend=choice, presence=calibration, overlap_streams=overlap_streams, gate=gate,
+                   region_threshold=region_threshold)
 
     # ---- one-shot: image + query -> prediction ----
 
@@ -380,8 +391,12 @@ class Predictor:
         with self.sam_lock:
             segmented = self.segmenter.decode(self.segmenter.encode(image, timer),
                                               reasoning.prompts[:_answer_rows(reasoning)], timer, mask_prompt=mask_prompt)
+        sight = None
+        if self.region_threshold > 0 and reasoning.categories:  # where the categories are in this frame
+            with self.llm_lock:
+                sight = self.reasoner.sight_frame(image, timer)
         with timer("postprocess"):
-            prediction = self._prediction(reasoning, segmented.logits)
+            prediction = self._prediction(reasoning, segmented.logits, sight)
         (prediction,) = self._timed([prediction], timer, start)
         return prediction, segmented.low_res[:1]
 
@@ -424,9 +439,18 @@ class Predictor:
 
     # ---- results ----
 
-    def _prediction(self, reasoning: Reasoning, logits: torch.Tensor) -> Prediction:
+    def _prediction(self, reasoning: Reasoning, logits: torch.Tensor, sight: torch.Tensor | None = None) -> Prediction:
+        """`logits` (N, H, W) of the reasoning's prompt rows on a frame -> Prediction; with a region
+        threshold, each gated row's mask is kept where the detector's `sight` of that frame (default:
+        the reasoned frame's) sees its category."""
+        region = None
+        sight = reasoning.sight if sight is None else sight
+        if self.region_threshold > 0 and sight is not None and reasoning.categories:
+            rows = reasoning.categories[:logits.shape[0]]
+            region = self.reasoner.gate.region(sight, rows, tuple(logits.shape[-2:]),
+                                               self.model.config.backbone.image_preprocess) > self.region_threshold
         prediction = to_prediction(reasoning, logits, self.mask_threshold, untrained=self.untrained,
-                                   candidates=len(self.keyword_candidates))
+                                   candidates=len(self.keyword_candidates), region=region)
         if self.presence is not None and not self.presence.present(prediction):
             return not_here(prediction)
         return prediction

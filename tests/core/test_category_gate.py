@@ -126,3 +126,34 @@ def test_each_category_in_view_holding_the_share_is_an_instance(tmp_path):
     assert all(np.array_equal(a.mask, b.mask) for a, b in zip(again.instances, pred.instances))
     predictor.instance_share = 0.9  # nothing else holds 90%: the answer alone
     assert [i.keyword for i in predictor.predict(image, "all the things").instances] == [pred.keyword]
+
+
+def test_region_maps_the_patch_grid_back_onto_the_frame():
+    sight = torch.zeros(4, 3)  # a 2x2 patch grid, 3 categories
+    sight[0, 1] = 1.0  # category 1 only in the top-left patch
+    (pad,) = CategoryGate.region(sight, [1], (40, 80), "pad")  # centred in an 80x80 square: rows 20-60
+    assert pad.shape == (40, 80)
+    assert bool((pad[:10, :30] > 0.5).all()) and bool((pad[:, 50:] < 0.5).all()) and bool((pad[30:] < 0.5).all())
+    (crop,) = CategoryGate.region(sight, [1], (40, 80), "crop")  # the centre 40x40 square: cols 20-60
+    assert bool((crop[:, :20] == 1).all()) and bool((crop[:, 60:] == 1).all())
+    assert bool((crop[:10, 20:35] > 0.5).all()) and bool((crop[:, 45:60] < 0.5).all())
+
+
+def test_a_region_threshold_keeps_the_mask_where_its_category_is_seen(gated_checkpoint):
+    path, _ = gated_checkpoint
+    image = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    predictor = Predictor.from_pretrained(str(path), region_threshold=0.5)
+    with torch.inference_mode():
+        reasoning = predictor.reasoner.reason(image, "the bed")
+        logits = torch.ones(1, 48, 64)  # SAM would draw the whole frame
+        whole = predictor._prediction(reasoning, logits)  # the detector sees the dog everywhere
+        sight = torch.zeros_like(reasoning.sight)
+        grid = int(sight.shape[0] ** 0.5)
+        sight.view(grid, grid, -1)[:, : grid // 2, reasoning.categories[0]] = 1.0  # only in the left half
+        left = predictor._prediction(reasoning, logits, sight)
+    assert whole.mask.all()
+    assert left.mask[:, :20].all() and not left.mask[:, 44:].any()
+    streamed, _ = predictor.segment(image, reasoning)  # a later frame: the detector looks at it again
+    assert streamed.keyword == "dog" and streamed.mask.shape == (48, 64)
+    with pytest.raises(ValueError, match="region_threshold: 1.0 must be in"):
+        Predictor.from_pretrained(str(path), region_threshold=1.0)
