@@ -393,8 +393,8 @@ class Predictor:
                                               reasoning.prompts[:_answer_rows(reasoning)], timer, mask_prompt=mask_prompt)
         sight = None
         if self.region_threshold > 0 and reasoning.categories:  # where the categories are in this frame
-            with self.llm_lock:
-                sight = self.reasoner.sight_frame(image, timer)
+            # the detector is frozen and stateless: no lock, so a reasoning pass never stalls the frame
+            sight = self.reasoner.sight_frame(image, timer)
         with timer("postprocess"):
             prediction = self._prediction(reasoning, segmented.logits, sight)
         (prediction,) = self._timed([prediction], timer, start)
