@@ -12,8 +12,9 @@ target is c and c is here:
   object is not here (the "category" signal of `keyseg_core.inference.presence`);
 - every category in view that holds a set share of the normalised g is an instance of the answer,
   with its own prompt and mask ("all the fruit": each fruit in view);
-- a mask can be trimmed to where the detector sees its category (`region`): this SAM's masks spill
-  onto neighbouring objects, which the detector's patch map of the category does not cover.
+- a mask can be trimmed to where the detector sees its category (`region`, `trim_to_region`): this
+  SAM's masks spill onto neighbouring objects, which the detector's patch map of the category does
+  not cover, or covers less than the object itself.
 
 Not in the paper; a model without a codebook or a detector runs as the paper does.
 """
@@ -22,6 +23,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -92,3 +95,19 @@ class CategoryGate:
         """The top-k categories of a choice, best first, as keyword candidates."""
         probs, order = choice.probs.topk(min(top_k, len(self.names)))
         return [KeywordCandidate(self.names[int(i)], float(p)) for p, i in zip(probs.tolist(), order.tolist())]
+
+
+def trim_to_region(mask: np.ndarray, region: np.ndarray, threshold: float, component_ratio: float) -> np.ndarray:
+    """HxW bool mask, HxW category map -> the mask where the map is above `threshold`, keeping only the
+    8-connected components whose largest map value is at least `component_ratio` of the best
+    component's (0 keeps them all): a spill onto a neighbour sits where the map is weaker."""
+    kept = mask & (region > threshold)
+    if component_ratio <= 0 or not kept.any():
+        return kept
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(kept.view(np.uint8), connectivity=8)
+    peaks = np.zeros(count)
+    for k in range(1, count):  # the largest map value inside each component, within its box
+        x, y, w, h = stats[k, :4]
+        box = labels[y:y + h, x:x + w] == k
+        peaks[k] = region[y:y + h, x:x + w][box].max()
+    return kept & np.isin(labels, np.flatnonzero(peaks >= component_ratio * peaks.max())) & (labels > 0)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from keyseg_core.inference.category_gate import trim_to_region
 from keyseg_core.inference.preprocess import placement, sam_image
 from keyseg_core.inference.reasoner import Reasoning
 from keyseg_core.inference.results import CategoryInstance, Prediction, mask_box
@@ -86,12 +87,12 @@ class Segmenter:
 
 
 def to_prediction(reasoning: Reasoning, logits: torch.Tensor, threshold: float, *, untrained: bool,
-                  candidates: int, region: torch.Tensor | None = None) -> Prediction:
+                  candidates: int, region: Region | None = None) -> Prediction:
     """The first [SEG]'s mask of `logits` (N, H, W) with the reasoning's keyword and answer, and the
-    instance masks of its `instance_keywords` (the first rows); `region` (R, H, W) bool keeps the
-    first R rows' masks inside it."""
+    instance masks of its `instance_keywords` (the first rows); `region` trims the first rows' masks to
+    where the category detector sees their categories."""
     rows = min(logits.shape[0], max(1, len(reasoning.instance_keywords)))
-    masks = [_mask_and_score(logits[j], threshold, None if region is None or j >= len(region) else region[j])
+    masks = [_mask_and_score(logits[j], threshold, region if region is not None and j < len(region.maps) else None, j)
              for j in range(rows)]
     mask, score = masks[0] if masks else (np.zeros(tuple(logits.shape[-2:]), bool), 0.0)
     instances = [CategoryInstance(k, m, s) for k, (m, s) in zip(reasoning.instance_keywords, masks)]
@@ -101,12 +102,23 @@ def to_prediction(reasoning: Reasoning, logits: torch.Tensor, threshold: float, 
                       instances=instances)
 
 
-def _mask_and_score(logits: torch.Tensor, threshold: float, keep: torch.Tensor | None = None
+@dataclass
+class Region:
+    """Where the category detector sees each leading row's category: (R, H, W) maps on the frame, the
+    threshold above which a mask is kept, and the share of the best component's peak a component needs."""
+
+    maps: np.ndarray
+    threshold: float
+    component_ratio: float
+
+
+def _mask_and_score(logits: torch.Tensor, threshold: float, region: Region | None = None, row: int = 0
                     ) -> tuple[np.ndarray, float]:
-    """(H, W) logits -> the bool mask above the threshold (inside `keep`, where given) and its mean
-    foreground probability (0 if empty)."""
+    """(H, W) logits -> the bool mask above the threshold (trimmed to the region's map of `row`, where
+    given) and its mean foreground probability (0 if empty)."""
     logits = logits.float()
-    fg = logits > threshold
-    if keep is not None:
-        fg &= keep.to(fg.device)
-    return fg.cpu().numpy(), float(torch.sigmoid(logits[fg]).mean()) if bool(fg.any()) else 0.0
+    fg = (logits > threshold).cpu().numpy()
+    if region is not None:
+        fg = trim_to_region(fg, region.maps[row], region.threshold, region.component_ratio)
+    inside = torch.from_numpy(fg).to(logits.device)
+    return fg, float(torch.sigmoid(logits[inside]).mean()) if fg.any() else 0.0

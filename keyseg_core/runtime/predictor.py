@@ -37,7 +37,7 @@ from keyseg_core.inference.overlap import Launched, SideStream
 from keyseg_core.inference.presence import PRESENCE_FILE, PresenceCalibration, not_here
 from keyseg_core.inference.reasoner import MODES, FrameFeatures, Reasoner, Reasoning, cache_token_tables
 from keyseg_core.inference.results import STAGES, Prediction
-from keyseg_core.inference.segmenter import EncodedFrame, Segmenter, to_prediction
+from keyseg_core.inference.segmenter import EncodedFrame, Region, Segmenter, to_prediction
 from keyseg_core.modeling.category_detector import DETECTOR_FILE, CategoryDetector
 from keyseg_core.modeling.keyseg import KeySegModel
 from keyseg_core.modeling.processor import KeySegProcessor, validate_image
@@ -53,6 +53,7 @@ OOM_STEP_DOWN = 3  # out-of-memory failures in a row of one call before 'auto' s
 CUDA_GRAPHS_MODE = "reduce-overhead"
 log = logging.getLogger("keyseg.predictor")
 REGION_THRESHOLD = 0.02  # the category gate's mask region, chosen on generated val scenes (docs/results.md)
+COMPONENT_RATIO = 0.5  # the region's components kept, chosen on generated val scenes (docs/results.md)
 
 
 def _oom_reported(what: str) -> Callable[[Callable], Callable]:
@@ -121,6 +122,8 @@ class Predictor:
         # with a category gate: keep each mask where the detector's patch probability of its category
         # is above this (0: masks as SAM draws them). 0.02 was chosen on generated val scenes.
         self.region_threshold = region_threshold if gate is not None else 0.0
+        # and keep only the mask's components where the map peaks at >= this share of the best one's
+        self.component_ratio = COMPONENT_RATIO
         self.backend = backend or BackendChoice("torch", "torch", "requested")
         self.reasoner = Reasoner(model, processor, mode=mode, max_new_tokens=max_new_tokens,
                                  vision=self.backend.vision, llm=self.backend.llm, gate=gate)
@@ -447,8 +450,9 @@ class Predictor:
         sight = reasoning.sight if sight is None else sight
         if self.region_threshold > 0 and sight is not None and reasoning.categories:
             rows = reasoning.categories[:logits.shape[0]]
-            region = self.reasoner.gate.region(sight, rows, tuple(logits.shape[-2:]),
-                                               self.model.config.backbone.image_preprocess) > self.region_threshold
+            maps = self.reasoner.gate.region(sight, rows, tuple(logits.shape[-2:]),
+                                             self.model.config.backbone.image_preprocess)
+            region = Region(maps.cpu().numpy(), self.region_threshold, self.component_ratio)
         prediction = to_prediction(reasoning, logits, self.mask_threshold, untrained=self.untrained,
                                    candidates=len(self.keyword_candidates), region=region)
         if self.presence is not None and not self.presence.present(prediction):

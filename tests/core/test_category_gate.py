@@ -157,3 +157,19 @@ def test_a_region_threshold_keeps_the_mask_where_its_category_is_seen(gated_chec
     assert streamed.keyword == "dog" and streamed.mask.shape == (48, 64)
     with pytest.raises(ValueError, match="region_threshold: 1.0 must be in"):
         Predictor.from_pretrained(str(path), region_threshold=1.0)
+
+
+def test_trim_keeps_the_components_where_the_category_is_seen_best():
+    from keyseg_core.inference.category_gate import trim_to_region
+
+    mask = np.zeros((20, 40), bool)
+    mask[2:8, 2:10] = True  # the object
+    mask[12:18, 25:35] = True  # a spill onto a neighbour
+    region = np.full((20, 40), 0.01)
+    region[:10, :15] = 0.9
+    region[10:, 20:] = 0.2
+    both = trim_to_region(mask, region, 0.05, 0.0)
+    assert np.array_equal(both, mask)
+    best = trim_to_region(mask, region, 0.05, 0.5)  # 0.2 < 0.5 x 0.9: the spill goes
+    assert best[2:8, 2:10].all() and not best[10:].any()
+    assert not trim_to_region(mask, region, 0.95, 0.5).any()  # nowhere seen that well
