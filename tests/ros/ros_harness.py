@@ -223,13 +223,24 @@ class Probe:
     def publisher(self, msg_type, topic: str, qos=10):
         return self.node.create_publisher(msg_type, topic, qos)
 
-    def call(self, srv_type, name: str, request, timeout: float = 30.0):
-        client, future = self.call_async(srv_type, name, request, timeout)
-        try:
-            wait_until(future.done, timeout, f"a response from {name}")
-            return future.result()
-        finally:
-            self.node.destroy_client(client)
+    def call(self, srv_type, name: str, request, timeout: float = 30.0, resend_every: float | None = None):
+        """The response to `request`. `resend_every` (idempotent requests only, e.g. GetState): send it
+        again on a fresh client every so many seconds until `timeout`, because a request sent while DDS
+        discovery between a new server and this client is only half done can be lost."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            wait = left if resend_every is None else min(resend_every, left)
+            client, future = self.call_async(srv_type, name, request, max(left, 1.0))
+            try:
+                try:
+                    wait_until(future.done, wait, f"a response from {name}")
+                    return future.result()
+                except AssertionError:
+                    if resend_every is None or time.monotonic() >= deadline:
+                        raise
+            finally:
+                self.node.destroy_client(client)
 
     def call_async(self, srv_type, name: str, request, timeout: float = 30.0):
         """(client, future) of a request sent once the service is there; destroy the client after."""

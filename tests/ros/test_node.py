@@ -258,5 +258,5 @@ def test_lifecycle_state_is_active(node):
     from lifecycle_msgs.msg import State
     from lifecycle_msgs.srv import GetState
 
-    response = node.probe.call(GetState, f"{node.ns}/keyseg_node/get_state", GetState.Request())
+    response = node.probe.call(GetState, f"{node.ns}/keyseg_node/get_state", GetState.Request(), resend_every=5.0)
     assert response.current_state.id == State.PRIMARY_STATE_ACTIVE

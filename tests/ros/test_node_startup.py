@@ -79,7 +79,8 @@ def test_lifecycle_manager_drives_a_node_with_compressed_input(probe, workdir, r
                                     "-p", "autostart:=false", "-p", "compressed_input:=true"], workdir)
 
     def state() -> int:
-        return probe.call(GetState, f"{ns}/keyseg_node/get_state", GetState.Request()).current_state.id
+        return probe.call(GetState, f"{ns}/keyseg_node/get_state", GetState.Request(), timeout=90,
+                          resend_every=5.0).current_state.id
 
     def change(transition: int) -> None:
         response = probe.call(ChangeState, f"{ns}/keyseg_node/change_state",

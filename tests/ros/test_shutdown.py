@@ -55,7 +55,8 @@ def test_unconfigured_process_stops_on_sigterm(probe, workdir):
     from lifecycle_msgs.srv import GetState
 
     session = h.start_node(probe, workdir, "model:=config:tiny", "autostart:=false")
-    state = probe.call(GetState, f"{session.ns}/keyseg_node/get_state", GetState.Request(), timeout=60)
+    state = probe.call(GetState, f"{session.ns}/keyseg_node/get_state", GetState.Request(), timeout=60,
+                       resend_every=5.0)
     assert state.current_state.id == State.PRIMARY_STATE_UNCONFIGURED
     session.proc.proc.send_signal(signal.SIGTERM)
     assert session.proc.wait(30) == 0, session.proc.output()[-3000:]
