@@ -12,7 +12,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bases", required=True, type=Path,
                         help="the stage-1 run (keyseg pretrain's output_dir: final/ and heads.safetensors)")
     parser.add_argument("--checkpoint", required=True, type=Path,
-                        help="a checkpoint whose fusion has a codebook seeded from that run (e.g. runs/keyseg_tiny_v2_codebook/final)")
+                        help="a checkpoint whose fusion has a codebook seeded from that run "
+                             "(e.g. runs/keyseg_tiny_v2_codebook/final)")
     parser.add_argument("--overwrite", action="store_true", help="replace a detector the checkpoint already has")
 
 

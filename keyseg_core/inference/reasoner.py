@@ -151,11 +151,11 @@ class Reasoner:
     `vision` replaces the vision tower + projector (an exported or compiled graph: (B, 3, s, s) ->
     (B, n_img, d)); `llm` runs the prefix prefill and the suffix extension at static shapes
     (`StaticPrefill`: StaticCache, compiled; the same hidden states), else they run eagerly with a
-    DynamicCache (the generation steps always do); `gate` picks each [SEG]'s category prompt among the
-    categories in view (`CategoryGate`; a codebook fusion only) and, with `instance_share`, every category
-    in view holding that share of the belief becomes an instance ("all the fruit"); `passes` counts language-model forward
-    passes (prefill or a batch of suffixes), `steps` the token-by-token generation steps, so callers
-    and tests can see when the LLM ran.
+    DynamicCache (the generation steps always do); `gate` picks each [SEG]'s category prompt among
+    the categories in view (`CategoryGate`; a codebook fusion only) and, with `instance_share`, every
+    category in view holding that share of the belief becomes an instance ("all the fruit");
+    `passes` counts language-model forward passes (prefill or a batch of suffixes), `steps` the
+    token-by-token generation steps, so callers and tests can see when the LLM ran.
     """
 
     def __init__(self, model: KeySegModel, processor: KeySegProcessor, *, mode: str = "prefill",

@@ -96,7 +96,8 @@ class CategoryDetector(nn.Module):
         if weight is None or bias is None:
             raise ValueError(f"{heads_file}: no '{HEADS_PATCH}' head (keys: {', '.join(sorted(heads))})")
         if weight.shape[0] != len(names) + 1:
-            raise ValueError(f"{heads_file}: the patch head has {weight.shape[0] - 1} categories, {len(names)} names given")
+            raise ValueError(f"{heads_file}: the patch head has {weight.shape[0] - 1} categories, "
+                             f"{len(names)} names given")
         detector = cls(vision, names, layer)
         detector.tower.load_state_dict(tower)
         detector.patch.load_state_dict({"weight": weight, "bias": bias})

@@ -392,8 +392,9 @@ class Predictor:
         timer = StageTimer(self.device)
         start = time.perf_counter()
         with self.sam_lock:
-            segmented = self.segmenter.decode(self.segmenter.encode(image, timer),
-                                              reasoning.prompts[:_answer_rows(reasoning)], timer, mask_prompt=mask_prompt)
+            prompts = reasoning.prompts[:_answer_rows(reasoning)]
+            segmented = self.segmenter.decode(self.segmenter.encode(image, timer), prompts, timer,
+                                              mask_prompt=mask_prompt)
         sight = None
         if self.region_threshold > 0 and reasoning.categories:  # where the categories are in this frame
             # the detector is frozen and stateless: no lock, so a reasoning pass never stalls the frame
