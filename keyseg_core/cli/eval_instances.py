@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from keyseg_core.cli.generated_eval import (
-    add_model_arguments,
-    add_output_arguments,
-    add_scene_arguments,
-    load_predictor,
-    write_report,
-)
+from keyseg_core.atomic import save_report
+from keyseg_core.cli.generated_eval import add_model_arguments, add_output_arguments, add_scene_arguments, load_predictor
 
 HELP = 'several instances: "all the fruit" queries on generated scenes, instance count and union IoU'
 
@@ -52,5 +47,5 @@ def run(args: argparse.Namespace) -> int:
               f"stay one instance: {report['single_target_one_instance']:.1%}")
     for outcome, n in list(report["outcomes"].items())[:6]:
         print(f"  {outcome}: {n}")
-    write_report(args.json, report)
+    save_report(args.json, report)
     return 0

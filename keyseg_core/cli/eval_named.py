@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from keyseg_core.cli.generated_eval import (
-    add_model_arguments,
-    add_output_arguments,
-    add_scene_arguments,
-    load_predictor,
-    write_report,
-)
+from keyseg_core.atomic import save_report
+from keyseg_core.cli.generated_eval import add_model_arguments, add_output_arguments, add_scene_arguments, load_predictor
 
 HELP = "on generated scenes: does the mask land on the object its own keyword names (and on the target)?"
 
@@ -41,5 +36,5 @@ def run(args: argparse.Namespace) -> int:
         named_iou = "-" if s["named_iou"] is None else f"{s['named_iou']:.3f}"
         print(f"| {kind} | {s['queries']} | {s['target_iou']:.3f} | {s['keyword_names_an_object']} | {named_iou} "
               f"| {_fraction(s['on_named'])} | {_fraction(s['both_right'])} |")
-    write_report(args.json, report)
+    save_report(args.json, report)
     return 0

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from keyseg_core.cli.generated_eval import add_model_arguments, add_output_arguments, load_predictor, write_report
+from keyseg_core.atomic import save_report
+from keyseg_core.cli.generated_eval import add_model_arguments, add_output_arguments, load_predictor
 
 HELP = ('"not here": false positives on queries about absent objects at a miss rate on present ones; '
         "calibrated on val, measured on test")
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"| {name}{mark} | {row['calibration_auc']:.3f} | {row['test_auc']:.3f} | "
               f"{row['test_miss_rate']:.1%} | {row['test_false_positive_rate']:.1%} |")
     print(f"present targets' mean IoU on {test.name}: {report['present_target_miou']:.3f}")
-    write_report(args.json, report)
+    save_report(args.json, report)
     if args.save:
         calibration.save(args.save)
         print(f"wrote {args.save}")

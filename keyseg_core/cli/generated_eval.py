@@ -1,11 +1,10 @@
 """What the evaluations on generated scenes (eval-presence, eval-instances, eval-named) share: the
-model and output arguments, the range of scenes, loading the predictor and writing the report."""
+model and output arguments, the range of scenes and loading the predictor (the report is written
+by keyseg_core.atomic.save_report)."""
 
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,10 +50,3 @@ def load_predictor(args: argparse.Namespace, **options):
     options = gate_options(args) | options
     return checkpoint, Predictor.from_pretrained(checkpoint, device=args.device, **options)
 
-
-def write_report(path: str | None, report: dict) -> None:
-    """`--json`: the report, written atomically (nothing when no path is given)."""
-    from keyseg_core.atomic import atomic_write_text
-
-    if path:
-        atomic_write_text(Path(path), json.dumps(report, indent=2) + "\n")

@@ -92,8 +92,7 @@ def to_prediction(reasoning: Reasoning, logits: torch.Tensor, threshold: float, 
     instance masks of its `instance_keywords` (the first rows); `region` trims the first rows' masks to
     where the category detector sees their categories."""
     rows = min(logits.shape[0], max(1, len(reasoning.instance_keywords)))
-    masks = [_mask_and_score(logits[j], threshold, region if region is not None and j < len(region.maps) else None, j)
-             for j in range(rows)]
+    masks = [_mask_and_score(logits[j], threshold, region, j) for j in range(rows)]
     mask, score = masks[0] if masks else (np.zeros(tuple(logits.shape[-2:]), bool), 0.0)
     instances = [CategoryInstance(k, m, s) for k, (m, s) in zip(reasoning.instance_keywords, masks)]
     return Prediction(mask=mask, score=score, keyword=reasoning.keyword, keyword_prob=reasoning.keyword_prob,
@@ -104,8 +103,9 @@ def to_prediction(reasoning: Reasoning, logits: torch.Tensor, threshold: float, 
 
 @dataclass
 class Region:
-    """Where the category detector sees each leading row's category: (R, H, W) maps on the frame, the
-    threshold above which a mask is kept, and the share of the best component's peak a component needs."""
+    """Where the category detector sees each leading row's category: (R, H, W) maps on the frame, one
+    per row to_prediction keeps, the threshold above which a mask is kept, and the share of the best
+    component's peak a component needs."""
 
     maps: np.ndarray
     threshold: float
