@@ -11,9 +11,11 @@ import torch
 NAMES = ["bed", "cup", "dog"]
 
 
-def write_gated_checkpoint(path: Path, patch_logits: list[float]) -> torch.Tensor:
+def write_gated_checkpoint(path: Path, patch_logits: list[float], tiles: float = 0.0,
+                           calibration: tuple[float, float] = (1.0, 0.0)) -> torch.Tensor:
     """Save a config:tiny model with a 3-prompt codebook at `path` and a detector whose patch logits
-    are `patch_logits` (background, bed, cup, dog); returns the codebook."""
+    are `patch_logits` (background, bed, cup, dog), looking at `tiles` with `calibration`; returns the
+    codebook."""
     from keyseg_core.modeling.build import build_model, registry_config
     from keyseg_core.modeling.category_detector import DETECTOR_FILE, CategoryDetector
     from keyseg_core.weights.checkpoint import save_checkpoint
@@ -22,7 +24,7 @@ def write_gated_checkpoint(path: Path, patch_logits: list[float]) -> torch.Tenso
     config.fusion = dataclasses.replace(config.fusion, codebook=len(NAMES))
     model, _ = build_model(config)
     save_checkpoint(model, path)
-    detector = CategoryDetector(model.llava.config.vision_config, NAMES)
+    detector = CategoryDetector(model.llava.config.vision_config, NAMES, tiles=tiles, calibration=calibration)
     with torch.no_grad():
         detector.patch.weight.zero_()
         detector.patch.bias.copy_(torch.tensor(patch_logits))

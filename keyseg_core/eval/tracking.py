@@ -8,7 +8,8 @@ its true mask is known on every frame. The masks fed to the tracker come from
           ROS node runs it.
 On each frame the target's id is the id of the instance that overlaps the true mask best; an id
 switch is a change of that id between two frames where the target was found. `stride` feeds every
-n-th frame only (a node that skips frames sees n times the motion).
+n-th frame only (a node that skips frames sees n times the motion). The model's instances carry its
+keyword as their label, as the node's do (the tracker's position gate joins same-label masks only).
 """
 
 from __future__ import annotations
@@ -68,20 +69,21 @@ def jitter(mask: np.ndarray, rng: np.random.Generator, drop: float) -> np.ndarra
 
 def evaluate(source: str, *, sequences: int, frames: int, speed: float, stride: int, seed: int,
              iou_threshold: float, lost_frames: int, predictor=None, drop: float = 0.05,
-             instance_mode: str = "mask") -> TrackingResult:
+             instance_mode: str = "mask", gate: float = 2.0) -> TrackingResult:
     from keyseg_core.scenes import generate_sequence
 
     switches = found = fed = started = 0
     for s in range(sequences):
         seq = generate_sequence(frames * stride, seed=seed + s, speed=speed)
-        tracker = MaskTracker(iou_threshold, lost_frames)
+        tracker = MaskTracker(iou_threshold, lost_frames, gate)
         rng = np.random.default_rng(seed + s)
-        masks = _model_masks(predictor, seq, stride) if source == "model" else \
-            [jitter(m, rng, drop) for m in seq.masks[::stride]]
+        answers = _model_masks(predictor, seq, stride) if source == "model" else \
+            [(jitter(m, rng, drop), None) for m in seq.masks[::stride]]
         ids = []
-        for mask, truth in zip(masks, seq.masks[::stride]):
+        for (mask, label), truth in zip(answers, seq.masks[::stride]):
             instances = split_instances(mask, instance_mode, min_area=20)
-            ids.append(target_id(instances, tracker.update(instances), truth.astype(bool)))
+            track_ids = tracker.update(instances, [label] * len(instances))
+            ids.append(target_id(instances, track_ids, truth.astype(bool)))
         fed += len(ids)
         found += sum(i is not None for i in ids)
         switches += id_switches(ids)
@@ -89,13 +91,17 @@ def evaluate(source: str, *, sequences: int, frames: int, speed: float, stride: 
     return TrackingResult(source, speed, stride, sequences, fed, found, switches, started)
 
 
-def _model_masks(predictor, seq, stride: int) -> list[np.ndarray]:
+def _model_masks(predictor, seq, stride: int) -> list[tuple[np.ndarray, str | None]]:
+    """(mask, keyword) of each fed frame, streamed as the node streams."""
     from keyseg_core.inference.stream import StreamingSegmenter
 
     stream = StreamingSegmenter(predictor)
     stream.set_query(seq.texts[0])
-    return [stream.step(frame, now=t / 30.0).prediction.mask
-            for t, frame in enumerate(seq.frames[::stride])]
+    answers = []
+    for t, frame in enumerate(seq.frames[::stride]):
+        prediction = stream.step(frame, now=t / 30.0).prediction
+        answers.append((prediction.mask, prediction.keyword))
+    return answers
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strides", default="1,3", help="feed every n-th frame (comma list)")
     parser.add_argument("--iou-threshold", type=float, default=0.1)
     parser.add_argument("--lost-frames", type=int, default=10)
+    parser.add_argument("--gate", type=float, default=2.0,
+                        help="position gate in object sizes for masks that no longer overlap (0: IoU only)")
     parser.add_argument("--model", nargs="?", const="", default=None,
                         help="also run a predictor (no value: the shipped model)")
     parser.add_argument("--json", type=Path)
@@ -124,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                 start = time.perf_counter()
                 rows.append(evaluate(source, sequences=opts.sequences, frames=opts.frames, speed=speed,
                                      stride=stride, seed=opts.seed, iou_threshold=opts.iou_threshold,
-                                     lost_frames=opts.lost_frames, predictor=predictor))
+                                     lost_frames=opts.lost_frames, predictor=predictor, gate=opts.gate))
                 print(f"{source} speed {speed:g} stride {stride}: {time.perf_counter() - start:.1f} s", flush=True)
     print("| masks | drift px/frame | stride | sequences | frames | target found | id switches | ids per sequence |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")

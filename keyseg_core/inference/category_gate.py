@@ -2,7 +2,8 @@
 
 A codebook fusion (`fusion.codebook: K`) turns each [SEG] into K logits over category prompts, so the
 model's belief about the target is p_llm(c) = softmax(logits). The `CategoryDetector` gives P(c), the
-probability that category c is in view. Their product g(c) = p_llm(c) P(c) is the belief that the
+probability that category c is in view (`visible`: the mean of what it sees on the whole frame and on
+its corner tiles, calibrated; the detector's settings). Their product g(c) = p_llm(c) P(c) is the belief that the
 target is c and c is here:
 
 - the prompt given to SAM is the codebook row of argmax g (SAM was trained on exactly those rows;
@@ -54,8 +55,26 @@ class CategoryGate:
 
     def sight(self, clip_pixels: torch.Tensor) -> torch.Tensor:
         """(B, 3, s, s) CLIP pixels -> (B, P, K) each patch's probability of each category; the largest
-        over the patches is the probability that the category is in view."""
+        over the patches is the raw probability that the category is in view."""
         return self.detector.patch_probs(clip_pixels)
+
+    def tiles(self, image: np.ndarray) -> list[np.ndarray]:
+        """The four corner tiles of an HxWx3 frame the detector also looks at (none with tiles 0):
+        each `tiles` of the frame's height and width, so together they cover it."""
+        fraction = self.detector.tiles
+        if not fraction:
+            return []
+        h, w = image.shape[:2]
+        th, tw = max(1, int(h * fraction)), max(1, int(w * fraction))
+        return [np.ascontiguousarray(image[y:y + th, x:x + tw]) for y in (0, h - th) for x in (0, w - tw)]
+
+    def visible(self, sight: torch.Tensor, tiles_sight: torch.Tensor | None = None) -> torch.Tensor:
+        """(P, K) sight of the frame and (T, P, K) of its tiles -> (K,) calibrated visibility: the mean
+        of the frame's largest patch probability and the tiles' (a small object fills more of a tile)."""
+        visible = sight.amax(dim=0)
+        if tiles_sight is not None and tiles_sight.shape[0]:
+            visible = (visible + tiles_sight.amax(dim=1).amax(dim=0)) / 2
+        return self.detector.calibrated(visible)
 
     @staticmethod
     def region(sight: torch.Tensor, categories: list[int], image_hw: tuple[int, int], mode: str) -> torch.Tensor:

@@ -60,6 +60,7 @@ class Reasoning:
         categories: with a category gate, the category (codebook row) of each leading prompt row: the
             answer's, then the other instances'; empty without a gate.
         sight: with a category gate, the detector's (P, K) patch probabilities on the reasoned frame.
+        visible: with a category gate, the detector's (K,) calibrated visibility of each category there.
     """
 
     query: str
@@ -75,6 +76,7 @@ class Reasoning:
     instance_keywords: list[str] = field(default_factory=list)
     categories: list[int] = field(default_factory=list)
     sight: torch.Tensor | None = None
+    visible: torch.Tensor | None = None
 
 
 @dataclass
@@ -93,6 +95,7 @@ class FrameFeatures:
     image_hw: tuple[int, int]
     image_features: torch.Tensor  # (1, n_img, d) vision tower + projector output
     sight: torch.Tensor | None = None  # (P, K) the category gate's patch probabilities
+    visible: torch.Tensor | None = None  # (K,) its calibrated visibility of each category
     prefixes: dict[tuple[int, ...], _Prefix] = field(default_factory=dict)
 
 
@@ -205,17 +208,32 @@ class Reasoner:
             return None
         return self.sight(self._clip_pixels(validate_image(image), timer), timer)[0]
 
+    def visible(self, sight: torch.Tensor, image: np.ndarray | None, timer: Timer = no_timer) -> torch.Tensor:
+        """(K,) the gate's visibility of each category on a frame, from its (P, K) `sight` and, when the
+        detector looks at tiles too, the frame itself (validated HxWx3)."""
+        tiles = []
+        if self.gate.detector.tiles:
+            if image is None:
+                raise ValueError("the category detector also looks at tiles of the frame: give the images")
+            tiles = self.gate.tiles(image)
+        tiles_sight = self.sight(torch.cat([self._clip_pixels(t, timer) for t in tiles]), timer) if tiles else None
+        return self.gate.visible(sight, tiles_sight)
+
     def reason_batch(self, batch: KeySegBatch, queries: list[str], timer: Timer = no_timer,
-                     features: torch.Tensor | None = None) -> tuple[Reasoned, list[Reasoning]]:
+                     features: torch.Tensor | None = None, images: list[np.ndarray] | None = None
+                     ) -> tuple[Reasoned, list[Reasoning]]:
         """Prefill mode over a prepared batch (forced answer template), as `KeySegModel.run` does.
-        `features`: the vision tower's output computed already (`vision_features`)."""
+        `features`: the vision tower's output computed already (`vision_features`); `images`: the
+        batch's validated frames, which a category detector that looks at tiles needs."""
         if features is None and self.vision is not None:
             features = self.vision_features(batch.clip_pixels, timer)
         sight = self.sight(batch.clip_pixels, timer)
+        visible = [None] * len(queries) if sight is None else \
+            [self.visible(sight[i], None if images is None else images[i], timer) for i in range(len(queries))]
         self.passes += 1
         reasoned = self.model.reason(batch, timer, image_features=features)
         hw = batch.original_hw
-        reasonings = [self._reasoning(reasoned, i, q, None, hw[i], None if sight is None else sight[i])
+        reasonings = [self._reasoning(reasoned, i, q, None, hw[i], None if sight is None else sight[i], visible[i])
                       for i, q in enumerate(queries)]
         if sight is not None:  # SAM segments the batch from `reasoned`: give it the gated prompts too
             rows = [r.prompts for r in reasonings]
@@ -231,7 +249,8 @@ class Reasoner:
         pixels = self._clip_pixels(image, timer)
         sight = self.sight(pixels, timer)
         return FrameFeatures(image.shape[:2], self.vision_features(pixels, timer),
-                             sight=None if sight is None else sight[0])
+                             sight=None if sight is None else sight[0],
+                             visible=None if sight is None else self.visible(sight[0], image, timer))
 
     def _clip_pixels(self, image: np.ndarray, timer: Timer) -> torch.Tensor:
         """(1, 3, s, s) CLIP pixels of one validated frame, on the model's device and in its dtype."""
@@ -264,7 +283,8 @@ class Reasoner:
             with timer("fusion"):
                 reasoned = self.model.fuse(hidden, ids, mask)
                 for row, i in enumerate(members):
-                    results[i] = self._reasoning(reasoned, row, queries[i], None, frame.image_hw, frame.sight)
+                    results[i] = self._reasoning(reasoned, row, queries[i], None, frame.image_hw, frame.sight,
+                                                 frame.visible)
         return results  # type: ignore[return-value]
 
     def reason(self, image: np.ndarray, query: str, timer: Timer = no_timer) -> Reasoning:
@@ -371,7 +391,7 @@ class Reasoner:
         with timer("fusion"):
             ids_t = torch.tensor([all_ids], device=self.device)
             reasoned = self.model.fuse(all_hidden, ids_t, torch.ones_like(ids_t, dtype=torch.bool))
-            return self._reasoning(reasoned, 0, query, text, frame.image_hw, frame.sight)
+            return self._reasoning(reasoned, 0, query, text, frame.image_hw, frame.sight, frame.visible)
 
     def _eos_ids(self) -> set[int]:
         ids = {self.processor.ids.eos}
@@ -383,9 +403,10 @@ class Reasoner:
         return ids
 
     def _reasoning(self, reasoned: Reasoned, i: int, query: str, generated: str | None,
-                   frame_hw: tuple[int, int], sight: torch.Tensor | None = None) -> Reasoning:
+                   frame_hw: tuple[int, int], sight: torch.Tensor | None = None,
+                   visible: torch.Tensor | None = None) -> Reasoning:
         """Sample i's S_hat prompts and first [KEY] keyword -> Reasoning. With the gate and the frame's
-        (P, K) sight, the prompts are the gated categories' codebook rows and the keyword names the
+        (P, K) sight and (K,) visibility, the prompts are the gated categories' codebook rows and the keyword names the
         first [SEG]'s category (mask and keyword name the same object)."""
         rows = reasoned.seg_batch == i
         prompts = reasoned.prompts[rows]
@@ -397,9 +418,9 @@ class Reasoner:
         else:
             top, keyword, prob = [], "", 0.0
         mass, instances, categories = None, [], []
-        if self.gate is not None and sight is not None and prompts.shape[0]:
+        if self.gate is not None and visible is not None and prompts.shape[0]:
             codebook = self.model.fusion.codebook
-            choices = self.gate.choose(reasoned.prompt_logits[rows], sight.amax(dim=0), codebook)
+            choices = self.gate.choose(reasoned.prompt_logits[rows], visible, codebook)
             categories = [choices[0].index]
             prompts = torch.stack([c.prompt for c in choices]).to(prompts.dtype)
             top = self.gate.candidates(choices[0], self.model.config.keyword.top_k)
@@ -411,7 +432,8 @@ class Reasoner:
         return Reasoning(query=query, prompts=prompts, keyword=keyword, keyword_prob=prob, keyword_topk=top,
                          answer=self.readable(generated, keyword), frame_hw=frame_hw, category_mass=mass,
                          instance_keywords=instances, categories=categories,
-                         sight=sight if self.gate is not None else None)
+                         sight=sight if self.gate is not None else None,
+                         visible=visible if self.gate is not None else None)
 
     def readable(self, generated: str | None, keyword: str) -> str:
         """The template's reply with the keyword (prefill), or generated text with [SEG] dropped and

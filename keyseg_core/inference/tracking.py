@@ -5,7 +5,11 @@ masks of a moving object overlap much more than masks of two different objects, 
 takes the id of the previous mask it overlaps best (greedily, best pairs first, above
 `iou_threshold`). The previous mask is also tried moved by its track's last motion (constant
 velocity of the mask's centroid), and the better overlap counts: a node that skips frames sees an
-object move by a large part of its size, and plain IoU falls. An id ends after its object went
+object move by a large part of its size, and plain IoU falls. When even the moved mask does not
+overlap, a mask with the track's label (keyword) whose centroid lies within `gate` object sizes of
+where the track's motion puts it continues the track (a gate on the predicted position, as
+SORT-style trackers use; IoU pairs are matched first, then the nearest of these). Area is no test:
+a thin object's mask eroded by 2 px keeps a sixth of its pixels. An id ends after its object went
 unmatched for `lost_frames` frames in a row; a new query ends them all. Ids are never reused, so a
 new id always means a new track.
 """
@@ -50,6 +54,7 @@ class _Track:
     mask: np.ndarray
     centre: np.ndarray
     velocity: np.ndarray  # centroid motion per frame, pixels
+    label: str | None = None
     missed: int = 0
 
     def predicted(self) -> np.ndarray:
@@ -57,17 +62,29 @@ class _Track:
         dx, dy = np.round(self.velocity * (self.missed + 1)).astype(int)
         return shifted(self.mask, int(dx), int(dy)) if dx or dy else self.mask
 
+    def gated_distance(self, mask: np.ndarray, centre: np.ndarray, label: str | None) -> float | None:
+        """Distance from where the track's motion puts its centroid to `centre`, in units of the
+        object's size (square root of the larger area); None for another label or an empty mask."""
+        area, own = np.count_nonzero(mask), np.count_nonzero(self.mask)
+        if label != self.label or not area or not own:
+            return None
+        expected = self.centre + self.velocity * (self.missed + 1)
+        return float(np.linalg.norm(centre - expected) / np.sqrt(max(area, own)))
+
 
 class MaskTracker:
     """Assigns track ids to each frame's instance masks (`update`); `reset` on a new query."""
 
-    def __init__(self, iou_threshold: float = 0.1, lost_frames: int = 10) -> None:
+    def __init__(self, iou_threshold: float = 0.1, lost_frames: int = 10, gate: float = 2.0) -> None:
         if not 0.0 <= iou_threshold < 1.0:
             raise ValueError("iou_threshold must be in [0, 1)")
         if lost_frames < 1:
             raise ValueError("lost_frames must be >= 1")
+        if gate < 0:
+            raise ValueError("gate must be >= 0 (0: IoU matching only)")
         self.iou_threshold = iou_threshold
         self.lost_frames = lost_frames
+        self.gate = gate
         self._tracks: list[_Track] = []
         self._ids = itertools.count(1)
 
@@ -81,22 +98,35 @@ class MaskTracker:
         that bounced or stopped)."""
         return max(mask_iou(track.predicted(), mask), mask_iou(track.mask, mask))
 
-    def update(self, masks: list[np.ndarray]) -> list[str]:
-        """Track ids of `masks` (one frame's instances), in their order."""
-        pairs = sorted(((self._overlap(t, m), ti, mi) for ti, t in enumerate(self._tracks)
-                        for mi, m in enumerate(masks) if t.mask.shape == m.shape), reverse=True)
+    def update(self, masks: list[np.ndarray], labels: list[str | None] | None = None) -> list[str]:
+        """Track ids of `masks` (one frame's instances), in their order; `labels` (their keywords)
+        keep the position gate from joining objects of different kinds."""
+        labels = list(labels) if labels is not None else [None] * len(masks)
+        if len(labels) != len(masks):
+            raise ValueError(f"update: {len(labels)} labels for {len(masks)} masks")
+        centres = [_centroid(m) for m in masks]
+        pairs = []  # (tier, score, track, mask): IoU pairs (tier 1) before gated ones (tier 0)
+        for ti, t in enumerate(self._tracks):
+            for mi, m in enumerate(masks):
+                if t.mask.shape != m.shape:
+                    continue
+                iou = self._overlap(t, m)
+                if iou > self.iou_threshold:
+                    pairs.append((1, iou, ti, mi))
+                    continue
+                distance = t.gated_distance(m, centres[mi], labels[mi]) if self.gate else None
+                if distance is not None and distance <= self.gate:
+                    pairs.append((0, -distance, ti, mi))
         ids: list[str | None] = [None] * len(masks)
         matched: set[int] = set()
-        for iou, ti, mi in pairs:
-            if iou <= self.iou_threshold:
-                break
+        for _, _, ti, mi in sorted(pairs, reverse=True):
             if ti in matched or ids[mi] is not None:
                 continue
             matched.add(ti)
             track = self._tracks[ti]
-            centre = _centroid(masks[mi])
-            track.velocity = (centre - track.centre) / (track.missed + 1)
-            track.mask, track.centre, track.missed, ids[mi] = masks[mi], centre, 0, track.id
+            track.velocity = (centres[mi] - track.centre) / (track.missed + 1)
+            track.mask, track.centre, track.missed, ids[mi] = masks[mi], centres[mi], 0, track.id
+            track.label = labels[mi]
         kept = []
         for ti, track in enumerate(self._tracks):
             if ti not in matched:
@@ -106,6 +136,6 @@ class MaskTracker:
         for mi, mask in enumerate(masks):
             if ids[mi] is None:
                 ids[mi] = str(next(self._ids))
-                kept.append(_Track(ids[mi], mask, _centroid(mask), np.zeros(2)))
+                kept.append(_Track(ids[mi], mask, centres[mi], np.zeros(2), labels[mi]))
         self._tracks = kept
         return ids  # type: ignore[return-value]

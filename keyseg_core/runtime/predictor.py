@@ -268,12 +268,13 @@ class Predictor:
                     encoding = self._side.launch(
                         lambda: self.model.encode_sam(batch.sam_pixels, timer, sam=self.segmenter.sam),
                         reads=[batch.sam_pixels])
-                reasoned, reasonings = self.reasoner.reason_batch(batch, queries, timer, features=features)
+                reasoned, reasonings = self.reasoner.reason_batch(batch, queries, timer, features=features,
+                                                                  images=images)
             with self.sam_lock:
                 embeddings = encoding.result()
         else:
             with self.llm_lock:
-                reasoned, reasonings = self.reasoner.reason_batch(batch, queries, timer)
+                reasoned, reasonings = self.reasoner.reason_batch(batch, queries, timer, images=images)
         with self.sam_lock:
             masks, _ = self.model.segment(batch.sam_pixels, reasoned.prompts, reasoned.seg_batch, batch.resized_hw,
                                           batch.original_hw, timer, sam=self.segmenter.sam,

@@ -61,6 +61,10 @@ def _non_negative_int(value: Any) -> str | None:
     return None if value >= 0 else "must be >= 0"
 
 
+def _track_gate(value: Any) -> str | None:
+    return None if math.isfinite(value) and value >= 0 else "must be >= 0 (0: IoU matching only)"
+
+
 def _unit_interval(value: Any) -> str | None:
     return None if math.isfinite(value) and 0.0 <= value < 1.0 else "must be >= 0 and < 1"
 
@@ -217,6 +221,12 @@ PARAMS: tuple[ParamSpec, ...] = (
         "track_iou", 0.1,
         "Track ids: a mask keeps the id of the previous frame's mask it overlaps by more than this IoU "
         "(after moving it by its track's motion).", _unit_interval, live=True),
+    ParamSpec(
+        "track_gate", 2.0,
+        "Track ids: a mask with the track's keyword that no longer overlaps it continues the track when its "
+        "centre is within this many object sizes of where the track's motion puts it (0: IoU only). 2.0 "
+        "gave no id switch at 18 px between fed frames on generated sequences (docs/results.md).",
+        _track_gate, live=True),
     ParamSpec(
         "lost_frames", 10,
         "Track ids: a target unmatched for this many answered frames in a row gets a new id when it "

@@ -59,7 +59,7 @@ class ResultPublisher:
         node = self._node
         self._pubs = {topic: node.create_lifecycle_publisher(kind, topic, qos.results())
                       for topic, kind in TOPICS}
-        self._tracker = MaskTracker(self._param("track_iou"), self._param("lost_frames"))
+        self._tracker = MaskTracker(self._param("track_iou"), self._param("lost_frames"), self._param("track_gate"))
         self._tracked_query = None
         self.target3d = None
         if self._param("use_depth"):
@@ -111,7 +111,7 @@ class ResultPublisher:
             if not self._serving() or received <= self._last_published:
                 return False
             self._last_published = received
-            ids = self._track(query, instances)
+            ids = self._track(query, instances, keywords)
             self._pubs["mask"].publish(mask)
             self._pubs["keyword"].publish(keyword)
             self._pubs["detections"].publish(detections.detections_2d(
@@ -125,14 +125,15 @@ class ResultPublisher:
                                            instances, ids, keywords, float(prediction.score)))
         return True
 
-    def _track(self, query: str, instances: list) -> list[str]:
-        """Track ids of this frame's instances; a new query starts new tracks."""
+    def _track(self, query: str, instances: list, keywords: list[str]) -> list[str]:
+        """Track ids of this frame's instances (labelled by their keywords); a new query starts new tracks."""
         tracker = self._tracker
         if query != self._tracked_query:
             tracker.reset()
             self._tracked_query = query
         tracker.iou_threshold, tracker.lost_frames = self._param("track_iou"), self._param("lost_frames")
-        return tracker.update(instances)
+        tracker.gate = self._param("track_gate")
+        return tracker.update(instances, keywords)
 
     def _settings_3d(self) -> Settings:
         return Settings(max_depth=self._param("max_depth"), erode_px=self._param("mask_erosion"),

@@ -173,3 +173,77 @@ def test_trim_keeps_the_components_where_the_category_is_seen_best():
     best = trim_to_region(mask, region, 0.05, 0.5)  # 0.2 < 0.5 x 0.9: the spill goes
     assert best[2:8, 2:10].all() and not best[10:].any()
     assert not trim_to_region(mask, region, 0.95, 0.5).any()  # nowhere seen that well
+
+
+def test_detector_tiles_and_calibration_travel_with_its_file(tmp_path):
+    detector = CategoryDetector(TOWER, NAMES, tiles=0.6, calibration=(2.0, 1.0))
+    detector.save(tmp_path / DETECTOR_FILE)
+    loaded = CategoryDetector.load(tmp_path / DETECTOR_FILE)
+    assert loaded.tiles == 0.6 and loaded.calibration == (2.0, 1.0)
+    raw = torch.tensor([0.01, 0.2, 0.5, 0.9])
+    expected = torch.sigmoid(2.0 * torch.log(raw / (1 - raw)) + 1.0)
+    assert torch.allclose(loaded.calibrated(raw), expected)
+    assert torch.equal(CategoryDetector(TOWER, NAMES).calibrated(raw), raw)  # identity: as it was
+    with pytest.raises(ValueError, match="tiles 1.5 must be 0"):
+        CategoryDetector(TOWER, NAMES, tiles=1.5)
+    with pytest.raises(ValueError, match=r"calibration \(0.0, 1.0\) must be \(a > 0, b\)"):
+        CategoryDetector(TOWER, NAMES, calibration=(0.0, 1.0))
+
+
+def test_gate_looks_at_four_corner_tiles_that_cover_the_frame_and_averages_them():
+    image = np.arange(40 * 50 * 3, dtype=np.uint8).reshape(40, 50, 3)
+    assert CategoryGate(CategoryDetector(TOWER, NAMES), 3).tiles(image) == []
+    gate = CategoryGate(CategoryDetector(TOWER, NAMES, tiles=0.6, calibration=(2.0, 0.5)), 3)
+    tiles = gate.tiles(image)
+    assert [t.shape for t in tiles] == [(24, 30, 3)] * 4
+    assert np.array_equal(tiles[0], image[:24, :30]) and np.array_equal(tiles[3], image[16:, 20:])
+    sight = torch.tensor([[0.1, 0.0, 0.2], [0.3, 0.0, 0.1]])  # (P=2, K=3)
+    tiles_sight = torch.tensor([[[0.9, 0.0, 0.1]], [[0.2, 0.4, 0.0]]])  # (T=2, P=1, K=3)
+    mean = torch.tensor([(0.3 + 0.9) / 2, (0.0 + 0.4) / 2, (0.2 + 0.1) / 2])
+    assert torch.allclose(gate.visible(sight, tiles_sight), gate.detector.calibrated(mean))
+
+
+def test_visibility_calibration_reads_present_categories_near_one():
+    from keyseg_core.eval.visibility import fit_calibration
+
+    rng = np.random.default_rng(0)
+    present = torch.from_numpy(rng.random((300, 6)) < 0.2)
+    visible = torch.where(present, torch.from_numpy(rng.uniform(0.1, 0.6, (300, 6))),
+                          torch.from_numpy(rng.uniform(0.0, 0.12, (300, 6)))).float()
+    a, b = fit_calibration(visible, present)
+    calibrated = CategoryDetector(TOWER, NAMES, calibration=(a, b)).calibrated(visible)
+    assert a > 0 and float((calibrated[present] >= 0.5).float().mean()) > 0.9
+    assert float((calibrated[~present] >= 0.5).float().mean()) < 0.05
+    with pytest.raises(ValueError, match="does not rise with presence"):
+        fit_calibration(1 - visible, present)
+
+
+def test_raw_visibility_of_generated_scenes_marks_what_each_holds():
+    from keyseg_core.eval.visibility import raw_visibility
+    from keyseg_core.modeling.processor import preprocess_clip
+    from keyseg_core.scenes import load_knowledge, make_sample
+
+    names = sorted(load_knowledge().categories)
+    detector = CategoryDetector(TOWER, names, tiles=0.6, calibration=(3.0, 0.0))
+    visible, present = raw_visibility(detector, lambda im: preprocess_clip(im, 28), 2, "val", 2, progress=False)
+    assert visible.shape == present.shape == (2, len(names)) and bool(((visible >= 0) & (visible <= 1)).all())
+    held = {o.category for o in make_sample(2, "val", 1).scene.objects}
+    assert {names[k] for k in present[1].nonzero().flatten().tolist()} == held
+    assert detector.calibration == (3.0, 0.0)  # measured raw, left as it was
+
+
+def test_a_detector_with_tiles_gates_every_path_alike(tmp_path):
+    path = tmp_path / "ckpt"
+    write_gated_checkpoint(path, [0.0, -30.0, 30.0, -30.0], tiles=0.6, calibration=(2.0, 0.5))
+    image = np.random.default_rng(1).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    predictor = Predictor.from_pretrained(str(path))
+    single = predictor.predict(image, "the bed")
+    (batched,) = predictor.predict_batch([image], ["the bed"])
+    with torch.inference_mode():
+        streamed = predictor.reasoner.reason(image, "the bed")
+    assert single.keyword == batched.keyword == streamed.keyword == "cup"
+    assert single.category_mass == pytest.approx(batched.category_mass, abs=1e-5)
+    assert streamed.category_mass == pytest.approx(single.category_mass, abs=1e-5)
+    batch = predictor.processor([image], ["the bed"]).to(predictor.device, predictor.dtype)
+    with torch.inference_mode(), pytest.raises(ValueError, match="looks at tiles of the frame: give the images"):
+        predictor.reasoner.reason_batch(batch, ["the bed"])

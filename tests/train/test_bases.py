@@ -146,6 +146,28 @@ def codebook_run(run, tmp_path_factory):
     return work / "stage2" / "final", table
 
 
+def test_kind_scenes_train_a_codebook_with_shared_anchors(run, tmp_path):
+    """A stage 2 whose data mixes ReasonSeg records with generated "all the <kind>" samples runs, and
+    the anchor loss sees them (a tenth of an epoch of scenes-all: the first step draws some)."""
+    import csv
+
+    from train_fixtures import write_config, write_reasonseg
+
+    heads = run / "run" / "heads.safetensors"
+    write_reasonseg(tmp_path / "data", "train", {"cup": {"box": (4, 4, 14, 12)}}, keywords={"cup": "cup"})
+    data = [{"name": "reasonseg", "root": str(tmp_path / "data"), "split": "train", "ratio": 1.0},
+            {"name": "scenes-all", "split": "train", "ratio": 20.0, "options": {"length": 8, "seed": 11}}]
+    config = write_config(tmp_path / "train.yaml", tmp_path / "data", tmp_path / "stage2", max_steps=1, data=data,
+                          model_overrides={**TRAINABLE, "fusion": {"preset": "keyseg", "codebook": 60}},
+                          init_checkpoint=str(run / "run" / "final"), prompt_anchors=str(heads),
+                          prompt_anchor_weight=1.0)
+    assert cli.main(["train", "--config", str(config), "--no-progress"]) == 0
+    row = next(csv.DictReader(open(tmp_path / "stage2" / "metrics.csv")))
+    assert float(row["anchor"]) > 0
+    vocabulary = json.loads((tmp_path / "stage2" / "final" / "config.json").read_text())["keyword"]["vocabulary"]
+    assert "cup" in vocabulary and not {"container", "fruit", "vehicle"} & set(vocabulary)  # kinds: no candidates
+
+
 def test_stage_two_seeds_a_new_codebook_with_the_category_prompts(codebook_run):
     final, table = codebook_run
     codebook = load_file(str(final / "trainable.safetensors"))["fusion.codebook"]
@@ -163,9 +185,16 @@ def test_attach_detector_gives_the_stage_one_tower_and_patch_head(run, codebook_
     final, _ = codebook_run
     ckpt = tmp_path / "ckpt"
     shutil.copytree(final, ckpt)
-    args = ["attach-detector", "--bases", str(run / "run"), "--checkpoint", str(ckpt)]
+    args = ["attach-detector", "--bases", str(run / "run"), "--checkpoint", str(ckpt), "--no-progress"]
+    # four stage-1 steps teach the tower nothing: its visibility does not rise with presence, and the
+    # calibration (fitted on generated val scenes, before anything is written) says so
+    assert cli.main(args + ["--calibration-scenes", "4"]) == 2
+    assert "visibility calibration: the fit gave a = " in capsys.readouterr().err
+    assert not (ckpt / DETECTOR_FILE).exists()
+    args += ["--calibration-scenes", "0"]
     assert cli.main(args) == 0
     detector = CategoryDetector.load(ckpt / DETECTOR_FILE)
+    assert detector.tiles == 0.6 and detector.calibration == (1.0, 0.0)
     assert detector.names == sorted(load_knowledge().categories)
     bases = load_file(str(run / "run" / "final" / "trainable.safetensors"))
     tower = {k.split("vision_tower.", 1)[1]: v for k, v in bases.items() if "vision_tower." in k}
@@ -183,6 +212,8 @@ def test_attach_detector_gives_the_stage_one_tower_and_patch_head(run, codebook_
     assert "has fusion.codebook 0" in capsys.readouterr().err
     assert cli.main(["attach-detector", "--bases", str(tmp_path), "--checkpoint", str(ckpt), "--overwrite"]) == 2
     assert "final/config.json does not exist" in capsys.readouterr().err
+    assert cli.main(args + ["--overwrite", "--tiles", "1.5"]) == 2
+    assert "--tiles: 1.5 must be 0 (none) or a fraction in (0, 1)" in capsys.readouterr().err
 
 
 def test_a_codebook_fusion_is_anchored_by_cross_entropy_and_seeded_from_the_anchors():

@@ -41,25 +41,32 @@ class PromptAnchors(nn.Module):
             raise ValueError(f"prompt_anchors: {path} has no '{TABLE_KEY}' (keys: {', '.join(sorted(tensors))})")
         return cls(tensors[TABLE_KEY], names)
 
-    def loss(self, prompts: torch.Tensor, seg_batch: torch.Tensor, keywords: list[str | None] | None,
+    def loss(self, prompts: torch.Tensor, seg_batch: torch.Tensor, keywords: list[str | tuple[str, ...] | None] | None,
              logits: torch.Tensor | None = None) -> torch.Tensor:
         """Mean squared distance of each [SEG]'s S_hat (N_seg, C) to its sample's keyword's anchor,
         over the anchors' mean square; [SEG]s whose keyword has no anchor are left out. The keyword
-        is the sample's target name, so rows without [KEY] (seg_only, seg_sa) are anchored alike.
+        is the sample's target name, so rows without [KEY] (seg_only, seg_sa) are anchored alike; a
+        sample about several objects names them all, and its anchor is their prompts' mean.
         With a codebook fusion's (N_seg, K) `logits` (its rows are the anchors, in order), the
-        cross-entropy of the logits with the anchor's row instead: the mixture's own objective."""
+        cross-entropy of the logits with the anchor rows instead (several share the probability):
+        the mixture's own objective."""
         picked, targets = [], []
         for j, i in enumerate(seg_batch.tolist()):
-            row = self.rows.get(keywords[i]) if keywords else None
-            if row is not None:
+            names = keywords[i] if keywords else None
+            names = (names,) if isinstance(names, str) else names or ()
+            rows = [self.rows[n] for n in names if n in self.rows]
+            if rows:
                 picked.append(j)
-                targets.append(row)
+                targets.append(rows)
         if not picked:
             return prompts.sum() * 0.0
-        rows = torch.tensor(targets, device=prompts.device)
+        weights = torch.zeros(len(picked), self.table.shape[0], device=prompts.device)
+        for k, rows in enumerate(targets):
+            weights[k, rows] = 1.0 / len(rows)
         if logits is not None:
-            return torch.nn.functional.cross_entropy(logits[picked].float(), rows)
-        anchors = self.table[rows.to(self.table.device)].to(prompts.dtype)
+            log_probs = torch.log_softmax(logits[picked].float(), dim=-1)
+            return -(weights * log_probs).sum(-1).mean()
+        anchors = (weights.to(self.table.device) @ self.table).to(prompts.dtype)
         return (prompts[picked] - anchors).pow(2).mean() / self.scale
 
     def seed_codebook(self, codebook: torch.Tensor) -> None:

@@ -20,6 +20,7 @@ from keyseg_core.config.model import KEY_TOKEN, SEG_TOKEN, KeySegConfig
 from keyseg_core.config.schema import build_dataclass, help_field
 from keyseg_core.data.registry import DATASETS
 from keyseg_core.train.optim import OptimizerConfig, ScheduleConfig
+from keyseg_core.train.stage2.kind_scenes import SOURCE_NAME as KIND_SCENES
 from keyseg_core.weights.resolve import named_config
 
 KEYWORD_POLICIES = ("require", "optional", "category", "none")
@@ -30,8 +31,10 @@ BACKENDS = ("ddp", "deepspeed-zero2", "deepspeed-zero3", "fsdp")
 class DataSource:
     """One data set of the training mixture."""
 
-    name: str = help_field(f"reader: one of {', '.join(DATASETS)}, or a refer name like 'refcocog|umd|train'")
-    root: str = help_field("data root (holding reason_seg/, refer_seg/, ... as in docs/data.md)")
+    name: str = help_field(f"reader: one of {', '.join(DATASETS)}, or a refer name like 'refcocog|umd|train', or "
+                           f"'{KIND_SCENES}' (generated \"all the <kind>\" samples; options: length, seed, queries)")
+    root: str = help_field(f"data root (holding reason_seg/, refer_seg/, ... as in docs/data.md); none for {KIND_SCENES}",
+                           default="")
     split: str = help_field("split to train on", default="train")
     ratio: float = help_field("sampling weight in the mixture (LISA: sem 9, refer 3, vqa 3, reason 1)", default=1.0)
     label: str | None = help_field("name of this source in logs and the mixture; defaults to `name`", default=None)
@@ -52,8 +55,14 @@ class DataSource:
 
     def __post_init__(self) -> None:
         base = self.name.split("|")[0]
-        if base not in DATASETS:
-            raise ValueError(f"name: unknown data set '{self.name}'; expected one of {', '.join(DATASETS)}")
+        if base not in DATASETS and base != KIND_SCENES:
+            raise ValueError(f"name: unknown data set '{self.name}'; expected one of {', '.join(DATASETS)} "
+                             f"or {KIND_SCENES}")
+        if base != KIND_SCENES and not self.root:
+            raise ValueError(f"root: data set '{self.name}' needs its data root")
+        if base == KIND_SCENES and (self.keyword != "require" or self.questions != "plain"):
+            raise ValueError(f"keyword / questions: '{KIND_SCENES}' samples always carry their kind as keyword "
+                             "and their own phrasing; leave keyword 'require' and questions 'plain'")
         if not self.ratio > 0:
             raise ValueError(f"ratio: {self.ratio} must be > 0")
         if self.keyword not in KEYWORD_POLICIES:

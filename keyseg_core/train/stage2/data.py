@@ -23,6 +23,7 @@ from keyseg_core.data.templates import KIND_OF_READER, lisa_answer, lisa_questio
 from keyseg_core.data.vqa import VqaDataset, VqaSample
 from keyseg_core.modeling.processor import KeySegBatch, KeySegProcessor
 from keyseg_core.train.stage2.config import DataSource, TrainConfig
+from keyseg_core.train.stage2.kind_scenes import SOURCE_NAME as KIND_SCENES, KindScenes
 
 
 @dataclass
@@ -72,15 +73,21 @@ def open_sources(config: TrainConfig, model_config: KeySegConfig, skip_bad: bool
                 kwargs["keywords"] = source.keywords
             kwargs["require_keyword"] = needs_keyword
             kwargs.setdefault("validate", needs_keyword)  # a missing keyword stops the run now, not at step 900
-        elif needs_keyword and base != "coco":
+        elif needs_keyword and base not in ("coco", KIND_SCENES):
             raise ValueError(
                 f"data[{i}].keyword: '{source.name}' records carry no keyword; set it to 'category' "
                 "(COCO category name), 'optional' or 'none'"
             )
-        try:
-            ds = open_dataset(source.name, source.root, None if "|" in source.name else source.split, **kwargs)
-        except DatasetError as exc:
-            raise ValueError(f"data[{i}] ({source.key}): {exc}") from exc
+        if base == KIND_SCENES:
+            try:
+                ds = KindScenes(source.split, **source.options)
+            except (TypeError, ValueError) as exc:  # TypeError: an option it does not take
+                raise ValueError(f"data[{i}] ({source.key}): {exc}") from exc
+        else:
+            try:
+                ds = open_dataset(source.name, source.root, None if "|" in source.name else source.split, **kwargs)
+            except DatasetError as exc:
+                raise ValueError(f"data[{i}] ({source.key}): {exc}") from exc
         if len(ds) == 0:
             raise ValueError(f"data[{i}] ({source.key}): no usable records in {source.root} split {source.split}"
                              + (f"\n{ds.skips.summary()}" if getattr(ds, "skips", None) else ""))
@@ -96,8 +103,8 @@ def training_keywords(opened: OpenedData, sources: list[DataSource], use_key: bo
         return []
     for source in sources:
         dataset = opened.datasets[source.key]
-        if source.keyword == "none" or isinstance(dataset, VqaDataset):
-            continue
+        if source.keyword == "none" or isinstance(dataset, (VqaDataset, KindScenes)):
+            continue  # KindScenes' keywords are kind nouns, not objects to decode
         if source.keyword == "category" or hasattr(dataset, "coco"):
             found.update(str(name) for name in dataset.coco.categories.values())
             continue
@@ -184,8 +191,9 @@ class Collator:
             masks=[None if isinstance(it.sample, VqaSample) else it.sample.mask for it in items],
             follow_ups=[it.follow_ups for it in items],
         )
-        # the target's name also for rows without [KEY] (prompt anchors)
-        batch.target_keywords = [it.keyword or getattr(it.sample, "keyword", None) for it in items]
+        # the target's name also for rows without [KEY] (prompt anchors); every target's for several
+        batch.target_keywords = [getattr(it.sample, "targets", None) or it.keyword or getattr(it.sample, "keyword", None)
+                                 for it in items]
         return TrainBatch(batch, [it.source for it in items], [it.position for it in items])
 
 
