@@ -34,6 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_gate_argument(parser)
     parser.add_argument("--no-presence", action="store_true",
                         help="ignore the checkpoint's presence calibration: every query gets a mask, as in the paper")
+    parser.add_argument("--robot-checks", type=int, default=0, metavar="SCENES",
+                        help="also measure what a robot acts on, on generated test scenes 0..SCENES-1 (seed 3): "
+                             "'not here' as the model decides it (false positives on absent-object queries, misses "
+                             "on present ones) and 'all the <kind>' instance counts (instance_mode categories, share "
+                             "0.1, where the model has a category detector; else components); 0: off (default)")
 
 
 def resolve_checkpoint(name: str | None) -> str:
@@ -70,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--{flag.replace('_', '-')}: {getattr(args, flag)} is out of range")
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit: {args.limit} must be >= 1")
+    if args.robot_checks < 0:
+        raise ValueError(f"--robot-checks: {args.robot_checks} must be >= 0")
     dataset = open_eval_dataset(args.dataset, args.data_root, args.split, args.skip_bad)
     name = eval_name(dataset, args.dataset, args.split)
     checkpoint = resolve_checkpoint(args.checkpoint)
@@ -94,4 +101,26 @@ def run(args: argparse.Namespace) -> int:
     for kind, row in report.get("by_query_type", {}).items():
         keyword = f"  keyword top-1 {row['keyword_top1']:.4f}" if "keyword_top1" in row else ""
         print(f"  {kind:>10}: gIoU {row['giou']:.4f}  cIoU {row['ciou']:.4f}{keyword}  ({row['count']} items)")
+    if args.robot_checks:
+        _robot_checks(predictor, args.robot_checks, output / "report.json", report, not args.no_progress)
     return 0
+
+
+def _robot_checks(predictor, scenes: int, path: Path, report: dict, progress: bool) -> None:
+    """'Not here' and instance counts on generated test scenes, printed and added to the report."""
+    from keyseg_core.atomic import save_report
+    from keyseg_core.eval.instances import instance_report
+    from keyseg_core.eval.presence import decision_report
+
+    not_here = decision_report(predictor, 3, "test", scenes, progress)
+    mode = "categories" if predictor.reasoner.gate is not None else "components"
+    if mode == "categories":
+        predictor.instance_share = 0.1
+    instances = instance_report(predictor, 3, "test", scenes, progress=progress, mode=mode)
+    report["robot_checks"] = {"not_here": not_here, "instances": instances}
+    save_report(str(path), report)
+    print(f"not here ({not_here['measured_on']}): false positives {not_here['false_positive_rate']:.1%}, "
+          f"misses {not_here['miss_rate']:.1%} (targets 5% / 5%)"
+          + ("" if not_here["calibration"] else "; the checkpoint has no presence calibration"))
+    print(f"all the <kind> ({instances['queries']} queries, {mode}): count right {instances['count_accuracy']:.1%} "
+          f"(target 90%), union mIoU {instances['union_miou']:.3f}")

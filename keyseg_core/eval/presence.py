@@ -94,3 +94,24 @@ def presence_report(calibration_split: SplitSignals, test_split: SplitSignals, m
         "signals": per_signal,
     }
     return chosen, report
+
+
+def decision_report(predictor, seed: int, split: str, scenes: int, progress: bool = True) -> dict:
+    """The predictor's "not here" decision as it stands (its own presence calibration, if any) on
+    scenes 0..N-1 of a generated split: how often an absent-object query still gets a mask (false
+    positives) and a present target is called absent (misses)."""
+    check_generated_split(split, scenes)
+    kb, config = load_knowledge(), SceneConfig()
+    missed = answered = 0
+    for index in tqdm(range(scenes), desc=f"{split} scenes", disable=not progress):
+        sample = make_sample(seed, split, index, config, kb)
+        query = absent_query(sample.scene.objects, kb, absent_rng(seed, split, index), test=split == "test")
+        here, gone = predictor.predict_batch([sample.scene.image] * 2, [sample.queries[0].text, query.text])
+        missed += not here.present
+        answered += gone.present
+    calibration = predictor.presence
+    return {"measured_on": f"generated {split}, seed {seed}, scenes 0-{scenes - 1}",
+            "calibration": None if calibration is None else {"signal": calibration.signal,
+                                                             "threshold": calibration.threshold},
+            "false_positive_rate": answered / scenes, "miss_rate": missed / scenes,
+            "targets": {"false_positive_rate": 0.05, "miss_rate": 0.05}}

@@ -247,3 +247,26 @@ def test_a_detector_with_tiles_gates_every_path_alike(tmp_path):
     batch = predictor.processor([image], ["the bed"]).to(predictor.device, predictor.dtype)
     with torch.inference_mode(), pytest.raises(ValueError, match="looks at tiles of the frame: give the images"):
         predictor.reasoner.reason_batch(batch, ["the bed"])
+
+
+def test_eval_reports_not_here_and_instances_with_robot_checks(gated_checkpoint, tmp_path, capsys):
+    """`keyseg eval --robot-checks N`: beside gIoU, the model's own "not here" decision and "all the
+    <kind>" counts on generated test scenes, printed and in report.json."""
+    import json
+
+    from keyseg_core.cli.app import main
+
+    path, _ = gated_checkpoint
+    assert main(["generate", "--split", "test", "--n", "2", "--seed", "3", "--out", str(tmp_path / "data")]) == 0
+    out = tmp_path / "report"
+    args = ["eval", "--checkpoint", str(path), "--dataset", "reasonseg", "--split", "test", "--data-root",
+            str(tmp_path / "data"), "--output", str(out), "--no-progress"]
+    assert main(args + ["--robot-checks", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "not here (generated test, seed 3, scenes 0-2): false positives" in printed
+    assert "the checkpoint has no presence calibration" in printed and "count right" in printed
+    checks = json.loads((out / "report.json").read_text())["robot_checks"]
+    assert checks["not_here"]["false_positive_rate"] == 1.0 and checks["not_here"]["miss_rate"] == 0.0
+    assert checks["instances"]["mode"] == "categories" and checks["instances"]["measured_on"].endswith("scenes 0-2")
+    assert main(args + ["--robot-checks", "-1"]) == 2
+    assert "--robot-checks: -1 must be >= 0" in capsys.readouterr().err
