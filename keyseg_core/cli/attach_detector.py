@@ -62,11 +62,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _calibrate(detector, config: dict, args: argparse.Namespace):
     """Fit the detector's visibility calibration, its frames preprocessed as the checkpoint's tower's are."""
+    from functools import partial
+
     from keyseg_core.config.model import KeySegConfig
     from keyseg_core.eval.visibility import calibrate_visibility
     from keyseg_core.modeling.processor import preprocess_clip, preprocess_clip_crop
 
     size = detector.tower.config.image_size
     crop = KeySegConfig.from_dict(config).backbone.image_preprocess == "crop"
-    preprocess = (lambda image: preprocess_clip_crop(image, size)) if crop else (lambda image: preprocess_clip(image, size))
+    preprocess = partial(preprocess_clip_crop if crop else preprocess_clip, size=size)  # as inference gives frames
     return calibrate_visibility(detector, preprocess, scenes=args.calibration_scenes, progress=not args.no_progress)
