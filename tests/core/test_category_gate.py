@@ -247,6 +247,13 @@ def test_a_detector_with_tiles_gates_every_path_alike(tmp_path):
     batch = predictor.processor([image], ["the bed"]).to(predictor.device, predictor.dtype)
     with torch.inference_mode(), pytest.raises(ValueError, match="looks at tiles of the frame: give the images"):
         predictor.reasoner.reason_batch(batch, ["the bed"])
+    torch.manual_seed(0)  # a head that reads the pixels: the tiles preprocessed on the device (as on CUDA)
+    predictor.reasoner.gate.detector.patch.weight.normal_(0, 0.5)  # give what the PIL path gives
+    with torch.inference_mode():
+        pil = predictor.reasoner.encode_frame(image).visible
+        predictor.reasoner.on_device = True
+        on_device = predictor.reasoner.encode_frame(image).visible
+    assert torch.allclose(on_device, pil, atol=0.02) and float(pil.max() - pil.min()) > 0.05
 
 
 def test_eval_reports_not_here_and_instances_with_robot_checks(gated_checkpoint, tmp_path, capsys):
