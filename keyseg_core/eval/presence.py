@@ -47,19 +47,26 @@ def check_generated_split(split: str, scenes: int) -> None:
         raise ValueError(f"scenes: {scenes} must be >= 1")
 
 
-def collect(predictor, seed: int, split: str, scenes: int, progress: bool = True) -> SplitSignals:
-    """Run the predictor (its presence decision off) on scenes 0..N-1 of a generated split."""
+def answered_pairs(predictor, seed: int, split: str, scenes: int, progress: bool = True):
+    """Per scene 0..N-1 of a generated split: (sample, the answer to its own first query, the answer
+    to an absent-object query on the same image), as the predictor stands."""
     check_generated_split(split, scenes)
     kb, config = load_knowledge(), SceneConfig()
+    for index in tqdm(range(scenes), desc=f"{split} scenes", disable=not progress):
+        sample = make_sample(seed, split, index, config, kb)
+        query = absent_query(sample.scene.objects, kb, absent_rng(seed, split, index), test=split == "test")
+        here, gone = predictor.predict_batch([sample.scene.image] * 2, [sample.queries[0].text, query.text])
+        yield sample, here, gone
+
+
+def collect(predictor, seed: int, split: str, scenes: int, progress: bool = True) -> SplitSignals:
+    """Run the predictor (its presence decision off) on scenes 0..N-1 of a generated split."""
     saved, predictor.presence = predictor.presence, None
     present = {s: [] for s in SIGNALS}
     absent = {s: [] for s in SIGNALS}
     ious = []
     try:
-        for index in tqdm(range(scenes), desc=f"{split} scenes", disable=not progress):
-            sample = make_sample(seed, split, index, config, kb)
-            query = absent_query(sample.scene.objects, kb, absent_rng(seed, split, index), test=split == "test")
-            here, gone = predictor.predict_batch([sample.scene.image] * 2, [sample.queries[0].text, query.text])
+        for sample, here, gone in answered_pairs(predictor, seed, split, scenes, progress):
             for name, value in signals(here).items():
                 present[name].append(value)
             for name, value in signals(gone).items():
@@ -100,13 +107,8 @@ def decision_report(predictor, seed: int, split: str, scenes: int, progress: boo
     """The predictor's "not here" decision as it stands (its own presence calibration, if any) on
     scenes 0..N-1 of a generated split: how often an absent-object query still gets a mask (false
     positives) and a present target is called absent (misses)."""
-    check_generated_split(split, scenes)
-    kb, config = load_knowledge(), SceneConfig()
     missed = answered = 0
-    for index in tqdm(range(scenes), desc=f"{split} scenes", disable=not progress):
-        sample = make_sample(seed, split, index, config, kb)
-        query = absent_query(sample.scene.objects, kb, absent_rng(seed, split, index), test=split == "test")
-        here, gone = predictor.predict_batch([sample.scene.image] * 2, [sample.queries[0].text, query.text])
+    for _, here, gone in answered_pairs(predictor, seed, split, scenes, progress):
         missed += not here.present
         answered += gone.present
     calibration = predictor.presence

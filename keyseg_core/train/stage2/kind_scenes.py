@@ -44,7 +44,6 @@ class KindScenes:
             raise ValueError(f"options.queries: {queries} is more than the {len(ALL_TEMPLATES)} templates")
         self.split, self.length, self.seed, self.queries = split, length, int(seed), queries
         self.kb, self.config = load_knowledge(), SceneConfig()
-        self.records: list = []  # no keyword file: its keywords (kind nouns) are not decoding candidates
 
     def __len__(self) -> int:
         return self.length
