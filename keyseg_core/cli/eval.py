@@ -90,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else Path("eval") / label / name.replace("|", "_")
     info = {"checkpoint": checkpoint, "train_steps": train_steps, "untrained": predictor.untrained,
             "dataset": args.dataset, "split": getattr(dataset, "split", args.split), "eval_name": name,
-            "data_root": str(args.data_root), "device": args.device, "dtype": args.dtype}
+            "data_root": str(args.data_root), "device": args.device, "dtype": args.dtype,
+            "refine": args.refine}
     settings = EvalSettings(batch_size=args.batch_size, limit=args.limit, skip_bad=args.skip_bad,
                             worst=args.worst, progress=not args.no_progress)
     report = evaluate(predictor, dataset, output, settings, info)

@@ -19,11 +19,19 @@ def add_gate_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--region-threshold", type=float, default=None,
                         help="with the category gate: keep masks where the detector's probability of their category "
                              "is above this (0: masks whole; default: the predictor's, 0.02)")
+    add_refine_argument(parser)
+
+
+def add_refine_argument(parser: argparse.ArgumentParser) -> None:
+    from keyseg_core.inference.refine import REFINE_METHODS
+
+    parser.add_argument("--refine", choices=REFINE_METHODS, default="grabcut",
+                        help="reshape each mask to the frame's colour edges (grabcut, default) or keep SAM's (none)")
 
 
 def gate_options(args: argparse.Namespace) -> dict:
     """Predictor.from_pretrained options of `add_gate_argument`'s flags."""
-    options = {"category_gate": not args.no_category_gate}
+    options = {"category_gate": not args.no_category_gate, "refine": args.refine}
     if args.region_threshold is not None:
         options["region_threshold"] = args.region_threshold
     return options

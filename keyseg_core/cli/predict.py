@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from keyseg_core.cli.generated_eval import add_refine_argument
+
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """--model/--device/--dtype/--mode, shared by every command that runs a model."""
@@ -32,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--query", required=True, help="what to segment, in natural language")
     parser.add_argument("--out", required=True, help="output directory for mask.png and overlay.png")
     parser.add_argument("--threshold", type=float, default=0.0, help="mask logit threshold (LISA: 0)")
+    add_refine_argument(parser)
     add_model_arguments(parser)
     add_backend_argument(parser)
 
@@ -43,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
     image = load_image(args.image)
     predictor = Predictor.from_pretrained(args.model, device=args.device, dtype=args.dtype, mode=args.mode,
-                                          mask_threshold=args.threshold, backend=args.backend)
+                                          mask_threshold=args.threshold, backend=args.backend, refine=args.refine)
     if predictor.untrained:
         print(f"WARNING: model '{predictor.model_name}' has untrained weights; the mask and keyword are not "
               "meaningful until a trained checkpoint is given with --model")

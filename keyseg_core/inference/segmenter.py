@@ -8,6 +8,7 @@ frame's low-resolution mask logits go to SAM's prompt encoder as a dense prompt 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,12 +88,14 @@ class Segmenter:
 
 
 def to_prediction(reasoning: Reasoning, logits: torch.Tensor, threshold: float, *, untrained: bool,
-                  candidates: int, region: Region | None = None) -> Prediction:
+                  candidates: int, region: Region | None = None,
+                  refine: Callable[[np.ndarray], np.ndarray] | None = None) -> Prediction:
     """The first [SEG]'s mask of `logits` (N, H, W) with the reasoning's keyword and answer, and the
     instance masks of its `instance_keywords` (the first rows); `region` trims the first rows' masks to
-    where the category detector sees their categories."""
+    where the category detector sees their categories, then `refine` (HxW bool -> HxW bool, e.g. a
+    keyseg_core.inference.refine.MaskRefiner bound to the frame) reshapes each."""
     rows = min(logits.shape[0], max(1, len(reasoning.instance_keywords)))
-    masks = [_mask_and_score(logits[j], threshold, region, j) for j in range(rows)]
+    masks = [_mask_and_score(logits[j], threshold, region, j, refine) for j in range(rows)]
     mask, score = masks[0] if masks else (np.zeros(tuple(logits.shape[-2:]), bool), 0.0)
     instances = [CategoryInstance(k, m, s) for k, (m, s) in zip(reasoning.instance_keywords, masks)]
     return Prediction(mask=mask, score=score, keyword=reasoning.keyword, keyword_prob=reasoning.keyword_prob,
@@ -112,13 +115,15 @@ class Region:
     component_ratio: float
 
 
-def _mask_and_score(logits: torch.Tensor, threshold: float, region: Region | None = None, row: int = 0
-                    ) -> tuple[np.ndarray, float]:
+def _mask_and_score(logits: torch.Tensor, threshold: float, region: Region | None = None, row: int = 0,
+                    refine: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[np.ndarray, float]:
     """(H, W) logits -> the bool mask above the threshold (trimmed to the region's map of `row`, where
-    given) and its mean foreground probability (0 if empty)."""
+    given, then refined) and the mean foreground probability inside it (0 if empty)."""
     logits = logits.float()
     fg = (logits > threshold).cpu().numpy()
     if region is not None:
         fg = trim_to_region(fg, region.maps[row], region.threshold, region.component_ratio)
+    if refine is not None:
+        fg = refine(fg)
     inside = torch.from_numpy(fg).to(logits.device)
     return fg, float(torch.sigmoid(logits[inside]).mean()) if fg.any() else 0.0

@@ -17,6 +17,7 @@ from typing import Any
 from rclpy.lifecycle import LifecycleNode
 from sensor_msgs.msg import CompressedImage, Image
 
+from keyseg_core.inference.refine import make_refiner
 from keyseg_ros.node import conversions
 from keyseg_ros.node.diagnostics import NodeStats
 from keyseg_ros.node.drills import Drills
@@ -41,7 +42,7 @@ def load_predictor(param: Callable[[str], Any]):
         param("model") or None, device=param("device"),
         dtype=param("precision"), mask_threshold=param("mask_threshold"),
         backend=param("backend"), cpu_fallback=param("cpu_fallback"),
-        category_gate=param("category_gate"), presence=param("presence"))
+        category_gate=param("category_gate"), presence=param("presence"), refine=param("refine"))
 
 
 class Inference:
@@ -136,6 +137,7 @@ class Inference:
             self.busy.set()
         try:
             self.predictor.mask_threshold = self._param("mask_threshold")
+            self.predictor.refiner = make_refiner(self._param("refine"))
             categories = self._param("instance_mode") == "categories"
             self.predictor.instance_share = self._param("category_share") if categories else None
             result = call()

@@ -15,6 +15,7 @@ from typing import Any
 
 # keyseg_core's backends (imported without torch): the node offers exactly what keyseg_core has
 from keyseg_core.inference.instances import MODES as INSTANCE_MODES
+from keyseg_core.inference.refine import REFINE_METHODS
 from keyseg_core.runtime.backends import BACKENDS
 
 PRECISIONS = ("auto", "float32", "float16", "bfloat16")
@@ -145,6 +146,11 @@ PARAMS: tuple[ParamSpec, ...] = (
         "mask_threshold", 0.0,
         "Mask logit threshold: pixels whose logit is above it are in the mask (0.0 = p > 0.5).",
         _finite, live=True),
+    ParamSpec(
+        "refine", "grabcut",
+        "Mask refinement: grabcut reshapes each mask to the frame's colour edges (about 30 ms a mask "
+        "on a CPU core, frames refined at 320 px at most); none keeps the masks as SAM draws them.",
+        _choice(*REFINE_METHODS), live=True),
     ParamSpec(
         "max_rate", 0.0,
         "Most frames per second to segment; newer frames replace waiting ones. 0: as fast as the "

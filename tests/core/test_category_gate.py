@@ -142,15 +142,15 @@ def test_region_maps_the_patch_grid_back_onto_the_frame():
 def test_a_region_threshold_keeps_the_mask_where_its_category_is_seen(gated_checkpoint):
     path, _ = gated_checkpoint
     image = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
-    predictor = Predictor.from_pretrained(str(path), region_threshold=0.5)
+    predictor = Predictor.from_pretrained(str(path), region_threshold=0.5, refine="none")
     with torch.inference_mode():
         reasoning = predictor.reasoner.reason(image, "the bed")
         logits = torch.ones(1, 48, 64)  # SAM would draw the whole frame
-        whole = predictor._prediction(reasoning, logits)  # the detector sees the dog everywhere
+        whole = predictor._prediction(reasoning, logits, image)  # the detector sees the dog everywhere
         sight = torch.zeros_like(reasoning.sight)
         grid = int(sight.shape[0] ** 0.5)
         sight.view(grid, grid, -1)[:, : grid // 2, reasoning.categories[0]] = 1.0  # only in the left half
-        left = predictor._prediction(reasoning, logits, sight)
+        left = predictor._prediction(reasoning, logits, image, sight)
     assert whole.mask.all()
     assert left.mask[:, :20].all() and not left.mask[:, 44:].any()
     streamed, _ = predictor.segment(image, reasoning)  # a later frame: the detector looks at it again
