@@ -304,7 +304,6 @@ def device_name(device: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
     import torch
 
     try:

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from keyseg_core.inference.instances import split_instances
+from keyseg_core.inference.refine import REFINE_METHODS
 from keyseg_core.inference.tracking import MaskTracker, mask_iou
 
 
@@ -117,13 +118,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="position gate in object sizes for masks that no longer overlap (0: IoU only)")
     parser.add_argument("--model", nargs="?", const="", default=None,
                         help="also run a predictor (no value: the shipped model)")
+    parser.add_argument("--refine", choices=REFINE_METHODS, default="grabcut", help="the model's mask refinement")
     parser.add_argument("--json", type=Path)
     opts = parser.parse_args(argv)
     predictor = None
     if opts.model is not None:
         from keyseg_core.runtime.predictor import Predictor
 
-        predictor = Predictor.from_pretrained(opts.model or None)
+        predictor = Predictor.from_pretrained(opts.model or None, refine=opts.refine)
     rows = []
     sources = ["truth"] + (["model"] if predictor is not None else [])
     for source in sources:
