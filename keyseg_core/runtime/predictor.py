@@ -464,12 +464,15 @@ class Predictor:
             maps = self.reasoner.gate.region(sight, rows, tuple(logits.shape[-2:]),
                                              self.model.config.backbone.image_preprocess)
             region = Region(maps.cpu().numpy(), self.region_threshold, self.component_ratio)
-        refine = functools.partial(self.refiner, image) if self.refiner is not None else None
-        prediction = to_prediction(reasoning, logits, self.mask_threshold, untrained=self.untrained,
-                                   candidates=len(self.keyword_candidates), region=region, refine=refine)
+        options = dict(untrained=self.untrained, candidates=len(self.keyword_candidates), region=region)
+        prediction = to_prediction(reasoning, logits, self.mask_threshold, **options)
+        # presence is decided on the masks it was calibrated on, and nothing is refined for "not here"
         if self.presence is not None and not self.presence.present(prediction):
             return not_here(prediction)
-        return prediction
+        if self.refiner is None:
+            return prediction
+        return to_prediction(reasoning, logits, self.mask_threshold, refine=functools.partial(self.refiner, image),
+                             **options)
 
     @staticmethod
     def _timed(results: list[Prediction], timer: StageTimer, start: float) -> list[Prediction]:

@@ -115,3 +115,31 @@ def test_every_predictor_path_refines_each_mask_on_its_own_frame():
     segmented, _ = predictor.segment(gray, reasoning)
     assert np.array_equal(segmented.mask, ~plain_segment.mask)
     assert recording.shapes == [(48, 64, 3)] * 4
+
+
+def test_presence_is_decided_on_the_unrefined_mask_and_not_here_is_not_refined():
+    """A presence calibration on the mask's area was fitted on SAM's masks: the refinement must not
+    move that decision, and an answer that is "not here" costs no refinement."""
+    from keyseg_core.inference.presence import PresenceCalibration
+
+    predictor = Predictor.from_pretrained("config:tiny", refine="none")
+    image = np.random.default_rng(2).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    area = float(predictor.predict(image, "the cup").mask.mean())
+    assert 0.0 < area < 1.0  # this random model's mask: part of the frame
+
+    def calibration(threshold: float) -> PresenceCalibration:
+        return PresenceCalibration("area", threshold, 0.05, "test", 0.0, 0.0, 1.0)
+
+    shapes = []
+
+    def erase(frame: np.ndarray, mask: np.ndarray) -> np.ndarray:  # a refinement that empties the mask
+        shapes.append(frame.shape)
+        return np.zeros_like(mask)
+
+    predictor.refiner = erase
+    predictor.presence = calibration(area / 2)  # SAM's mask is above it, the refined one would not be
+    kept = predictor.predict(image, "the cup")
+    assert kept.present and not kept.mask.any() and len(shapes) == 1
+    predictor.presence = calibration(area)  # SAM's mask is not above it: not here, nothing refined
+    gone = predictor.predict(image, "the cup")
+    assert not gone.present and not gone.mask.any() and len(shapes) == 1
