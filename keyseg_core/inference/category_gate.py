@@ -116,11 +116,17 @@ class CategoryGate:
         return [KeywordCandidate(self.names[int(i)], float(p)) for p, i in zip(probs.tolist(), order.tolist())]
 
 
-def trim_to_region(mask: np.ndarray, region: np.ndarray, threshold: float, component_ratio: float) -> np.ndarray:
+def trim_to_region(mask: np.ndarray, region: np.ndarray, threshold: float, component_ratio: float,
+                   never_empty: bool = False) -> np.ndarray:
     """HxW bool mask, HxW category map -> the mask where the map is above `threshold`, keeping only the
     8-connected components whose largest map value is at least `component_ratio` of the best
-    component's (0 keeps them all): a spill onto a neighbour sits where the map is weaker."""
+    component's (0 keeps them all): a spill onto a neighbour sits where the map is weaker.
+    `never_empty`: where the map is nowhere above the threshold on the mask (the detector misses a
+    small object on this frame), the threshold is not applied (for the answer itself; an extra
+    instance the detector does not see is rightly dropped)."""
     kept = mask & (region > threshold)
+    if never_empty and not kept.any():
+        kept = mask
     if component_ratio <= 0 or not kept.any():
         return kept
     count, labels, stats, _ = cv2.connectedComponentsWithStats(kept.view(np.uint8), connectivity=8)

@@ -108,11 +108,14 @@ def to_prediction(reasoning: Reasoning, logits: torch.Tensor, threshold: float, 
 class Region:
     """Where the category detector sees each leading row's category: (R, H, W) maps on the frame, one
     per row to_prediction keeps, the threshold above which a mask is kept, and the share of the best
-    component's peak a component needs."""
+    component's peak a component needs. `keep_answer`: the first row's mask is never trimmed away
+    entirely (on the reasoned frame, whose answer presence has already accepted; on a streamed frame
+    a detector that sees nothing of the target there drops its mask, which keeps track ids steadier)."""
 
     maps: np.ndarray
     threshold: float
     component_ratio: float
+    keep_answer: bool = False
 
 
 def _mask_and_score(logits: torch.Tensor, threshold: float, region: Region | None = None, row: int = 0,
@@ -122,7 +125,8 @@ def _mask_and_score(logits: torch.Tensor, threshold: float, region: Region | Non
     logits = logits.float()
     fg = (logits > threshold).cpu().numpy()
     if region is not None:
-        fg = trim_to_region(fg, region.maps[row], region.threshold, region.component_ratio)
+        fg = trim_to_region(fg, region.maps[row], region.threshold, region.component_ratio,
+                            never_empty=region.keep_answer and row == 0)
     if refine is not None:
         fg = refine(fg)
     inside = torch.from_numpy(fg).to(logits.device)

@@ -456,14 +456,17 @@ class Predictor:
                     sight: torch.Tensor | None = None) -> Prediction:
         """`logits` (N, H, W) of the reasoning's prompt rows on the HxWx3 frame `image` -> Prediction;
         with a region threshold, each gated row's mask is kept where the detector's `sight` of that
-        frame (default: the reasoned frame's) sees its category; with a refiner, each mask is refined."""
+        frame (default: the reasoned frame's, where the answer's mask is never trimmed away entirely)
+        sees its category; with a refiner, each mask is refined."""
         region = None
+        reasoned_frame = sight is None
         sight = reasoning.sight if sight is None else sight
         if self.region_threshold > 0 and sight is not None and reasoning.categories:
             rows = reasoning.categories[:logits.shape[0]]
             maps = self.reasoner.gate.region(sight, rows, tuple(logits.shape[-2:]),
                                              self.model.config.backbone.image_preprocess)
-            region = Region(maps.cpu().numpy(), self.region_threshold, self.component_ratio)
+            region = Region(maps.cpu().numpy(), self.region_threshold, self.component_ratio,
+                            keep_answer=reasoned_frame)
         options = dict(untrained=self.untrained, candidates=len(self.keyword_candidates), region=region)
         prediction = to_prediction(reasoning, logits, self.mask_threshold, **options)
         # presence is decided on the masks it was calibrated on, and nothing is refined for "not here"

@@ -153,6 +153,13 @@ def test_a_region_threshold_keeps_the_mask_where_its_category_is_seen(gated_chec
         left = predictor._prediction(reasoning, logits, image, sight)
     assert whole.mask.all()
     assert left.mask[:, :20].all() and not left.mask[:, 44:].any()
+    with torch.inference_mode():  # a frame where the detector sees nothing of the dog
+        blind = torch.zeros_like(reasoning.sight)
+        streamed_blind = predictor._prediction(reasoning, logits, image, blind)
+        reasoning.sight = blind
+        reasoned_blind = predictor._prediction(reasoning, logits, image)
+    assert not streamed_blind.mask.any()  # a streamed frame: dropped, the tracker holds the id
+    assert reasoned_blind.mask.all()  # the reasoned frame: the accepted answer is never trimmed away
     streamed, _ = predictor.segment(image, reasoning)  # a later frame: the detector looks at it again
     assert streamed.keyword == "dog" and streamed.mask.shape == (48, 64)
     with pytest.raises(ValueError, match="region_threshold: 1.0 must be in"):
@@ -172,7 +179,10 @@ def test_trim_keeps_the_components_where_the_category_is_seen_best():
     assert np.array_equal(both, mask)
     best = trim_to_region(mask, region, 0.05, 0.5)  # 0.2 < 0.5 x 0.9: the spill goes
     assert best[2:8, 2:10].all() and not best[10:].any()
-    assert not trim_to_region(mask, region, 0.95, 0.5).any()  # nowhere seen that well
+    assert not trim_to_region(mask, region, 0.95, 0.5).any()  # nowhere seen that well: an extra instance goes
+    # but the answer itself (never_empty) keeps SAM's mask, the component the map sees best
+    assert np.array_equal(trim_to_region(mask, region, 0.95, 0.5, never_empty=True), best)
+    assert np.array_equal(trim_to_region(mask, region, 0.95, 0.0, never_empty=True), mask)
 
 
 def test_detector_tiles_and_calibration_travel_with_its_file(tmp_path):
