@@ -14,7 +14,7 @@ QUERIES = ["Which object holds the drink?", "the cup", "what is on the left side
 
 @pytest.fixture(scope="module")
 def predictor():
-    return Predictor.from_pretrained("config:tiny")
+    return Predictor.from_pretrained("config:tiny", refine="none")  # the model's own masks, compared exactly
 
 
 def _today(predictor, image, query):
@@ -91,7 +91,7 @@ def test_predict_queries_needs_a_frame(predictor):
 def test_generate_mode_reads_the_mask_from_the_generated_tokens():
     """A scripted LLM that answers with the template: the mask comes from the generated ids' hidden
     states (no second pass over image and prompt) and equals the prefill mode's mask."""
-    gen = Predictor.from_pretrained("config:tiny", mode="generate")
+    gen = Predictor.from_pretrained("config:tiny", mode="generate", refine="none")
     prefill = Predictor(gen.model, gen.processor, model_name="config:tiny", untrained=True)
     image, query = data.chelsea(), "the cat"
     script = gen.processor.answer_ids(gen.model.config.answer) + [gen.processor.ids.eos]
@@ -120,7 +120,7 @@ def test_generate_mode_reads_the_mask_from_the_generated_tokens():
 
 
 def test_bfloat16_runs_on_the_cpu(predictor):
-    bf16 = Predictor.from_pretrained("config:tiny", dtype="bfloat16")
+    bf16 = Predictor.from_pretrained("config:tiny", dtype="bfloat16", refine="none")
     assert {p.dtype for p in bf16.model.parameters()} == {torch.bfloat16}
     image = data.coffee()
     got, want = bf16.predict(image, QUERIES[0]), predictor.predict(image, QUERIES[0])
