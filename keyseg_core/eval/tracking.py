@@ -70,7 +70,7 @@ def jitter(mask: np.ndarray, rng: np.random.Generator, drop: float) -> np.ndarra
 
 def evaluate(source: str, *, sequences: int, frames: int, speed: float, stride: int, seed: int,
              iou_threshold: float, lost_frames: int, predictor=None, drop: float = 0.05,
-             instance_mode: str = "mask", gate: float = 2.0) -> TrackingResult:
+             instance_mode: str = "mask", gate: float = 3.0) -> TrackingResult:
     from keyseg_core.scenes import generate_sequence
 
     switches = found = fed = started = 0
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strides", default="1,3", help="feed every n-th frame (comma list)")
     parser.add_argument("--iou-threshold", type=float, default=0.1)
     parser.add_argument("--lost-frames", type=int, default=10)
-    parser.add_argument("--gate", type=float, default=2.0,
+    parser.add_argument("--gate", type=float, default=3.0,
                         help="position gate in object sizes for masks that no longer overlap (0: IoU only)")
     parser.add_argument("--model", nargs="?", const="", default=None,
                         help="also run a predictor (no value: the shipped model)")

@@ -75,7 +75,7 @@ class _Track:
 class MaskTracker:
     """Assigns track ids to each frame's instance masks (`update`); `reset` on a new query."""
 
-    def __init__(self, iou_threshold: float = 0.1, lost_frames: int = 10, gate: float = 2.0) -> None:
+    def __init__(self, iou_threshold: float = 0.1, lost_frames: int = 10, gate: float = 3.0) -> None:
         if not 0.0 <= iou_threshold < 1.0:
             raise ValueError("iou_threshold must be in [0, 1)")
         if lost_frames < 1:

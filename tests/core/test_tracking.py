@@ -53,7 +53,7 @@ def test_two_instances_keep_their_ids_and_a_jump_elsewhere_is_a_new_track():
     tracker = MaskTracker(iou_threshold=0.2, lost_frames=5)
     assert tracker.update([_square(10, 10), _square(100, 60)]) == ["1", "2"]
     assert tracker.update([_square(102, 61), _square(12, 11)]) == ["2", "1"]
-    assert tracker.update([_square(60, 90)]) == ["3"]
+    assert tracker.update([_square(40, 100)]) == ["3"]  # 3.7 object sizes from the nearest: beyond the gate
 
 
 def test_constant_motion_is_followed_when_frames_are_skipped():
@@ -96,7 +96,7 @@ def test_the_position_gate_follows_a_mask_that_no_longer_overlaps_and_only_with_
     assert gated.update([_square(100, 62)], ["bowl"]) == ["2"]
     far = MaskTracker(lost_frames=3)
     far.update([_square(10, 40)])
-    assert far.update([_square(100, 90)]) == ["2"]  # beyond two object sizes: a new object
+    assert far.update([_square(100, 90)]) == ["2"]  # 5 object sizes away, beyond the gate of 3: a new object
     with pytest.raises(ValueError, match="labels"):
         far.update([_square(10, 40)], ["a", "b"])
     with pytest.raises(ValueError, match="gate"):
