@@ -4,8 +4,8 @@
 # SAM kept) and stage 3 (<row>_codebook.yaml, the codebook fusion, 1,500 steps), about 52 minutes a
 # row on 2 cores; Table 3's rows with seeds 42 and 7 (stage 3: seed + 2). The KeySeg row of seed 42
 # is the shipped v2's own stages (runs/keyseg_tiny_v2, runs/keyseg_tiny_v2_codebook) when present.
-# Every row is scored on the 500 generated test scenes on the paper's path (no category gate, no
-# presence calibration), then the table is printed (and written as JSON).
+# Every row is scored on the 500 generated test scenes on the paper's path (no category gate, no mask
+# refinement, no presence calibration), then the table is printed (and written as JSON).
 # Needs data/openmoji and runs/keyseg_tiny_v2_bases (README recipe table). Resumable: rerun to continue;
 # ROWS="seg_only:42 ..." runs a subset.
 # Usage: scripts/ablations_tiny_v2.sh
@@ -31,7 +31,7 @@ for run in "${RUNS[@]}"; do
   report=eval/ablation_tiny_v2/${row}_s${seed}
   if [[ ! -f $report/report.json ]]; then
     keyseg eval --checkpoint "$stage3/final" --dataset reasonseg --split test --data-root data/openmoji \
-      --no-category-gate --no-presence --output "$report" --no-progress
+      --no-category-gate --no-presence --refine none --output "$report" --no-progress
   fi
 done
 python scripts/ablation_table.py eval/ablation_tiny_v2 --json eval/ablation_tiny_v2/table.json
