@@ -9,7 +9,7 @@ frame's low-resolution mask logits go to SAM's prompt encoder as a dense prompt 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -88,20 +88,32 @@ class Segmenter:
 
 
 def to_prediction(reasoning: Reasoning, logits: torch.Tensor, threshold: float, *, untrained: bool,
-                  candidates: int, region: Region | None = None,
-                  refine: Callable[[np.ndarray], np.ndarray] | None = None) -> Prediction:
+                  candidates: int, region: Region | None = None) -> Prediction:
     """The first [SEG]'s mask of `logits` (N, H, W) with the reasoning's keyword and answer, and the
     instance masks of its `instance_keywords` (the first rows); `region` trims the first rows' masks to
-    where the category detector sees their categories, then `refine` (HxW bool -> HxW bool, e.g. a
-    keyseg_core.inference.refine.MaskRefiner bound to the frame) reshapes each."""
+    where the category detector sees their categories."""
     rows = min(logits.shape[0], max(1, len(reasoning.instance_keywords)))
-    masks = [_mask_and_score(logits[j], threshold, region, j, refine) for j in range(rows)]
+    masks = [_mask_and_score(logits[j], threshold, region, j) for j in range(rows)]
     mask, score = masks[0] if masks else (np.zeros(tuple(logits.shape[-2:]), bool), 0.0)
     instances = [CategoryInstance(k, m, s) for k, (m, s) in zip(reasoning.instance_keywords, masks)]
     return Prediction(mask=mask, score=score, keyword=reasoning.keyword, keyword_prob=reasoning.keyword_prob,
                       keyword_topk=list(reasoning.keyword_topk), answer=reasoning.answer, box=mask_box(mask),
                       keyword_candidates=candidates, untrained=untrained, category_mass=reasoning.category_mass,
                       instances=instances)
+
+
+def refine_prediction(prediction: Prediction, logits: torch.Tensor,
+                      refine: Callable[[np.ndarray], np.ndarray]) -> Prediction:
+    """`prediction` (to_prediction's on `logits`) with each of its masks reshaped by `refine` (HxW bool
+    -> HxW bool, e.g. a keyseg_core.inference.refine.MaskRefiner bound to the frame); scores and box
+    follow the refined masks."""
+    rows = [i.mask for i in prediction.instances] or [prediction.mask]
+    if not any(m.any() for m in rows):
+        return prediction
+    masks = [refine(m) for m in rows]
+    scores = [_score(logits[j].float(), m) for j, m in enumerate(masks)]
+    instances = [replace(i, mask=m, score=s) for i, m, s in zip(prediction.instances, masks, scores)]
+    return replace(prediction, mask=masks[0], score=scores[0], box=mask_box(masks[0]), instances=instances)
 
 
 @dataclass
@@ -118,16 +130,20 @@ class Region:
     keep_answer: bool = False
 
 
-def _mask_and_score(logits: torch.Tensor, threshold: float, region: Region | None = None, row: int = 0,
-                    refine: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[np.ndarray, float]:
+def _mask_and_score(logits: torch.Tensor, threshold: float, region: Region | None = None, row: int = 0
+                    ) -> tuple[np.ndarray, float]:
     """(H, W) logits -> the bool mask above the threshold (trimmed to the region's map of `row`, where
-    given, then refined) and the mean foreground probability inside it (0 if empty)."""
+    given) and its score."""
     logits = logits.float()
     fg = (logits > threshold).cpu().numpy()
     if region is not None:
         fg = trim_to_region(fg, region.maps[row], region.threshold, region.component_ratio,
                             never_empty=region.keep_answer and row == 0)
-    if refine is not None:
-        fg = refine(fg)
-    inside = torch.from_numpy(fg).to(logits.device)
-    return fg, float(torch.sigmoid(logits[inside]).mean()) if fg.any() else 0.0
+    return fg, _score(logits, fg)
+
+
+def _score(logits: torch.Tensor, fg: np.ndarray) -> float:
+    """Mean foreground probability of float (H, W) `logits` inside the HxW bool mask `fg` (0 if empty)."""
+    if not fg.any():
+        return 0.0
+    return float(torch.sigmoid(logits[torch.from_numpy(fg).to(logits.device)]).mean())

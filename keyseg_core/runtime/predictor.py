@@ -38,7 +38,7 @@ from keyseg_core.inference.presence import PRESENCE_FILE, PresenceCalibration, n
 from keyseg_core.inference.reasoner import MODES, FrameFeatures, Reasoner, Reasoning, cache_token_tables
 from keyseg_core.inference.refine import MaskRefiner, make_refiner
 from keyseg_core.inference.results import STAGES, Prediction
-from keyseg_core.inference.segmenter import EncodedFrame, Region, Segmenter, to_prediction
+from keyseg_core.inference.segmenter import EncodedFrame, Region, Segmenter, refine_prediction, to_prediction
 from keyseg_core.modeling.category_detector import DETECTOR_FILE, CategoryDetector
 from keyseg_core.modeling.keyseg import KeySegModel
 from keyseg_core.modeling.processor import KeySegProcessor, validate_image
@@ -467,15 +467,14 @@ class Predictor:
                                              self.model.config.backbone.image_preprocess)
             region = Region(maps.cpu().numpy(), self.region_threshold, self.component_ratio,
                             keep_answer=reasoned_frame)
-        options = dict(untrained=self.untrained, candidates=len(self.keyword_candidates), region=region)
-        prediction = to_prediction(reasoning, logits, self.mask_threshold, **options)
+        prediction = to_prediction(reasoning, logits, self.mask_threshold, untrained=self.untrained,
+                                   candidates=len(self.keyword_candidates), region=region)
         # presence is decided on the masks it was calibrated on, and nothing is refined for "not here"
         if self.presence is not None and not self.presence.present(prediction):
             return not_here(prediction)
         if self.refiner is None:
             return prediction
-        return to_prediction(reasoning, logits, self.mask_threshold, refine=functools.partial(self.refiner, image),
-                             **options)
+        return refine_prediction(prediction, logits, functools.partial(self.refiner, image))
 
     @staticmethod
     def _timed(results: list[Prediction], timer: StageTimer, start: float) -> list[Prediction]:
