@@ -8,11 +8,11 @@ Configs are saved as sorted JSON inside every checkpoint, so a checkpoint names 
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from keyseg_core.atomic import atomic_write_json
 from keyseg_core.config.files import load_config
 from keyseg_core.config.presets import FUSION_PRESETS, LOSS_PRESETS, resolve_preset
 from keyseg_core.config.schema import build_dataclass, help_field
@@ -312,7 +312,7 @@ class KeySegConfig:
         return dataclasses.asdict(self)
 
     def to_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        atomic_write_json(path, self.to_dict(), sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> KeySegConfig:

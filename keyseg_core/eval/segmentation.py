@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import heapq
-import json
 import re
 import time
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from keyseg_core.atomic import atomic_write_json
 from keyseg_core.data import DatasetError, SkipReport, open_dataset
 from keyseg_core.eval.metrics import IoUAccumulator, intersection_union
 from keyseg_core.inference.image_io import save_png
@@ -147,7 +147,7 @@ def evaluate(predictor, dataset: Any, output_dir: Path, settings: EvalSettings, 
         "per_sample_csv": str(csv_path),
         "worst_overlays": overlays,
     }
-    (output_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(output_dir / "report.json", report)
     return report
 
 

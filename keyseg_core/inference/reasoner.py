@@ -411,14 +411,14 @@ class Reasoner:
         rows = reasoned.seg_batch == i
         prompts = reasoned.prompts[rows]
         keys = (reasoned.key_batch == i).nonzero().flatten()
-        if keys.numel():
+        top, keyword, prob = [], "", 0.0
+        mass, instances, categories = None, [], []
+        gated = self.gate is not None and visible is not None and prompts.shape[0] > 0
+        if keys.numel() and not gated:  # gated, the keyword names the first [SEG]'s category instead
             top = decode_keywords(reasoned.keyword_logits[keys[0]], self.keyword_candidates, self._candidate_ids,
                                   self.model.config.keyword.top_k)
             keyword, prob = top[0].text, top[0].prob
-        else:
-            top, keyword, prob = [], "", 0.0
-        mass, instances, categories = None, [], []
-        if self.gate is not None and visible is not None and prompts.shape[0]:
+        if gated:
             codebook = self.model.fusion.codebook
             choices = self.gate.choose(reasoned.prompt_logits[rows], visible, codebook)
             categories = [choices[0].index]

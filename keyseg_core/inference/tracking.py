@@ -8,10 +8,13 @@ velocity of the mask's centroid), and the better overlap counts: a node that ski
 object move by a large part of its size, and plain IoU falls. When even the moved mask does not
 overlap, a mask with the track's label (keyword) whose centroid lies within `gate` object sizes of
 where the track's motion puts it continues the track (a gate on the predicted position, as
-SORT-style trackers use; IoU pairs are matched first, then the nearest of these). Area is no test:
-a thin object's mask eroded by 2 px keeps a sixth of its pixels. An id ends after its object went
-unmatched for `lost_frames` frames in a row; a new query ends them all. Ids are never reused, so a
-new id always means a new track.
+SORT-style trackers use; IoU pairs are matched first, then the nearest of these). The object's size
+is the largest mask the track has had: a segmenter that finds only a sliver of the object for a
+frame must not shrink the gate to the sliver's size. The motion is smoothed over matches
+(`smoothing`), so one sliver's or one spill's off-centre centroid does not throw the prediction.
+Area is no test: a thin object's mask eroded by 2 px keeps a sixth of its pixels. An id ends after
+its object went unmatched for `lost_frames` frames in a row (the default, 30, is ByteTrack's track
+buffer); a new query ends them all. Ids are never reused, so a new id always means a new track.
 """
 
 from __future__ import annotations
@@ -53,9 +56,10 @@ class _Track:
     id: str
     mask: np.ndarray
     centre: np.ndarray
-    velocity: np.ndarray  # centroid motion per frame, pixels
+    velocity: np.ndarray  # centroid motion per frame, pixels (smoothed over matches)
     label: str | None = None
     missed: int = 0
+    size: int = 0  # the largest mask area the track has had, pixels: the object's size for the gate
 
     def predicted(self) -> np.ndarray:
         """The last mask moved to where the track's motion puts it now."""
@@ -64,27 +68,39 @@ class _Track:
 
     def gated_distance(self, mask: np.ndarray, centre: np.ndarray, label: str | None) -> float | None:
         """Distance from where the track's motion puts its centroid to `centre`, in units of the
-        object's size (square root of the larger area); None for another label or an empty mask."""
-        area, own = np.count_nonzero(mask), np.count_nonzero(self.mask)
-        if label != self.label or not area or not own:
+        object's size (square root of the larger of `mask`'s area and the track's size); None for another
+        label or an empty mask."""
+        area = np.count_nonzero(mask)
+        if label != self.label or not area or not self.size:
             return None
         expected = self.centre + self.velocity * (self.missed + 1)
-        return float(np.linalg.norm(centre - expected) / np.sqrt(max(area, own)))
+        return float(np.linalg.norm(centre - expected) / np.sqrt(max(area, self.size)))
+
+    def matched(self, mask: np.ndarray, centre: np.ndarray, label: str | None, smoothing: float) -> None:
+        """Continue the track with `mask`: motion, place, size and label follow it."""
+        step = (centre - self.centre) / (self.missed + 1)
+        self.velocity = smoothing * step + (1.0 - smoothing) * self.velocity
+        self.mask, self.centre, self.missed, self.label = mask, centre, 0, label
+        self.size = max(self.size, int(np.count_nonzero(mask)))
 
 
 class MaskTracker:
     """Assigns track ids to each frame's instance masks (`update`); `reset` on a new query."""
 
-    def __init__(self, iou_threshold: float = 0.1, lost_frames: int = 10, gate: float = 3.0) -> None:
+    def __init__(self, iou_threshold: float = 0.1, lost_frames: int = 30, gate: float = 4.0,
+                 smoothing: float = 0.5) -> None:
         if not 0.0 <= iou_threshold < 1.0:
             raise ValueError("iou_threshold must be in [0, 1)")
         if lost_frames < 1:
             raise ValueError("lost_frames must be >= 1")
         if gate < 0:
             raise ValueError("gate must be >= 0 (0: IoU matching only)")
+        if not 0.0 < smoothing <= 1.0:
+            raise ValueError("smoothing must be in (0, 1] (1: the last step's motion only)")
         self.iou_threshold = iou_threshold
         self.lost_frames = lost_frames
         self.gate = gate
+        self.smoothing = smoothing
         self._tracks: list[_Track] = []
         self._ids = itertools.count(1)
 
@@ -123,10 +139,8 @@ class MaskTracker:
             if ti in matched or ids[mi] is not None:
                 continue
             matched.add(ti)
-            track = self._tracks[ti]
-            track.velocity = (centres[mi] - track.centre) / (track.missed + 1)
-            track.mask, track.centre, track.missed, ids[mi] = masks[mi], centres[mi], 0, track.id
-            track.label = labels[mi]
+            self._tracks[ti].matched(masks[mi], centres[mi], labels[mi], self.smoothing)
+            ids[mi] = self._tracks[ti].id
         kept = []
         for ti, track in enumerate(self._tracks):
             if ti not in matched:
@@ -136,6 +150,6 @@ class MaskTracker:
         for mi, mask in enumerate(masks):
             if ids[mi] is None:
                 ids[mi] = str(next(self._ids))
-                kept.append(_Track(ids[mi], mask, centres[mi], np.zeros(2), labels[mi]))
+                kept.append(_Track(ids[mi], mask, centres[mi], np.zeros(2), labels[mi], size=int(np.count_nonzero(mask))))
         self._tracks = kept
         return ids  # type: ignore[return-value]

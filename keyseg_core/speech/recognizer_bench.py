@@ -14,7 +14,6 @@ the others use phrasings it does not, which is the honest test of biasing.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from keyseg_core.atomic import save_report
 from keyseg_core.speech.audio import check_speech, read_wav
 from keyseg_core.speech.recognizer import ENGINES, RecognizerUnavailable, make_recognizer
 from keyseg_core.speech.vocabulary import QueryVocabulary, normalize
@@ -171,9 +171,8 @@ def main(args: list[str] | None = None) -> int:
             for row in r["queries"]:
                 print(f"  {row['reference']!r:50} -> {row['transcript']!r}")
     if opts.json:
-        report = {"voice": opts.voice, "speed_wpm": opts.speed, "engine": opts.engine,
-                  "queries": len(queries), "in_vocabulary_queries": n_in, "results": results}
-        opts.json.write_text(json.dumps(report, indent=2) + "\n")
+        save_report(opts.json, {"voice": opts.voice, "speed_wpm": opts.speed, "engine": opts.engine,
+                                "queries": len(queries), "in_vocabulary_queries": n_in, "results": results})
     return 0
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from keyseg_core.atomic import atomic_write_text
+
 SHIPPED_NAME = "keyseg-tiny"
 SHIPPED_DIR = Path(__file__).resolve().parent / SHIPPED_NAME
 CHECKSUM_FILE = "SHA256SUMS"
@@ -44,7 +46,7 @@ def write_checksums(directory: Path) -> Path:
     """Write SHA256SUMS for every file of a checkpoint directory (done once when a model is shipped)."""
     names = sorted(p.name for p in directory.iterdir() if p.is_file() and p.name != CHECKSUM_FILE)
     path = directory / CHECKSUM_FILE
-    path.write_text("".join(f"{sha256(directory / n)}  {n}\n" for n in names), encoding="utf-8")
+    atomic_write_text(path, "".join(f"{sha256(directory / n)}  {n}\n" for n in names))
     return path
 
 

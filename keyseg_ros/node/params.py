@@ -228,16 +228,18 @@ PARAMS: tuple[ParamSpec, ...] = (
         "Track ids: a mask keeps the id of the previous frame's mask it overlaps by more than this IoU "
         "(after moving it by its track's motion).", _unit_interval, live=True),
     ParamSpec(
-        "track_gate", 3.0,
+        "track_gate", 4.0,
         "Track ids: a mask with the track's keyword that no longer overlaps it continues the track when its "
-        "centre is within this many object sizes of where the track's motion puts it (0: IoU only). 3.0 "
-        "gives no id switch at 18 px between fed frames on true masks of generated sequences, and fewer "
-        "than 2.0 on the model's, whose target is missed for a few frames at a time (docs/results.md).",
+        "centre is within this many object sizes (the largest mask the track has had) of where the track's "
+        "smoothed motion puts it (0: IoU only). 4.0 gives no id switch on true masks of generated "
+        "sequences and, with lost_frames 30, none on the model's, whose target is missed or found only in "
+        "part for a few frames at a time (docs/results.md).",
         _track_gate, live=True),
     ParamSpec(
-        "lost_frames", 10,
+        "lost_frames", 30,
         "Track ids: a target unmatched for this many answered frames in a row gets a new id when it "
-        "comes back (a new query always does).", _int_range(1, 100_000), live=True),
+        "comes back (a new query always does). 30 is ByteTrack's track buffer; 10 gave new ids to "
+        "targets the model missed for a third of a second.", _int_range(1, 100_000), live=True),
     ParamSpec(
         "publish_overlay", True, "Publish the overlay image (mask drawn on the frame) for RViz.",
         _any, live=True),

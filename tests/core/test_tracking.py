@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from keyseg_core.eval.tracking import evaluate, id_switches
+from keyseg_core.eval.tracking import evaluate, id_switches, switches_after_loss
 from keyseg_core.inference.instances import split_instances
 from keyseg_core.inference.tracking import MaskTracker, shifted
 
@@ -53,7 +53,7 @@ def test_two_instances_keep_their_ids_and_a_jump_elsewhere_is_a_new_track():
     tracker = MaskTracker(iou_threshold=0.2, lost_frames=5)
     assert tracker.update([_square(10, 10), _square(100, 60)]) == ["1", "2"]
     assert tracker.update([_square(102, 61), _square(12, 11)]) == ["2", "1"]
-    assert tracker.update([_square(40, 100)]) == ["3"]  # 3.7 object sizes from the nearest: beyond the gate
+    assert tracker.update([_square(10, 100)]) == ["3"]  # 4.4 object sizes from the nearest: beyond the gate of 4
 
 
 def test_constant_motion_is_followed_when_frames_are_skipped():
@@ -72,6 +72,8 @@ def test_shifted_moves_and_clips():
 
 def test_id_switches_count_changes_where_the_target_was_found():
     assert id_switches(["1", None, "1", "2", "2", None, "3"]) == 2
+    lost = ["1", None, None, None, "2", "2", None, "3"]  # 3 frames missing, then 1
+    assert switches_after_loss(lost, 3) == 1 and switches_after_loss(lost, 4) == 0
 
 
 def test_no_id_switch_for_one_moving_target_on_generated_sequences():
@@ -96,11 +98,25 @@ def test_the_position_gate_follows_a_mask_that_no_longer_overlaps_and_only_with_
     assert gated.update([_square(100, 62)], ["bowl"]) == ["2"]
     far = MaskTracker(lost_frames=3)
     far.update([_square(10, 40)])
-    assert far.update([_square(100, 90)]) == ["2"]  # 5 object sizes away, beyond the gate of 3: a new object
+    assert far.update([_square(100, 90)]) == ["2"]  # 5 object sizes away, beyond the gate of 4: a new object
     with pytest.raises(ValueError, match="labels"):
         far.update([_square(10, 40)], ["a", "b"])
     with pytest.raises(ValueError, match="gate"):
         MaskTracker(gate=-1.0)
+
+
+def test_slivers_of_the_object_do_not_shrink_the_gate():
+    """A segmenter that finds only a 4 px sliver of a 20 px object, on one corner and then on the
+    opposite one: the slivers lie 4 sliver sizes apart, but under one object size, so the id stays;
+    measured by the last mask's area, the gate would have started a new track."""
+    tracker = MaskTracker(lost_frames=3)
+    for t in range(4):
+        assert tracker.update([_square(10 + 10 * t, 40)], ["cup"]) == ["1"]
+    assert tracker.update([_square(50, 40, size=4)], ["cup"]) == ["1"]  # top-left corner
+    assert tracker.update([_square(76, 56, size=4)], ["cup"]) == ["1"]  # bottom-right, 26 px on
+    assert tracker.update([_square(75, 40)], ["cup"]) == ["1"]  # the whole object again
+    with pytest.raises(ValueError, match="smoothing"):
+        MaskTracker(smoothing=0.0)
 
 
 def test_no_id_switch_at_eighteen_pixels_between_fed_frames():
