@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval-presence": ("eval_presence", '"not here": false positives on absent-object queries at a miss rate chosen on val'),
     "eval-instances": ("eval_instances", 'several instances: "all the fruit" queries on generated scenes, instance count and union IoU'),
     "eval-named": ("eval_named", "on generated scenes: does the mask land on the object its own keyword names?"),
+    "fit-ranker": ("fit_ranker", "fit the geometry ranker of a gated checkpoint (size and place of its candidates) on generated scenes"),
     "attach-detector": ("attach_detector", "attach a stage-1 run's tower + patch head to a codebook checkpoint as its category detector"),
     "generate": ("generate", "write synthetic reasoning-segmentation scenes (OpenMoji glyphs) as a ReasonSeg split"),
     "demo": ("demo", "keyseg_node live over ROS 2: reasoning queries on generated scenes; table, overlays, contact sheet"),

@@ -15,7 +15,9 @@ target is c and c is here:
   with its own prompt and mask ("all the fruit": each fruit in view);
 - a mask can be trimmed to where the detector sees its category (`region`, `trim_to_region`): this
   SAM's masks spill onto neighbouring objects, which the detector's patch map of the category does
-  not cover, or covers less than the object itself.
+  not cover, or covers less than the object itself;
+- with a geometry ranker (`keyseg_core.modeling.geometry_ranker`), the top-k of g are re-ranked by
+  their size and place on the detector's map as the query asks ("the smallest tool", `rerank`).
 
 Not in the paper; a model without a codebook or a detector runs as the paper does.
 """
@@ -30,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from keyseg_core.modeling.category_detector import CategoryDetector
+from keyseg_core.modeling.geometry_ranker import GeometryRanker
 from keyseg_core.modeling.keyword_head import KeywordCandidate
 
 
@@ -46,12 +49,13 @@ class GatedChoice:
 class CategoryGate:
     """A detector whose categories are a codebook fusion's rows, in order."""
 
-    def __init__(self, detector: CategoryDetector, codebook_size: int) -> None:
+    def __init__(self, detector: CategoryDetector, codebook_size: int, ranker: GeometryRanker | None = None) -> None:
         if len(detector.names) != codebook_size:
             raise ValueError(f"category detector: {len(detector.names)} categories, but the model's "
                              f"fusion.codebook has {codebook_size} prompts (one per category, in the same order)")
         self.detector = detector
         self.names = detector.names
+        self.ranker = ranker
 
     def sight(self, clip_pixels: torch.Tensor) -> torch.Tensor:
         """(B, 3, s, s) CLIP pixels -> (B, P, K) each patch's probability of each category; the largest
@@ -103,6 +107,24 @@ class CategoryGate:
         probs = gated / mass.clamp(min=torch.finfo(torch.float32).tiny)[:, None]
         best = gated.argmax(dim=-1)
         return [GatedChoice(int(k), codebook[k], probs[n], float(mass[n])) for n, k in enumerate(best.tolist())]
+
+    def rerank(self, choice: GatedChoice, hidden: torch.Tensor, sight: torch.Tensor,
+               codebook: torch.Tensor) -> GatedChoice:
+        """The choice with its top-k re-ranked by the geometry ranker: (d,) the [SEG]'s hidden state,
+        (P, K) the frame's sight. The top-k keep their beliefs, handed out again in the ranker's
+        order (the best score gets the largest), so the top-k set and the mass (presence) are
+        unchanged. Without a ranker, the choice itself."""
+        if self.ranker is None:
+            return choice
+        probs, order = choice.probs.topk(min(self.ranker.top_k, len(self.names)))
+        with torch.no_grad():
+            scores = self.ranker.scores(hidden.to(self.ranker.weight.device), probs,
+                                        sight[:, order].to(self.ranker.weight.device))
+        ranked = order[scores.argsort(descending=True)]
+        reranked = choice.probs.clone()
+        reranked[ranked] = probs
+        index = int(ranked[0])
+        return GatedChoice(index, codebook[index], reranked, choice.mass)
 
     def instances(self, choice: GatedChoice, share: float) -> list[int]:
         """The categories holding at least `share` of the choice's gated belief, best first; always

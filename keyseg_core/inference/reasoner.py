@@ -61,6 +61,8 @@ class Reasoning:
             answer's, then the other instances'; empty without a gate.
         sight: with a category gate, the detector's (P, K) patch probabilities on the reasoned frame.
         visible: with a category gate, the detector's (K,) calibrated visibility of each category there.
+        seg_hidden: the first [SEG]'s (d,) last hidden state (what the geometry ranker reads, and
+            `keyseg fit-ranker` fits on); None without a [SEG].
     """
 
     query: str
@@ -77,6 +79,7 @@ class Reasoning:
     categories: list[int] = field(default_factory=list)
     sight: torch.Tensor | None = None
     visible: torch.Tensor | None = None
+    seg_hidden: torch.Tensor | None = None
 
 
 @dataclass
@@ -410,6 +413,7 @@ class Reasoner:
         first [SEG]'s category (mask and keyword name the same object)."""
         rows = reasoned.seg_batch == i
         prompts = reasoned.prompts[rows]
+        seg_hidden = reasoned.seg_hidden[rows] if reasoned.seg_hidden is not None else None
         keys = (reasoned.key_batch == i).nonzero().flatten()
         top, keyword, prob = [], "", 0.0
         mass, instances, categories = None, [], []
@@ -421,6 +425,8 @@ class Reasoner:
         if gated:
             codebook = self.model.fusion.codebook
             choices = self.gate.choose(reasoned.prompt_logits[rows], visible, codebook)
+            if self.gate.ranker is not None and sight is not None and seg_hidden is not None:
+                choices = [self.gate.rerank(c, h, sight, codebook) for c, h in zip(choices, seg_hidden)]
             categories = [choices[0].index]
             prompts = torch.stack([c.prompt for c in choices]).to(prompts.dtype)
             top = self.gate.candidates(choices[0], self.model.config.keyword.top_k)
@@ -433,7 +439,8 @@ class Reasoner:
                          answer=self.readable(generated, keyword), frame_hw=frame_hw, category_mass=mass,
                          instance_keywords=instances, categories=categories,
                          sight=sight if self.gate is not None else None,
-                         visible=visible if self.gate is not None else None)
+                         visible=visible if self.gate is not None else None,
+                         seg_hidden=seg_hidden[0] if seg_hidden is not None and seg_hidden.shape[0] else None)
 
     def readable(self, generated: str | None, keyword: str) -> str:
         """The template's reply with the keyword (prefill), or generated text with [SEG] dropped and

@@ -48,6 +48,7 @@ class Reasoned:
     key_batch: torch.Tensor  # (N_key,) sample of each [KEY]
     hidden: torch.Tensor  # (B, L, d) last hidden states
     prompt_logits: torch.Tensor | None = None  # (N_seg, K) a codebook fusion's logits
+    seg_hidden: torch.Tensor | None = None  # (N_seg, d) the [SEG] hidden states the fusion read
 
 
 def image_features(llava_model: nn.Module, clip_pixels: torch.Tensor) -> torch.Tensor:
@@ -126,7 +127,7 @@ class KeySegModel(nn.Module):
         prompts, logits = (self.fusion.fuse(seg, seg_b, key, key_b, hidden, attention_mask) if len(seg_b)
                            else (seg.new_zeros((0, self.sam.prompt_dim)), None))  # (N_seg, C), (N_seg, K)
         keyword_logits = self.keyword_head(key, self.vocab_embeddings())  # (N_key, V)
-        return Reasoned(prompts, seg_b, keyword_logits, key_b, hidden, logits)
+        return Reasoned(prompts, seg_b, keyword_logits, key_b, hidden, logits, seg)
 
     def segment(
         self, sam_pixels: torch.Tensor, prompts: torch.Tensor, seg_batch: torch.Tensor,

@@ -40,6 +40,7 @@ from keyseg_core.inference.refine import MaskRefiner, make_refiner
 from keyseg_core.inference.results import STAGES, Prediction
 from keyseg_core.inference.segmenter import EncodedFrame, Region, Segmenter, refine_prediction, to_prediction
 from keyseg_core.modeling.category_detector import DETECTOR_FILE, CategoryDetector
+from keyseg_core.modeling.geometry_ranker import RANKER_FILE, GeometryRanker
 from keyseg_core.modeling.keyseg import KeySegModel
 from keyseg_core.modeling.processor import KeySegProcessor, validate_image
 from keyseg_core.runtime.backends import BackendChoice, can_step_down, check_backend, step_down, use_backend
@@ -499,8 +500,8 @@ def _replays_cuda_graphs(runner: object | None) -> bool:
 
 
 def _category_gate(name: str, model: KeySegModel) -> CategoryGate | None:
-    """The category detector saved beside a local checkpoint, on the model's device and in its dtype
-    (None for configs, hub ids, or none saved)."""
+    """The category detector saved beside a local checkpoint, on the model's device and in its dtype,
+    with the geometry ranker saved there if any (None for configs, hub ids, or no detector saved)."""
     path = Path(name) / DETECTOR_FILE
     if not path.is_file():
         return None
@@ -508,7 +509,13 @@ def _category_gate(name: str, model: KeySegModel) -> CategoryGate | None:
         raise ValueError(f"{path}: a category detector needs a codebook fusion, and this model has none")
     param = next(model.parameters())
     detector = CategoryDetector.load(path).to(param.device, param.dtype)
-    return CategoryGate(detector, model.fusion.codebook.shape[0])
+    ranker_path = Path(name) / RANKER_FILE
+    ranker = GeometryRanker.load(ranker_path).to(param.device) if ranker_path.is_file() else None
+    hidden_size = model.llava.config.text_config.hidden_size
+    if ranker is not None and ranker.weight.shape[0] != hidden_size:
+        raise ValueError(f"{ranker_path}: fitted on hidden states of size {ranker.weight.shape[0]}, but this "
+                         f"model's LLM has {hidden_size}")
+    return CategoryGate(detector, model.fusion.codebook.shape[0], ranker)
 
 
 def _presence_calibration(name: str) -> PresenceCalibration | None:
