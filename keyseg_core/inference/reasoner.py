@@ -424,15 +424,16 @@ class Reasoner:
             keyword, prob = top[0].text, top[0].prob
         if gated:
             codebook = self.model.fusion.codebook
-            choices = self.gate.choose(reasoned.prompt_logits[rows], visible, codebook)
+            gated = self.gate.choose(reasoned.prompt_logits[rows], visible, codebook)
+            choices = gated
             if self.gate.ranker is not None and sight is not None and seg_hidden is not None:
-                choices = [self.gate.rerank(c, h, sight, codebook) for c, h in zip(choices, seg_hidden)]
+                choices = [self.gate.rerank(c, h, sight, codebook) for c, h in zip(gated, seg_hidden)]
             categories = [choices[0].index]
             prompts = torch.stack([c.prompt for c in choices]).to(prompts.dtype)
             top = self.gate.candidates(choices[0], self.model.config.keyword.top_k)
             keyword, prob, mass = top[0].text, top[0].prob, choices[0].mass
-            if self.instance_share is not None:
-                categories = self.gate.instances(choices[0], self.instance_share)
+            if self.instance_share is not None:  # who is an instance: the gate's belief; the ranker only picks the first
+                categories = self.gate.instances(replace(gated[0], index=choices[0].index), self.instance_share)
                 instances = [self.gate.names[k] for k in categories]
                 prompts = torch.cat([codebook[categories].to(prompts.dtype), prompts[1:]])
         return Reasoning(query=query, prompts=prompts, keyword=keyword, keyword_prob=prob, keyword_topk=top,
