@@ -46,7 +46,7 @@ def collect(predictor, seed: int, split: str, scenes: int, extra: int = 2, progr
         raise ValueError(f"split: '{split}' is not one of {', '.join(SPLIT_IDS)}")
     if scenes < 1:
         raise ValueError(f"scenes: {scenes} must be >= 1")
-    top_k = predictor.model.config.keyword.top_k
+    top_k = min(predictor.model.config.keyword.top_k, len(gate.names))
     kb, config = load_knowledge(), SceneConfig()
     rows: dict[str, list] = defaultdict(list)
     saved, gate.ranker = gate.ranker, None
@@ -64,7 +64,7 @@ def collect(predictor, seed: int, split: str, scenes: int, extra: int = 2, progr
                     if reasoning.seg_hidden is None or len(reasoning.keyword_topk) < top_k:
                         continue
                     order = [gate.names.index(c.text) for c in reasoning.keyword_topk]
-                    truth = gate.names.index(query.spec.target)
+                    truth = gate.names.index(query.spec.target) if query.spec.target in gate.names else None
                     rows["hidden"].append(reasoning.seg_hidden.float().cpu())
                     rows["probs"].append(torch.tensor([c.prob for c in reasoning.keyword_topk]))
                     rows["maps"].append(reasoning.sight[:, order].float().cpu())

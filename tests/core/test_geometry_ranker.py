@@ -1,6 +1,8 @@
 """Geometry ranker: candidate geometry from the detector's patch maps, the re-ranking of the gated
 top-k (never moving a confident answer), its file, fitting, and the predictor loading it."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -126,3 +128,22 @@ def test_predictor_loads_the_ranker_beside_the_detector_and_reasons_with_it(tmp_
     GeometryRanker(hidden_size + 1, top_k=3).save(path / RANKER_FILE)
     with pytest.raises(ValueError, match=f"hidden states of size {hidden_size + 1}"):
         Predictor.from_pretrained(str(path))
+
+
+def test_fit_ranker_command_fits_measures_saves_and_never_overwrites(tmp_path, capsys):
+    from keyseg_core.cli import app as cli
+
+    out, report = tmp_path / RANKER_FILE, tmp_path / "fit.json"
+    args = ["fit-ranker", "--train-scenes", "3", "--val-scenes", "2", "--no-progress"]
+    assert cli.main(args + ["--save", str(out), "--json", str(report)]) == 0
+    printed = capsys.readouterr().out
+    assert "| all |" in printed and f"wrote {out}" in printed
+    assert GeometryRanker.load(out).weight.abs().sum() > 0
+    fitted = json.loads(report.read_text())
+    assert fitted["keyword_top1_val"]["queries"]["all"] == 10 and fitted["plausible"] == 0.2
+    before = out.read_bytes()
+    assert cli.main(args + ["--save", str(out)]) == 2
+    assert "exists" in capsys.readouterr().err and out.read_bytes() == before
+    assert cli.main(["fit-ranker", "--checkpoint", "config:tiny", "--train-scenes", "1", "--val-scenes", "1",
+                     "--no-progress"]) == 2
+    assert "needs a checkpoint with a category detector" in capsys.readouterr().err
