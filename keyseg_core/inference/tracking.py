@@ -11,7 +11,9 @@ where the track's motion puts it continues the track (a gate on the predicted po
 SORT-style trackers use; IoU pairs are matched first, then the nearest of these). The object's size
 is the largest mask the track has had: a segmenter that finds only a sliver of the object for a
 frame must not shrink the gate to the sliver's size. The motion is smoothed over matches
-(`smoothing`), so one sliver's or one spill's off-centre centroid does not throw the prediction.
+(`smoothing`), so one sliver's or one spill's off-centre centroid does not throw the prediction,
+and the gate also measures from where the track was last seen: motion extrapolated over many
+missed frames can overshoot an object that stopped or turned.
 Area is no test: a thin object's mask eroded by 2 px keeps a sixth of its pixels. An id ends after
 its object went unmatched for `lost_frames` frames in a row (the default, 30, is ByteTrack's track
 buffer); a new query ends them all. Ids are never reused, so a new id always means a new track.
@@ -67,14 +69,16 @@ class _Track:
         return shifted(self.mask, int(dx), int(dy)) if dx or dy else self.mask
 
     def gated_distance(self, mask: np.ndarray, centre: np.ndarray, label: str | None) -> float | None:
-        """Distance from where the track's motion puts its centroid to `centre`, in units of the
-        object's size (square root of the larger of `mask`'s area and the track's size); None for another
-        label or an empty mask."""
+        """Distance to `centre` from where the track's motion puts its centroid, or from where it was
+        last seen if that is nearer (motion read off slivers and extrapolated over missed frames can
+        overshoot), in units of the object's size (square root of the larger of `mask`'s area and the
+        track's size); None for another label or an empty mask."""
         area = np.count_nonzero(mask)
         if label != self.label or not area or not self.size:
             return None
         expected = self.centre + self.velocity * (self.missed + 1)
-        return float(np.linalg.norm(centre - expected) / np.sqrt(max(area, self.size)))
+        nearest = min(np.linalg.norm(centre - expected), np.linalg.norm(centre - self.centre))
+        return float(nearest / np.sqrt(max(area, self.size)))
 
     def matched(self, mask: np.ndarray, centre: np.ndarray, label: str | None, smoothing: float) -> None:
         """Continue the track with `mask`: motion, place, size and label follow it."""

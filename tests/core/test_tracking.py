@@ -119,6 +119,17 @@ def test_slivers_of_the_object_do_not_shrink_the_gate():
         MaskTracker(smoothing=0.0)
 
 
+def test_a_target_back_where_it_was_lost_keeps_its_id_whatever_its_motion_said():
+    """Motion read off a sliver, extrapolated over 20 missed frames, puts the track 6 object sizes
+    away; the object comes back where it was last seen."""
+    tracker = MaskTracker()  # gate 4, lost_frames 30
+    assert tracker.update([_square(10, 40)], ["cup"]) == ["1"]
+    assert tracker.update([_square(26, 56, size=4)], ["cup"]) == ["1"]
+    for _ in range(20):
+        tracker.update([])
+    assert tracker.update([_square(12, 42)], ["cup"]) == ["1"]
+
+
 def test_no_id_switch_at_eighteen_pixels_between_fed_frames():
     """The README's hardest row on true masks (drift 6 px a frame, every third frame fed), on fewer
     sequences: IoU alone switched ids there (66 in 20 sequences), the position gate does not."""
