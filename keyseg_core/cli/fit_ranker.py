@@ -21,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="generated train scenes it is fitted on, 5 queries each (default: %(default)s)")
     parser.add_argument("--train-seed", type=int, default=21,
                         help="seed of those scenes (21: not the seed-1 scenes the model was trained on)")
-    parser.add_argument("--val-scenes", type=int, default=300, help="val scenes it is measured on (default: %(default)s)")
+    parser.add_argument("--val-scenes", type=int, default=300,
+                        help="val scenes it is measured on (default: %(default)s)")
     parser.add_argument("--val-seed", type=int, default=2, help="seed of the val split (2: the README's val data)")
     parser.add_argument("--weight-decay", type=float, default=3e-2,
                         help="L2 penalty on W (default: %(default)s, chosen on val)")

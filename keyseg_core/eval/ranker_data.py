@@ -85,7 +85,8 @@ def keyword_accuracy(data: RankerData, ranker: GeometryRanker | None) -> dict[st
         picks = torch.zeros_like(data.target)
     else:
         with torch.no_grad():
-            picks = torch.stack([ranker.scores(h, p, m).argmax() for h, p, m in zip(data.hidden, data.probs, data.maps)])
+            picks = torch.stack([ranker.scores(h, p, m).argmax()
+                                 for h, p, m in zip(data.hidden, data.probs, data.maps)])
     right = (picks == data.target).tolist()
     out = {}
     for name in sorted(set(data.types)) + ["all"]:

@@ -152,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r.source} | {r.speed:g} | {r.stride} | {r.sequences} | {r.frames} | "
-              f"{r.found / max(r.frames, 1):.1%} | {r.id_switches} ({r.after_loss}) | {r.ids_started / max(r.sequences, 1):.2f} |")
+              f"{r.found / max(r.frames, 1):.1%} | {r.id_switches} ({r.after_loss}) | "
+              f"{r.ids_started / max(r.sequences, 1):.2f} |")
     save_report(opts.json, [asdict(r) for r in rows])
     return 0
 

@@ -417,12 +417,12 @@ class Reasoner:
         keys = (reasoned.key_batch == i).nonzero().flatten()
         top, keyword, prob = [], "", 0.0
         mass, instances, categories = None, [], []
-        gated = self.gate is not None and visible is not None and prompts.shape[0] > 0
-        if keys.numel() and not gated:  # gated, the keyword names the first [SEG]'s category instead
+        use_gate = self.gate is not None and visible is not None and prompts.shape[0] > 0
+        if keys.numel() and not use_gate:  # gated, the keyword names the first [SEG]'s category instead
             top = decode_keywords(reasoned.keyword_logits[keys[0]], self.keyword_candidates, self._candidate_ids,
                                   self.model.config.keyword.top_k)
             keyword, prob = top[0].text, top[0].prob
-        if gated:
+        if use_gate:
             codebook = self.model.fusion.codebook
             gated = self.gate.choose(reasoned.prompt_logits[rows], visible, codebook)
             choices = gated
@@ -432,7 +432,7 @@ class Reasoner:
             prompts = torch.stack([c.prompt for c in choices]).to(prompts.dtype)
             top = self.gate.candidates(choices[0], self.model.config.keyword.top_k)
             keyword, prob, mass = top[0].text, top[0].prob, choices[0].mass
-            if self.instance_share is not None:  # who is an instance: the gate's belief; the ranker only picks the first
+            if self.instance_share is not None:  # the gate's belief says who is an instance, the ranker who is first
                 categories = self.gate.instances(replace(gated[0], index=choices[0].index), self.instance_share)
                 instances = [self.gate.names[k] for k in categories]
                 prompts = torch.cat([codebook[categories].to(prompts.dtype), prompts[1:]])

@@ -154,6 +154,7 @@ class MaskTracker:
         for mi, mask in enumerate(masks):
             if ids[mi] is None:
                 ids[mi] = str(next(self._ids))
-                kept.append(_Track(ids[mi], mask, centres[mi], np.zeros(2), labels[mi], size=int(np.count_nonzero(mask))))
+                kept.append(_Track(ids[mi], mask, centres[mi], np.zeros(2), labels[mi],
+                                   size=int(np.count_nonzero(mask))))
         self._tracks = kept
         return ids  # type: ignore[return-value]

@@ -52,7 +52,8 @@ def candidate_features(maps: torch.Tensor, probs: torch.Tensor, plausible: float
     for j, value in enumerate((area.log(), x, y)):
         out[ok, j] = value[ok] - value[ok].mean()
     index = ok.nonzero().flatten()
-    for j, (value, largest) in enumerate(((area, True), (area, False), (x, False), (x, True), (y, False), (y, True)), 3):
+    extremes = ((area, True), (area, False), (x, False), (x, True), (y, False), (y, True))  # FEATURES[3:]
+    for j, (value, largest) in enumerate(extremes, 3):
         pick = value[index].argmax() if largest else value[index].argmin()
         out[index[pick], j] = 1.0
     return out
