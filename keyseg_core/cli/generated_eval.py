@@ -16,6 +16,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 def add_gate_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-category-gate", action="store_true",
                         help="ignore the checkpoint's category detector: the fusion's own prompt, as in the paper")
+    parser.add_argument("--no-geometry-ranker", action="store_true",
+                        help="with the category gate: do not re-rank its candidates by size and place")
     parser.add_argument("--region-threshold", type=float, default=None,
                         help="with the category gate: keep masks where the detector's probability of their category "
                              "is above this (0: masks whole; default: the predictor's, 0.02)")
@@ -31,7 +33,8 @@ def add_refine_argument(parser: argparse.ArgumentParser) -> None:
 
 def gate_options(args: argparse.Namespace) -> dict:
     """Predictor.from_pretrained options of `add_gate_argument`'s flags."""
-    options = {"category_gate": not args.no_category_gate, "refine": args.refine}
+    options = {"category_gate": not args.no_category_gate, "refine": args.refine,
+               "geometry_ranker": not args.no_geometry_ranker}
     if args.region_threshold is not None:
         options["region_threshold"] = args.region_threshold
     return options

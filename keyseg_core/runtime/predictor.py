@@ -169,7 +169,7 @@ class Predictor:
         cls, model: str | None = None, *, device: str = "cpu", dtype: str = "auto", mode: str = "prefill",
         mask_threshold: float = 0.0, backend: str = "torch", cpu_fallback: bool = False, presence: bool = True,
         overlap_streams: bool | None = None, check_bases: bool = True, category_gate: bool = True,
-        region_threshold: float = REGION_THRESHOLD, refine: str = "grabcut",
+        region_threshold: float = REGION_THRESHOLD, refine: str = "grabcut", geometry_ranker: bool = True,
     ) -> Predictor:
         """Load a checkpoint dir, a hub id of one, 'config:<registry name>', a config file, or (None) the
         shipped KeySeg-Tiny, checked against its checksums.
@@ -202,6 +202,8 @@ class Predictor:
         (keyseg_core.inference.category_gate); False runs the fusion's own output, as the paper does.
         region_threshold: with the category gate, each mask is kept where the detector's patch
         probability of its category (mapped onto the frame) is above this; 0 keeps SAM's masks whole.
+        geometry_ranker: with the category gate, re-rank its candidates by size and place as the query
+            asks, where the checkpoint has a ranker (geometry_ranker.safetensors, `keyseg fit-ranker`).
         refine: 'grabcut' reshapes every mask to the frame's colour edges (keyseg_core.inference.refine;
         about 30 ms a mask on a CPU core, frames refined at 320 px at most); 'none' keeps SAM's masks.
         """
@@ -236,7 +238,7 @@ class Predictor:
             torch_device, torch_dtype = torch.device("cpu"), torch.float32
             net, proc, untrained = load_model(name, torch_dtype, torch_device, check_bases)
         choice = use_backend(net.eval(), backend, torch_device)
-        gate = _category_gate(name, net) if category_gate else None
+        gate = _category_gate(name, net, geometry_ranker) if category_gate else None
         calibration = _presence_calibration(name) if presence else None
         if calibration is not None and calibration.signal == "category" and gate is None:
             raise ValueError(f"{Path(name) / PRESENCE_FILE}: calibrated on the category gate's signal; load with "
@@ -499,9 +501,9 @@ def _replays_cuda_graphs(runner: object | None) -> bool:
                                                        getattr(runner, "compile_mode", None))
 
 
-def _category_gate(name: str, model: KeySegModel) -> CategoryGate | None:
+def _category_gate(name: str, model: KeySegModel, geometry_ranker: bool = True) -> CategoryGate | None:
     """The category detector saved beside a local checkpoint, on the model's device and in its dtype,
-    with the geometry ranker saved there if any (None for configs, hub ids, or no detector saved)."""
+    with the geometry ranker saved there if any and wanted (None for configs, hub ids, or no detector)."""
     path = Path(name) / DETECTOR_FILE
     if not path.is_file():
         return None
@@ -510,7 +512,7 @@ def _category_gate(name: str, model: KeySegModel) -> CategoryGate | None:
     param = next(model.parameters())
     detector = CategoryDetector.load(path).to(param.device, param.dtype)
     ranker_path = Path(name) / RANKER_FILE
-    ranker = GeometryRanker.load(ranker_path).to(param.device) if ranker_path.is_file() else None
+    ranker = GeometryRanker.load(ranker_path).to(param.device) if geometry_ranker and ranker_path.is_file() else None
     hidden_size = model.llava.config.text_config.hidden_size
     if ranker is not None and ranker.weight.shape[0] != hidden_size:
         raise ValueError(f"{ranker_path}: fitted on hidden states of size {ranker.weight.shape[0]}, but this "

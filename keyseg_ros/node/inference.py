@@ -42,7 +42,8 @@ def load_predictor(param: Callable[[str], Any]):
         param("model") or None, device=param("device"),
         dtype=param("precision"), mask_threshold=param("mask_threshold"),
         backend=param("backend"), cpu_fallback=param("cpu_fallback"),
-        category_gate=param("category_gate"), presence=param("presence"), refine=param("refine"))
+        category_gate=param("category_gate"), presence=param("presence"), refine=param("refine"),
+        geometry_ranker=param("geometry_ranker"))
 
 
 class Inference:

@@ -123,6 +123,12 @@ PARAMS: tuple[ParamSpec, ...] = (
         "prompt, as in the paper.",
         _any),
     ParamSpec(
+        "geometry_ranker", True,
+        "With the category gate: re-rank its candidates by size and place as the query asks ('the "
+        "smallest tool'), where the model has a geometry ranker (KeySeg-Tiny v2.3 does). false: the "
+        "gate's own choice.",
+        _any),
+    ParamSpec(
         "presence", True,
         "Apply the model's presence calibration, where it has one: a query about something not in "
         "view gets an empty mask, zero detections, no keyword and an answer that says so. false: "

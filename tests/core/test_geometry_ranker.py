@@ -123,6 +123,7 @@ def test_predictor_loads_the_ranker_beside_the_detector_and_reasons_with_it(tmp_
     GeometryRanker(hidden_size, top_k=3).save(path / RANKER_FILE)  # zero weights: changes nothing
     ranked = Predictor.from_pretrained(str(path))
     assert ranked.reasoner.gate.ranker is not None
+    assert Predictor.from_pretrained(str(path), geometry_ranker=False).reasoner.gate.ranker is None
     assert ranked.predict(image, "the cup").keyword == plain.predict(image, "the cup").keyword
     (path / RANKER_FILE).unlink()
     GeometryRanker(hidden_size + 1, top_k=3).save(path / RANKER_FILE)
