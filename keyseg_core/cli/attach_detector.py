@@ -29,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from keyseg_core.modeling.category_detector import DETECTOR_FILE, CategoryDetector
+    from keyseg_core.modeling.geometry_ranker import RANKER_FILE
     from keyseg_core.scenes import load_knowledge
 
     config_path = args.checkpoint / "config.json"
@@ -57,6 +58,9 @@ def run(args: argparse.Namespace) -> int:
     detector.save(target)
     print(f"wrote {target} ({target.stat().st_size / 2**20:.1f} MB): the tower and patch head of {args.bases}, "
           f"{len(names)} categories, tiles {detector.tiles:g}, calibration {detector.calibration}")
+    if (args.checkpoint / RANKER_FILE).is_file():
+        print(f"note: {args.checkpoint / RANKER_FILE} was fitted on the previous detector's maps; refit it: "
+              f"keyseg fit-ranker --checkpoint {args.checkpoint} (move the old file away first)")
     return 0
 
 

@@ -208,6 +208,11 @@ def test_attach_detector_gives_the_stage_one_tower_and_patch_head(run, codebook_
     capsys.readouterr()
     assert cli.main(args) == 2  # never overwritten without --overwrite
     assert "exists; pass --overwrite" in capsys.readouterr().err
+    from keyseg_core.modeling.geometry_ranker import RANKER_FILE, GeometryRanker
+
+    GeometryRanker(8).save(ckpt / RANKER_FILE)  # a ranker fitted on the old detector's maps: said so
+    assert cli.main(args + ["--overwrite"]) == 0
+    assert f"{RANKER_FILE} was fitted on the previous detector's maps" in capsys.readouterr().out
     assert cli.main(["attach-detector", "--bases", str(run / "run"), "--checkpoint", str(run / "run" / "final")]) == 2
     assert "has fusion.codebook 0" in capsys.readouterr().err
     assert cli.main(["attach-detector", "--bases", str(tmp_path), "--checkpoint", str(ckpt), "--overwrite"]) == 2
