@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from keyseg_core.atomic import save_report
-from keyseg_core.cli.generated_eval import add_model_arguments, add_output_arguments, load_predictor
+from keyseg_core.cli.generated_eval import (add_model_arguments, add_output_arguments, add_save_argument,
+                                            load_predictor, refuse_to_overwrite)
 
 HELP = ('"not here": false positives on queries about absent objects at a miss rate on present ones; '
         "calibrated on val, measured on test")
@@ -22,9 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seed of the test split it is measured on (3: the README's test data)")
     parser.add_argument("--max-miss", type=float, default=0.05,
                         help="the share of present targets the threshold may call absent on val (default: %(default)s)")
-    parser.add_argument("--save", default=None, metavar="PATH",
-                        help="write the calibration here (a checkpoint dir's presence.json is what the "
-                             "predictor applies); an existing file is never overwritten")
+    add_save_argument(parser, "the calibration", "presence.json")
     add_output_arguments(parser)
 
 
@@ -33,8 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0.0 <= args.max_miss < 1.0:
         raise ValueError(f"--max-miss: {args.max_miss} must be in [0, 1)")
-    if args.save and Path(args.save).exists():
-        raise ValueError(f"--save: {args.save} exists; move it away first (nothing is overwritten)")
+    refuse_to_overwrite(args.save)
     checkpoint, predictor = load_predictor(args, presence=False)
     progress = not args.no_progress
     val = collect(predictor, args.calibrate_seed, "val", args.scenes, progress)

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 from keyseg_core.atomic import save_report
-from keyseg_core.cli.generated_eval import add_output_arguments
+from keyseg_core.cli.generated_eval import add_output_arguments, add_save_argument, refuse_to_overwrite
 
 HELP = ("fit the geometry ranker (size and place of the gated candidates, as the query asks) on generated "
         "train scenes; keyword top-1 by query type on val")
@@ -29,9 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plausible", type=float, default=0.2,
                         help="candidates under this share of the best's belief are never moved to "
                              "(default: %(default)s, chosen on val)")
-    parser.add_argument("--save", default=None, metavar="PATH",
-                        help="write the ranker here (a checkpoint dir's geometry_ranker.safetensors is what the "
-                             "predictor applies); an existing file is never overwritten")
+    add_save_argument(parser, "the ranker", "geometry_ranker.safetensors")
     add_output_arguments(parser)
 
 
@@ -45,8 +42,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--weight-decay: {args.weight_decay} must be >= 0")
     if not 0.0 <= args.plausible <= 1.0:
         raise ValueError(f"--plausible: {args.plausible} must be in [0, 1]")
-    if args.save and Path(args.save).exists():
-        raise ValueError(f"--save: {args.save} exists; move it away first (nothing is overwritten)")
+    refuse_to_overwrite(args.save)
     checkpoint = resolve_checkpoint(args.checkpoint)
     predictor = Predictor.from_pretrained(checkpoint, device=args.device, presence=False, refine="none")
     progress = not args.no_progress

@@ -5,6 +5,7 @@ by keyseg_core.atomic.save_report)."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,6 +45,19 @@ def add_scene_arguments(parser: argparse.ArgumentParser, scenes_help: str) -> No
     parser.add_argument("--split", default="test", help="generated split: train, val or test (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=3, help="scene seed (3: the README's test data)")
     parser.add_argument("--scenes", type=int, default=200, help=f"{scenes_help} (default: %(default)s)")
+
+
+def add_save_argument(parser: argparse.ArgumentParser, writes: str, file: str) -> None:
+    """`--save PATH`: where a fitted file (`writes`, saved in a checkpoint dir as `file`) goes."""
+    parser.add_argument("--save", default=None, metavar="PATH",
+                        help=f"write {writes} here (a checkpoint dir's {file} is what the predictor applies); "
+                             "an existing file is never overwritten")
+
+
+def refuse_to_overwrite(save: str | None) -> None:
+    """Nothing the user saved is overwritten: an existing `--save` path is refused before any work."""
+    if save and Path(save).exists():
+        raise ValueError(f"--save: {save} exists; move it away first (nothing is overwritten)")
 
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from keyseg_core.eval.presence import check_generated_split
 from keyseg_core.modeling.geometry_ranker import GeometryRanker
 from keyseg_core.scenes.generator import SPLIT_IDS, SceneConfig, make_sample
 from keyseg_core.scenes.knowledge import load_knowledge
@@ -42,10 +43,7 @@ def collect(predictor, seed: int, split: str, scenes: int, extra: int = 2, progr
     if gate is None:
         raise ValueError("the geometry ranker needs a checkpoint with a category detector "
                          "(keyseg attach-detector), and this one has none")
-    if split not in SPLIT_IDS:
-        raise ValueError(f"split: '{split}' is not one of {', '.join(SPLIT_IDS)}")
-    if scenes < 1:
-        raise ValueError(f"scenes: {scenes} must be >= 1")
+    check_generated_split(split, scenes)
     top_k = min(predictor.model.config.keyword.top_k, len(gate.names))
     kb, config = load_knowledge(), SceneConfig()
     rows: dict[str, list] = defaultdict(list)
