@@ -6,8 +6,9 @@
 # is the shipped v2's own stages (runs/keyseg_tiny_v2, runs/keyseg_tiny_v2_codebook) when present.
 # Every row is scored on the 500 generated test scenes on the paper's path (no category gate, no mask
 # refinement, no presence calibration), then the table is printed (and written as JSON).
-# Needs data/openmoji and runs/keyseg_tiny_v2_bases (README recipe table). Resumable: rerun to continue;
-# ROWS="seg_only:42 ..." runs a subset.
+# Needs data/openmoji and runs/keyseg_tiny_v2_bases (README recipe table; without the GPU run's copy,
+# `keyseg rebuild-bases --config recipes/keyseg_tiny_v2_bases.yaml` rebuilds it from the shipped model).
+# Resumable: rerun to continue; ROWS="seg_only:42 ..." runs a subset.
 # Usage: scripts/ablations_tiny_v2.sh
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare-offline": ("prepare_offline", "convert the offline SmolLM2 GGUF into the keyseg cache"),
     "keywords": ("keywords", "build Reason-Seg-Key: extract and normalise a keyword per ReasonSeg training image"),
     "pretrain": ("pretrain", "stage 1: pretrain a small model's vision tower and SAM on generated scenes"),
+    "rebuild-bases": ("rebuild_bases", "rebuild a stage-1 run (tower, SAM, category prompts) from a shipped checkpoint"),
     "eval-bases": ("eval_bases", "stage 1's ceiling: IoU of its SAM prompted by each object's category, point and box"),
     "train": ("train", "train KeySeg from a YAML config (resumable; DDP/DeepSpeed/FSDP via accelerate)"),
     "export": ("export", "export SAM's encoder and mask head to ONNX, checked against torch in onnxruntime"),

@@ -266,3 +266,52 @@ def test_eval_bases_names_what_is_missing(run, tmp_path, capsys):
     assert "heads.safetensors: missing" in capsys.readouterr().err
     assert cli.main(["eval-bases", "--config", config, "--checkpoint", str(tmp_path)]) == 2
     assert "not a stage-1 checkpoint" in capsys.readouterr().err
+
+
+def test_rebuild_bases_recovers_a_stage_one_run_from_a_gated_checkpoint(run, codebook_run, tmp_path, capsys):
+    """`keyseg rebuild-bases`: SAM exactly as the checkpoint holds it, the tower and patch head of its
+    detector, a category prompt table fitted again on the frozen SAM; the result starts stage 2 and
+    eval-bases like a stage-1 run. Existing runs and checkpoints without a detector are refused."""
+    import shutil
+
+    from keyseg_core.modeling.category_detector import DETECTOR_FILE, CategoryDetector
+
+    final, _ = codebook_run
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(final, ckpt)
+    config = write_bases_config(tmp_path / "rebuild.yaml", tmp_path / "rebuilt")
+    args = ["rebuild-bases", "--config", str(config), "--checkpoint", str(ckpt), "--steps", "3", "--batch-size", "2",
+            "--no-progress"]
+    assert cli.main(args) == 2  # no detector yet
+    assert f"{DETECTOR_FILE} does not exist" in capsys.readouterr().err
+    assert cli.main(["attach-detector", "--bases", str(run / "run"), "--checkpoint", str(ckpt),
+                     "--calibration-scenes", "0", "--no-progress"]) == 0
+    assert cli.main(args) == 0
+    rebuilt = load_file(str(tmp_path / "rebuilt" / "final" / "trainable.safetensors"))
+    source = load_file(str(ckpt / "trainable.safetensors"))
+    sam = [k for k in rebuilt if k.startswith("sam.")]
+    assert sam and all(torch.equal(rebuilt[k], source[k]) for k in sam)
+    detector = CategoryDetector.load(ckpt / DETECTOR_FILE)
+    tower = {k.split("vision_tower.", 1)[1]: v for k, v in rebuilt.items() if "vision_tower." in k}
+    assert tower.keys() == detector.tower.state_dict().keys()
+    assert all(torch.equal(v, tower[k]) for k, v in detector.tower.state_dict().items())
+    heads = load_file(str(tmp_path / "rebuilt" / "heads.safetensors"))
+    original = load_file(str(run / "run" / "heads.safetensors"))
+    assert torch.equal(heads["patch.weight"], detector.patch.weight)
+    assert heads["prompt.weight"].shape == original["prompt.weight"].shape
+    from keyseg_core.train.stage1.loop import StageOneHeads
+
+    torch.manual_seed(42)  # the recipe's seed draws the table's start, as stage 1 drew it; three Adam steps move it
+    start = StageOneHeads(heads["patch.weight"].shape[1], heads["prompt.weight"].shape[1], 60).prompt.weight
+    moved = (heads["prompt.weight"] - start).abs().max().item()
+    assert 0 < moved <= 3 * 0.01 * 1.01
+    summary = json.loads((tmp_path / "rebuilt" / "summary.json").read_text())
+    assert summary["prompt_fit_steps"] == 3 and summary["rebuilt_from"] == str(ckpt)
+    # it reads as a stage-1 run: eval-bases scores it, attach-detector takes its tower back unchanged
+    assert cli.main(["eval-bases", "--config", str(config), "--checkpoint", str(tmp_path / "rebuilt" / "final"),
+                     "--scenes", "2", "--no-progress"]) == 0
+    again = CategoryDetector.from_stage1(tmp_path / "rebuilt", detector.names)
+    assert all(torch.equal(v, again.tower.state_dict()[k]) for k, v in detector.tower.state_dict().items())
+    capsys.readouterr()
+    assert cli.main(args) == 2  # never into an existing run
+    assert "already exists" in capsys.readouterr().err
