@@ -307,6 +307,7 @@ def test_rebuild_bases_recovers_a_stage_one_run_from_a_gated_checkpoint(run, cod
     assert 0 < moved <= 3 * 0.01 * 1.01
     summary = json.loads((tmp_path / "rebuilt" / "summary.json").read_text())
     assert summary["prompt_fit_steps"] == 3 and summary["rebuilt_from"] == str(ckpt)
+    assert not (tmp_path / ".rebuilt.partial").exists()  # written aside, then renamed into place
     # it reads as a stage-1 run: eval-bases scores it, attach-detector takes its tower back unchanged
     assert cli.main(["eval-bases", "--config", str(config), "--checkpoint", str(tmp_path / "rebuilt" / "final"),
                      "--scenes", "2", "--no-progress"]) == 0

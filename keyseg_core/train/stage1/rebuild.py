@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -130,11 +131,14 @@ def rebuild_bases(config: BasesConfig, checkpoint: str | Path, *, steps: int = 2
             bar.set_postfix(loss=f"{losses[-1]:.3f}", iou=f"{sum(ious[-50:]) / len(ious[-50:]):.3f}", refresh=False)
     bar.close()
 
-    out.mkdir(parents=True)
-    save_checkpoint(model, out / "final", keep=is_stage1, parts=STAGE1_PARTS,
+    # written beside the run's place and renamed into it: an interrupted rebuild leaves no half run
+    partial = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    save_checkpoint(model, partial / "final", keep=is_stage1, parts=STAGE1_PARTS,
                     extra={"stage": STAGE, "rebuilt_from": str(checkpoint)})
-    save_file({k: v.contiguous() for k, v in heads.state_dict().items()}, str(out / HEADS_FILE))
-    atomic_write_text(out / "bases_config.json", config.to_json())
+    save_file({k: v.contiguous() for k, v in heads.state_dict().items()}, str(partial / HEADS_FILE))
+    atomic_write_text(partial / "bases_config.json", config.to_json())
     tail = max(1, steps // 10)
     summary = {"rebuilt_from": str(checkpoint), "final": str(out / "final"), "prompt_fit_steps": steps,
                "batch_size": batch_size, "lr": lr, "seconds": round(time.perf_counter() - started, 1),
@@ -144,5 +148,6 @@ def rebuild_bases(config: BasesConfig, checkpoint: str | Path, *, steps: int = 2
                "approximate": ["vision tower and patch head (the detector's float16 copy)",
                                "category prompt table (fitted again on the frozen SAM)"],
                "not_recovered": ["cell head (no loss in v2's stage 1; never read by stage 2)"]}
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(partial / "summary.json", json.dumps(summary, indent=2) + "\n")
+    partial.rename(out)
     return summary
