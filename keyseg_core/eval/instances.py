@@ -18,6 +18,11 @@ from keyseg_core.scenes.generator import SPLIT_IDS, SceneConfig, make_sample
 from keyseg_core.scenes.knowledge import load_knowledge
 
 
+def instance_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    """The "all the <kind>" query's draw for one scene: a function of (seed, split, index) only."""
+    return np.random.default_rng([seed, SPLIT_IDS[split], index, 0x1257])
+
+
 def instance_report(predictor, seed: int, split: str, scenes: int, min_area: int = 20,
                     progress: bool = True, mode: str = "components") -> dict:
     """Count accuracy, count error and union IoU over the scenes 0..N-1 that hold two or more objects
@@ -31,8 +36,7 @@ def instance_report(predictor, seed: int, split: str, scenes: int, min_area: int
     same_set, single_one = [], []
     for index in tqdm(range(scenes), desc=f"{split} scenes", disable=not progress):
         sample = make_sample(seed, split, index, config, kb)
-        rng = np.random.default_rng([seed, SPLIT_IDS[split], index, 0x1257])
-        query = multi_instance_query(sample.scene.objects, kb, rng, test=split == "test")
+        query = multi_instance_query(sample.scene.objects, kb, instance_rng(seed, split, index), test=split == "test")
         if query is None:
             skipped += 1
             continue

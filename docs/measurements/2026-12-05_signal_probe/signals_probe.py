@@ -12,10 +12,11 @@ import sys
 import numpy as np
 import torch
 
+from keyseg_core.eval.instances import instance_rng
 from keyseg_core.eval.presence import absent_rng
 from keyseg_core.runtime.predictor import Predictor
 from keyseg_core.scenes.eval_queries import absent_query, multi_instance_query
-from keyseg_core.scenes.generator import SPLIT_IDS, SceneConfig, make_sample
+from keyseg_core.scenes.generator import SceneConfig, make_sample
 from keyseg_core.scenes.knowledge import load_knowledge
 
 checkpoint, out_path = sys.argv[1], sys.argv[2]
@@ -29,8 +30,7 @@ for seed, split in ((2, "val"), (3, "test")):
     for index in range(scenes):
         s = make_sample(seed, split, index, cfg, kb)
         qa = absent_query(s.scene.objects, kb, absent_rng(seed, split, index), test=split == "test")
-        qm = multi_instance_query(s.scene.objects, kb, np.random.default_rng([seed, SPLIT_IDS[split], index, 0x1257]),
-                                  test=split == "test")
+        qm = multi_instance_query(s.scene.objects, kb, instance_rng(seed, split, index), test=split == "test")
         texts = [s.queries[0].text, qa.text] + ([qm.text] if qm else [])
         with torch.no_grad():
             batch = p.processor([s.scene.image] * len(texts), texts)

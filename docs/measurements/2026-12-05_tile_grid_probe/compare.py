@@ -1,35 +1,22 @@
-"""Score visibility combinations on a probe.py cache, each calibrated by a logistic fit on logit(V) over
-the val (scene, category) pairs as `keyseg attach-detector` does: pair AUC, "not here" (the presence
-signal sum p V; test false positives and misses at the val threshold for <= 5% misses) and
-"all the <kind>" counts (the share chosen on val).    python compare.py CACHE.pt"""
+"""Score visibility combinations on a probe.py cache, each calibrated over the val (scene, category)
+pairs by `keyseg attach-detector`'s own fit (eval.visibility.fit_calibration): pair AUC, "not here"
+(the presence signal sum p V; test false positives and misses at the val threshold for <= 5% misses)
+and "all the <kind>" counts (the share chosen on val).    python compare.py CACHE.pt"""
 import sys
 
 import numpy as np
 import torch
 
+from keyseg_core.eval.visibility import fit_calibration
+from keyseg_core.inference.presence import roc_auc
+
+
 def logit(v):
-    v = v.clamp(1e-6, 1 - 1e-6)
-    return (v / (1 - v)).log()
-
-
-def fit_calibration(V, present):
-    x, y = logit(V).flatten(), present.flatten().float()
-    a, b = torch.ones((), requires_grad=True), torch.zeros((), requires_grad=True)
-    opt = torch.optim.LBFGS([a, b], max_iter=200)
-
-    def closure():
-        opt.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(a * x + b, y)
-        loss.backward()
-        return loss
-    opt.step(closure)
-    return float(a.detach()), float(b.detach())
+    return torch.logit(v, eps=1e-6)
 
 
 def auc(pos, neg):
-    pos, neg = np.sort(pos), np.sort(neg)
-    lo, hi = np.searchsorted(neg, pos, side="left"), np.searchsorted(neg, pos, side="right")
-    return float((lo + 0.5 * (hi - lo)).sum()) / (len(pos) * len(neg))
+    return roc_auc(np.asarray(pos), np.asarray(neg))
 
 
 def rows(cache, split, types):
@@ -97,7 +84,10 @@ def main() -> None:
             g = L.softmax(-1) * V
             counts[split] = (g / g.sum(-1, keepdim=True), np.array([len(r["target"]) for r in rs]))
         shares = (0.05, 0.075, 0.1, 0.125, 0.15, 0.2)
-        right = lambda split, s: float(((counts[split][0] >= s).sum(-1).clamp(min=1).numpy() == counts[split][1]).mean())
+
+        def right(split, share):
+            probs, asked = counts[split]
+            return float(((probs >= share).sum(-1).clamp(min=1).numpy() == asked).mean())
         val_right = [right("val", s) for s in shares]
         share = shares[int(np.argmax(val_right))]
         print(f"| {name} | {pair[0]:.4f} / {pair[1]:.4f} | {auc(mt[pt], mt[~pt]):.3f} | {fp:.1%} | {miss:.1%} | "
