@@ -20,7 +20,6 @@ same order. The cell head is left as drawn: v2's recipe gives it no loss, and st
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import time
 from contextlib import contextmanager
@@ -34,6 +33,7 @@ from keyseg_core.atomic import atomic_write_text
 from keyseg_core.modeling.build import build_model
 from keyseg_core.modeling.category_detector import CategoryDetector
 from keyseg_core.scenes import load_knowledge
+from keyseg_core.train.optim import OptimizerConfig, ScheduleConfig, learning_rate, set_lr
 from keyseg_core.train.stage1.config import BasesConfig, BasesLoss, PromptMix
 from keyseg_core.train.stage1.loop import HEADS_FILE, STAGE, STAGE1_PARTS, StageOne, StageOneHeads, is_stage1, \
     prompt_generator
@@ -107,6 +107,8 @@ def rebuild_bases(config: BasesConfig, checkpoint: str | Path, *, steps: int = 2
 
     # the prompt table alone learns, by stage 1's category-prompt loss on the recipe's scenes
     fit = BasesConfig(**{**vars(config), "device": "cpu", "precision": "fp32", "batch_size": batch_size,
+                         "max_steps": steps, "optimizer": OptimizerConfig(lr=lr),
+                         "schedule": ScheduleConfig(warmup_steps=0, decay="cosine", min_lr_ratio=0.05),
                          "prompts": PromptMix(point=0.0, box=0.0, category=1.0, absent=config.prompts.absent),
                          "loss": BasesLoss(prompt_mask=1.0, sam_category=0.0, vision_category=0.0)})
     stage = StageOne(model, processor, heads, names, fit)
@@ -118,8 +120,7 @@ def rebuild_bases(config: BasesConfig, checkpoint: str | Path, *, steps: int = 2
     bar = tqdm(total=steps, disable=not progress, desc="rebuild prompts", dynamic_ncols=True)
     with frozen(model), frozen(heads.patch), frozen(heads.cell):
         for step, scenes in enumerate(source.batches(0, steps)):
-            for group in optimizer.param_groups:  # cosine from lr to 5% of it
-                group["lr"] = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / steps)))
+            set_lr(optimizer, learning_rate(step, fit))  # cosine from lr to 5% of it
             batch = stage.stack(scenes)
             loss, iou = stage.losses(batch, prompt_generator(torch.device("cpu"), config.seed, step))
             loss["prompt_mask"].backward()
